@@ -1,0 +1,321 @@
+//! The inference actor: one ONNX Runtime session on its own thread, fed by a batching queue.
+//!
+//! ```text
+//!  Infer{texts, deadline, reply} ──> InferenceActor ──Batch──> model thread (Runner::logits)
+//!                                    │ tokenizes, queues        │
+//!                                    │ BatchDone <──────────────┘
+//!                                    └─> reply: Ok(scores) | Err(InferError)
+//! ```
+//! While the model thread runs one batch, new texts wait in the [`BatchQueue`]; when it finishes,
+//! the actor takes the next batch from everything that has arrived meanwhile (dynamic batching).
+//! Expired texts and texts of requests whose caller has gone are dropped before inference.
+//! A failing batch answers each of its requests with the error; the actor itself keeps going.
+
+use std::collections::HashMap;
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use senti_model::{Manifest, ModelError, Runner, Scores, TextEncoder};
+
+use crate::load::LoadGauge;
+use crate::queue::{BatchLimits, BatchQueue, Entry};
+use crate::InferError;
+
+/// What an inference returns: one [`Scores`] per text, in request order.
+pub type InferResult = Result<Vec<Scores>, InferError>;
+
+/// Messages of [`InferenceActor`].
+pub enum InferenceMsg {
+    /// Classify these texts before `deadline`.
+    Infer {
+        /// Texts, already validated by the caller (non-empty, within limits).
+        texts: Vec<String>,
+        /// After this the work is dropped and answered with [`InferError::DeadlineExceeded`].
+        deadline: Instant,
+        /// Where the answer goes; if the caller drops its end, the texts are not run.
+        reply: RpcReplyPort<InferResult>,
+    },
+    /// From the model thread: the batch in flight finished.
+    BatchDone {
+        /// Logits per text of the batch, or the error that failed it.
+        result: Result<Vec<Vec<f32>>, ModelError>,
+        /// Time spent in ONNX Runtime.
+        elapsed: Duration,
+    },
+}
+
+impl ractor::Message for InferenceMsg {}
+
+/// Everything an inference actor starts with.
+pub struct InferenceArgs {
+    /// Name in logs and metrics (`"a0"`, `"a1"`, ...).
+    pub name: String,
+    /// The session; moved onto the model thread.
+    pub runner: Runner,
+    /// Tokenizer with the model's truncation.
+    pub encoder: TextEncoder,
+    /// Labels and temperature.
+    pub manifest: Arc<Manifest>,
+    /// Batch limits.
+    pub limits: BatchLimits,
+    /// Most texts queued at once.
+    pub capacity: usize,
+    /// Shared with readers of this actor's load.
+    pub gauge: Arc<LoadGauge>,
+}
+
+/// The actor (stateless; everything is in [`InferenceState`]).
+pub struct InferenceActor;
+
+/// Where a queued text belongs.
+#[derive(Debug)]
+pub struct Slot {
+    request: u64,
+    index: usize,
+    ids: Vec<u32>,
+}
+
+struct Pending {
+    reply: RpcReplyPort<InferResult>,
+    results: Vec<Option<Scores>>,
+    remaining: usize,
+    enqueued: Instant,
+}
+
+struct InFlight {
+    keys: Vec<(u64, usize)>,
+    padded_tokens: usize,
+}
+
+/// State of one inference actor; only its own handler touches it.
+pub struct InferenceState {
+    name: String,
+    encoder: TextEncoder,
+    manifest: Arc<Manifest>,
+    limits: BatchLimits,
+    capacity: usize,
+    gauge: Arc<LoadGauge>,
+    queue: BatchQueue<Slot>,
+    pending: HashMap<u64, Pending>,
+    next_request: u64,
+    /// The batch on the model thread; `None` when the thread is idle.
+    in_flight: Option<InFlight>,
+    /// Batches to the model thread; dropping it ends the thread.
+    to_model: mpsc::Sender<Vec<Vec<u32>>>,
+}
+
+impl Actor for InferenceActor {
+    type Msg = InferenceMsg;
+    type State = InferenceState;
+    type Arguments = InferenceArgs;
+
+    async fn pre_start(&self, myself: ActorRef<Self::Msg>, args: Self::Arguments) -> Result<Self::State, ActorProcessingErr> {
+        let (to_model, batches) = mpsc::channel::<Vec<Vec<u32>>>();
+        let runner = args.runner;
+        std::thread::Builder::new()
+            .name(format!("senti-model-{}", args.name))
+            .spawn(move || model_thread(runner, batches, myself))?;
+        Ok(InferenceState {
+            name: args.name,
+            encoder: args.encoder,
+            manifest: args.manifest,
+            limits: args.limits,
+            capacity: args.capacity,
+            gauge: args.gauge,
+            queue: BatchQueue::default(),
+            pending: HashMap::new(),
+            next_request: 0,
+            in_flight: None,
+            to_model,
+        })
+    }
+
+    async fn handle(&self, _myself: ActorRef<Self::Msg>, message: Self::Msg, state: &mut Self::State) -> Result<(), ActorProcessingErr> {
+        match message {
+            InferenceMsg::Infer { texts, deadline, reply } => state.enqueue(texts, deadline, reply),
+            InferenceMsg::BatchDone { result, elapsed } => state.finish_batch(result, elapsed),
+        }
+        state.dispatch();
+        Ok(())
+    }
+
+    async fn post_stop(&self, _myself: ActorRef<Self::Msg>, state: &mut Self::State) -> Result<(), ActorProcessingErr> {
+        for (_, pending) in state.pending.drain() {
+            let _ = pending.reply.send(Err(InferError::ShuttingDown));
+        }
+        Ok(())
+    }
+}
+
+/// Runs batches until the actor drops its sender.
+fn model_thread(mut runner: Runner, batches: mpsc::Receiver<Vec<Vec<u32>>>, actor: ActorRef<InferenceMsg>) {
+    for batch in batches {
+        let started = Instant::now();
+        let refs: Vec<&[u32]> = batch.iter().map(Vec::as_slice).collect();
+        let result = runner.logits(&refs);
+        let elapsed = started.elapsed();
+        if actor.cast(InferenceMsg::BatchDone { result, elapsed }).is_err() {
+            break;
+        }
+    }
+}
+
+impl InferenceState {
+    fn enqueue(&mut self, texts: Vec<String>, deadline: Instant, reply: RpcReplyPort<InferResult>) {
+        if texts.is_empty() {
+            let _ = reply.send(Ok(Vec::new()));
+            return;
+        }
+        if self.queue.len() + texts.len() > self.capacity {
+            let retry_after = self.gauge.snapshot().expected_drain();
+            metrics::counter!("senti_queue_rejections_total", "actor" => self.name.clone()).increment(1);
+            let _ = reply.send(Err(InferError::QueueFull { retry_after }));
+            return;
+        }
+        let mut encoded = Vec::with_capacity(texts.len());
+        for text in &texts {
+            match self.encoder.encode(text) {
+                Ok(ids) => encoded.push(ids),
+                Err(err) => {
+                    let _ = reply.send(Err(InferError::Model(err.to_string())));
+                    return;
+                }
+            }
+        }
+        let request = self.next_request;
+        self.next_request += 1;
+        for (index, ids) in encoded.into_iter().enumerate() {
+            self.queue.push(Entry {
+                tokens: ids.len(),
+                deadline,
+                payload: Slot { request, index, ids },
+            });
+        }
+        self.pending.insert(
+            request,
+            Pending {
+                reply,
+                results: vec![None; texts.len()],
+                remaining: texts.len(),
+                enqueued: Instant::now(),
+            },
+        );
+        self.publish_queue();
+    }
+
+    /// Starts the next batch if the model thread is idle.
+    fn dispatch(&mut self) {
+        if self.in_flight.is_some() || self.queue.is_empty() {
+            return;
+        }
+        self.drop_abandoned();
+        let taken = self.queue.next_batch(Instant::now(), self.limits);
+        for entry in taken.expired {
+            self.fail(entry.payload.request, InferError::DeadlineExceeded);
+        }
+        if taken.batch.is_empty() {
+            self.publish_queue();
+            return;
+        }
+        let longest = taken.batch.iter().map(|e| e.tokens).max().unwrap_or(0);
+        let padded_tokens = longest * taken.batch.len();
+        let now = Instant::now();
+        let mut keys = Vec::with_capacity(taken.batch.len());
+        let mut ids = Vec::with_capacity(taken.batch.len());
+        for entry in taken.batch {
+            if let Some(pending) = self.pending.get(&entry.payload.request) {
+                metrics::histogram!("senti_queue_wait_seconds").record(now.duration_since(pending.enqueued).as_secs_f64());
+            }
+            keys.push((entry.payload.request, entry.payload.index));
+            ids.push(entry.payload.ids);
+        }
+        metrics::histogram!("senti_batch_size").record(keys.len() as f64);
+        metrics::histogram!("senti_batch_padded_tokens").record(padded_tokens as f64);
+        self.gauge.set_running(keys.len(), padded_tokens);
+        self.in_flight = Some(InFlight { keys, padded_tokens });
+        if self.to_model.send(ids).is_err() {
+            // The model thread is gone (it only exits when this sender drops or the actor
+            // stops); answer the batch rather than leave it waiting.
+            self.finish_batch(Err(ModelError::Inference("model thread stopped".into())), Duration::ZERO);
+        }
+        self.publish_queue();
+    }
+
+    fn finish_batch(&mut self, result: Result<Vec<Vec<f32>>, ModelError>, elapsed: Duration) {
+        let Some(batch) = self.in_flight.take() else {
+            tracing::error!(actor = %self.name, "batch finished but none was in flight. This is a bug.");
+            return;
+        };
+        self.gauge.set_running(0, 0);
+        metrics::histogram!("senti_inference_seconds").record(elapsed.as_secs_f64());
+        match result {
+            Ok(rows) if rows.len() == batch.keys.len() => {
+                self.gauge.record_batch(batch.padded_tokens, elapsed);
+                for ((request, index), logits) in batch.keys.into_iter().zip(rows) {
+                    let scores = Scores::from_logits(&logits, &self.manifest);
+                    self.complete(request, index, scores);
+                }
+            }
+            Ok(rows) => {
+                let err = InferError::Model(format!("model returned {} rows for {} texts", rows.len(), batch.keys.len()));
+                self.fail_all(&batch.keys, err);
+            }
+            Err(err) => {
+                tracing::warn!(actor = %self.name, error = %err, "batch failed");
+                self.fail_all(&batch.keys, InferError::Model(err.to_string()));
+            }
+        }
+    }
+
+    fn complete(&mut self, request: u64, index: usize, scores: Scores) {
+        let Some(pending) = self.pending.get_mut(&request) else {
+            return; // already answered (failed or abandoned)
+        };
+        pending.results[index] = Some(scores);
+        pending.remaining -= 1;
+        if pending.remaining == 0 {
+            let pending = self.pending.remove(&request).expect("present above. This is a bug.");
+            let results = pending.results.into_iter().map(|r| r.expect("every slot filled. This is a bug.")).collect();
+            let _ = pending.reply.send(Ok(results));
+        }
+    }
+
+    fn fail_all(&mut self, keys: &[(u64, usize)], err: InferError) {
+        for (request, _) in keys {
+            self.fail(*request, err.clone());
+        }
+    }
+
+    /// Answers a request with an error and drops the rest of its texts from the queue.
+    fn fail(&mut self, request: u64, err: InferError) {
+        if let Some(pending) = self.pending.remove(&request) {
+            let _ = pending.reply.send(Err(err));
+            self.queue.remove_where(|slot| slot.request == request);
+        }
+    }
+
+    /// Drops queued texts whose caller no longer waits (client disconnected, attempt abandoned).
+    fn drop_abandoned(&mut self) {
+        let gone: Vec<u64> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| p.reply.is_closed())
+            .map(|(id, _)| *id)
+            .collect();
+        if gone.is_empty() {
+            return;
+        }
+        metrics::counter!("senti_abandoned_requests_total").increment(gone.len() as u64);
+        for request in gone {
+            self.pending.remove(&request);
+            self.queue.remove_where(|slot| slot.request == request);
+        }
+    }
+
+    fn publish_queue(&self) {
+        self.gauge.set_queue(self.queue.len(), self.queue.tokens());
+        metrics::gauge!("senti_queue_depth", "actor" => self.name.clone()).set(self.queue.len() as f64);
+    }
+}

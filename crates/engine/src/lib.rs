@@ -1,0 +1,205 @@
+//! The actors of one senti node and the handle that starts and stops them.
+//!
+//! Supervision tree (all children of nothing: the [`Engine`] owns and stops them):
+//! ```text
+//! Engine
+//!  ├── GatewayActor            placement + failover; spawns one task per attempt
+//!  └── InferenceActor a0..aN   batching queue; each owns a model thread with one ONNX session
+//! ```
+//! A request: [`Engine::classify`] -> [`GatewayMsg::Classify`] -> attempt task ->
+//! [`InferenceMsg::Infer`] -> [`BatchQueue`] -> model thread -> `BatchDone` -> reply.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod gateway;
+mod inference;
+mod load;
+mod placement;
+mod queue;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ractor::{Actor, ActorRef};
+use senti_config::EngineConfig;
+use senti_model::{ModelBundle, ModelError};
+use tokio::sync::oneshot;
+
+pub use gateway::{Classified, GatewayActor, GatewayMsg, Job, Target};
+pub use inference::{InferResult, InferenceActor, InferenceArgs, InferenceMsg};
+pub use load::{Load, LoadGauge};
+pub use placement::{least_loaded, Candidate};
+pub use queue::{BatchLimits, BatchQueue, Entry, Taken};
+
+/// Why a request got no scores. `Clone`: one failed batch answers many requests.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum InferError {
+    /// Every queue that could take the request is full.
+    #[error("the inference queue is full; retry in {retry_after:?}")]
+    QueueFull {
+        /// When the backlog is expected to have drained.
+        retry_after: Duration,
+    },
+    /// The request's deadline passed before it could be answered.
+    #[error("the request's deadline passed before it was answered")]
+    DeadlineExceeded,
+    /// The node is shutting down.
+    #[error("the node is shutting down")]
+    ShuttingDown,
+    /// No inference actor could be reached.
+    #[error("no inference actor is available")]
+    Unavailable,
+    /// The model failed on this batch.
+    #[error("inference failed: {0}")]
+    Model(String),
+}
+
+impl InferError {
+    /// Whether another actor might succeed where this attempt failed.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, InferError::QueueFull { .. } | InferError::Unavailable | InferError::Model(_))
+    }
+}
+
+/// Errors starting the engine.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The model could not be turned into sessions.
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    /// An actor failed to start.
+    #[error("cannot start actor: {0}")]
+    Spawn(String),
+}
+
+/// One inference actor as the node sees it.
+#[derive(Clone)]
+pub struct ActorInfo {
+    /// Name (`a0`, ...).
+    pub name: String,
+    /// Its load.
+    pub gauge: Arc<LoadGauge>,
+}
+
+/// The running actors of one node.
+pub struct Engine {
+    gateway: ActorRef<GatewayMsg>,
+    actors: Vec<(ActorInfo, ActorRef<InferenceMsg>)>,
+    handles: Vec<tokio::task::JoinHandle<()>>,
+    bundle: ModelBundle,
+    shutting_down: Arc<AtomicBool>,
+}
+
+impl Engine {
+    /// Creates one session per actor (on a blocking thread: this takes a moment), then the actors.
+    pub async fn start(bundle: ModelBundle, config: &EngineConfig) -> Result<Self, EngineError> {
+        let max_length = bundle.manifest().max_length;
+        let limits = BatchLimits {
+            max_tokens: config.max_batch_tokens.max(max_length),
+            max_size: config.max_batch_size,
+            window: config.max_batch_size * 4,
+        };
+        let mut actors = Vec::new();
+        let mut handles = Vec::new();
+        let mut targets = Vec::new();
+        for i in 0..config.actors {
+            let threads = config.threads_per_actor;
+            let b = bundle.clone();
+            let runner = tokio::task::spawn_blocking(move || b.runner(threads))
+                .await
+                .map_err(|err| EngineError::Spawn(err.to_string()))??;
+            let gauge = Arc::new(LoadGauge::default());
+            let name = format!("a{i}");
+            let args = InferenceArgs {
+                name: name.clone(),
+                runner,
+                encoder: bundle.encoder().clone(),
+                manifest: Arc::new(bundle.manifest().clone()),
+                limits,
+                capacity: config.queue_capacity,
+                gauge: gauge.clone(),
+            };
+            let (actor, handle) = Actor::spawn(None, InferenceActor, args)
+                .await
+                .map_err(|err| EngineError::Spawn(err.to_string()))?;
+            handles.push(handle);
+            targets.push(Target {
+                name: name.clone(),
+                actor: actor.clone(),
+                gauge: gauge.clone(),
+            });
+            actors.push((ActorInfo { name, gauge }, actor));
+        }
+        let (gateway, handle) = Actor::spawn(None, GatewayActor, targets)
+            .await
+            .map_err(|err| EngineError::Spawn(err.to_string()))?;
+        handles.push(handle);
+        tracing::info!(actors = config.actors, threads_per_actor = config.threads_per_actor, model = %bundle.manifest().name, variant = bundle.variant(), "engine started");
+        Ok(Self {
+            gateway,
+            actors,
+            handles,
+            bundle,
+            shutting_down: Arc::new(AtomicBool::new(false)),
+        })
+    }
+
+    /// Classifies `texts` before `deadline`. Dropping the future cancels the request: its texts
+    /// are dropped from the queue before inference.
+    pub async fn classify(&self, texts: Vec<String>, deadline: Instant) -> Result<Classified, InferError> {
+        if self.shutting_down.load(Ordering::Relaxed) {
+            return Err(InferError::ShuttingDown);
+        }
+        let (tx, rx) = oneshot::channel();
+        self.gateway
+            .cast(GatewayMsg::Classify(Job::new(texts, deadline, tx)))
+            .map_err(|_| InferError::ShuttingDown)?;
+        rx.await.unwrap_or(Err(InferError::ShuttingDown))
+    }
+
+    /// The model being served.
+    pub fn bundle(&self) -> &ModelBundle {
+        &self.bundle
+    }
+
+    /// Every inference actor with its load.
+    pub fn actors(&self) -> impl Iterator<Item = &ActorInfo> {
+        self.actors.iter().map(|(info, _)| info)
+    }
+
+    /// Kills one inference actor abruptly (tests of failover).
+    #[cfg(feature = "testsuite")]
+    pub fn kill_actor(&self, index: usize) {
+        self.actors[index].1.kill();
+    }
+
+    /// Refuses new requests from now on ([`InferError::ShuttingDown`]); queued work continues.
+    pub fn begin_shutdown(&self) {
+        self.shutting_down.store(true, Ordering::Relaxed);
+    }
+
+    /// True after [`Engine::begin_shutdown`].
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::Relaxed)
+    }
+
+    /// Waits until every queue is empty and nothing runs (or `grace` passes), then stops the actors.
+    pub async fn shutdown(self, grace: Duration) {
+        self.begin_shutdown();
+        let until = Instant::now() + grace;
+        while Instant::now() < until && self.actors().any(|a| {
+            let load = a.gauge.snapshot();
+            load.queued_texts > 0 || load.running_texts > 0
+        }) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        self.gateway.stop(None);
+        for (_, actor) in &self.actors {
+            actor.stop(None);
+        }
+        for handle in self.handles {
+            let _ = handle.await;
+        }
+    }
+}

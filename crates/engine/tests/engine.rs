@@ -1,0 +1,89 @@
+//! The engine with the real embedded model: batching does not change answers, deadlines are
+//! honoured, and a dead actor is failed over. Needs ONNX Runtime (`make setup`).
+
+use std::time::{Duration, Instant};
+
+use senti_config::EngineConfig;
+use senti_engine::{Engine, InferError};
+use senti_model::{ModelBundle, ModelSource};
+
+async fn engine(actors: usize) -> Engine {
+    senti_model::init_runtime(None).expect("ONNX Runtime: run `make setup`");
+    let bundle = ModelBundle::load(&ModelSource::Embedded, None).unwrap();
+    let config = EngineConfig {
+        actors,
+        threads_per_actor: 1,
+        ..EngineConfig::default()
+    };
+    Engine::start(bundle, &config).await.unwrap()
+}
+
+fn texts() -> Vec<String> {
+    [
+        "这家酒店非常好，服务周到",
+        "太差了，再也不会来了",
+        "物流很快，包装完好，东西也不错，下次还会再来买。",
+        "等了两个小时才送到，饭菜都凉了",
+        "一般般吧",
+        "屏幕显示效果一般，但是性价比还可以，总体来说值得购买，推荐给预算有限的同学。",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+fn later() -> Instant {
+    Instant::now() + Duration::from_secs(30)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_batched_answers_equal_lone_answers() {
+    let engine = std::sync::Arc::new(engine(1).await);
+    let mut alone = Vec::new();
+    for text in texts() {
+        alone.push(engine.classify(vec![text], later()).await.unwrap().scores.remove(0));
+    }
+    // Fire everything at once, several times over, so the queue batches texts of mixed lengths.
+    let handles: Vec<_> = (0..4)
+        .flat_map(|_| texts())
+        .map(|t| {
+            let engine = engine.clone();
+            tokio::spawn(async move { engine.classify(vec![t], later()).await })
+        })
+        .collect();
+    for (i, handle) in handles.into_iter().enumerate() {
+        let scores = handle.await.unwrap().unwrap().scores.remove(0);
+        let expected = &alone[i % alone.len()];
+        assert_eq!(scores.label, expected.label);
+        for (a, b) in scores.probabilities.iter().zip(&expected.probabilities) {
+            assert!((a - b).abs() < 1e-4, "text {i}: {a} vs {b}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_expired_request_is_not_run() {
+    let engine = engine(1).await;
+    let result = engine.classify(texts(), Instant::now()).await;
+    assert_eq!(result.unwrap_err(), InferError::DeadlineExceeded);
+}
+
+#[tokio::test]
+async fn a_dead_actor_is_failed_over() {
+    let engine = engine(2).await;
+    engine.kill_actor(0);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    for _ in 0..5 {
+        let classified = engine.classify(texts(), later()).await.unwrap();
+        assert_eq!(classified.served_by, "a1");
+        assert_eq!(classified.attempts, 2, "a0 was tried first (idle, lowest index) and failed over");
+        assert_eq!(classified.scores.len(), texts().len());
+    }
+}
+
+#[tokio::test]
+async fn shutdown_refuses_new_work() {
+    let engine = engine(1).await;
+    engine.begin_shutdown();
+    assert_eq!(engine.classify(texts(), later()).await.unwrap_err(), InferError::ShuttingDown);
+}
