@@ -1,0 +1,237 @@
+//! Handlers and their request/response types. The OpenAPI document is generated from these.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use senti_engine::Classified;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::error::{ApiError, ErrorBody};
+use crate::extract::JsonBody;
+use crate::state::AppState;
+
+/// Header a client may send to ask for a shorter deadline than the server's default.
+pub const TIMEOUT_HEADER: &str = "x-senti-timeout-ms";
+/// Response header naming the inference actor that answered.
+pub const SERVED_BY_HEADER: &str = "x-senti-served-by";
+
+/// `POST /analyze` request: the seed recipe's API.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct AnalyzeRequest {
+    /// The text to classify.
+    #[schema(example = "这家酒店非常好，服务周到")]
+    pub text: String,
+}
+
+/// `POST /analyze` response: the seed recipe's API (label in Chinese: 正面 or 负面).
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct AnalyzeResponse {
+    /// The text, echoed.
+    pub text: String,
+    /// 正面 (positive) or 负面 (negative).
+    pub label: String,
+    /// Calibrated probability of that label.
+    pub score: f32,
+}
+
+/// `POST /v1/classify` request.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct ClassifyRequest {
+    /// Texts to classify, at most `limits.max_texts`, each at most `limits.max_text_chars`.
+    #[schema(example = json!(["这家酒店非常好，服务周到", "太差了，再也不会来了"]))]
+    pub texts: Vec<String>,
+}
+
+/// `POST /v1/classify` response.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ClassifyResponse {
+    /// The model that answered.
+    pub model: ModelInfo,
+    /// One result per text, in request order.
+    pub results: Vec<ClassifyResult>,
+}
+
+/// Which model answered.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ModelInfo {
+    /// Name from model.toml.
+    pub name: String,
+    /// Version from model.toml.
+    pub version: String,
+    /// ONNX variant (`fp32`, `int8`).
+    pub variant: String,
+}
+
+/// The classification of one text.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ClassifyResult {
+    /// `positive` or `negative`.
+    pub label: String,
+    /// 正面 or 负面.
+    pub label_zh: String,
+    /// Calibrated probability of `label`.
+    pub score: f32,
+    /// Calibrated probability of every label, by English name.
+    pub probabilities: BTreeMap<String, f32>,
+}
+
+/// Liveness and readiness answer.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Status {
+    /// `ok`, `ready` or `not_ready`.
+    pub status: String,
+}
+
+/// Classify one text (the seed recipe's API).
+#[utoipa::path(post, path = "/analyze", request_body = AnalyzeRequest,
+    responses(
+        (status = 200, body = AnalyzeResponse),
+        (status = 400, body = ErrorBody, description = "malformed JSON or invalid UTF-8"),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 413, body = ErrorBody), (status = 415, body = ErrorBody),
+        (status = 422, body = ErrorBody, description = "missing field, empty or too long text"),
+        (status = 429, body = ErrorBody, description = "queues full; see Retry-After"),
+        (status = 503, body = ErrorBody), (status = 504, body = ErrorBody),
+    ))]
+pub async fn analyze(State(state): State<AppState>, headers: HeaderMap, JsonBody(req): JsonBody<AnalyzeRequest>) -> Result<Response, ApiError> {
+    check_text(0, &req.text, &state)?;
+    let deadline = deadline(&headers, &state)?;
+    let classified = state.engine.classify(vec![req.text.clone()], deadline).await?;
+    let manifest = state.engine.bundle().manifest();
+    let scores = &classified.scores[0];
+    let body = AnalyzeResponse {
+        text: req.text,
+        label: manifest.labels[scores.label].name_zh.clone(),
+        score: scores.score(),
+    };
+    Ok(with_served_by(Json(body), &classified))
+}
+
+/// Classify a batch of texts.
+#[utoipa::path(post, path = "/v1/classify", request_body = ClassifyRequest,
+    responses(
+        (status = 200, body = ClassifyResponse),
+        (status = 400, body = ErrorBody, description = "malformed JSON, invalid UTF-8 or a bad timeout header"),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 413, body = ErrorBody), (status = 415, body = ErrorBody),
+        (status = 422, body = ErrorBody, description = "missing field, no texts, too many texts, empty or too long text"),
+        (status = 429, body = ErrorBody, description = "queues full; see Retry-After"),
+        (status = 503, body = ErrorBody), (status = 504, body = ErrorBody),
+    ))]
+pub async fn classify(State(state): State<AppState>, headers: HeaderMap, JsonBody(req): JsonBody<ClassifyRequest>) -> Result<Response, ApiError> {
+    let max = state.limits.max_texts;
+    if req.texts.is_empty() {
+        return Err(ApiError::NoTexts);
+    }
+    if req.texts.len() > max {
+        return Err(ApiError::TooManyTexts {
+            count: req.texts.len(),
+            max: max as u64,
+        });
+    }
+    for (index, text) in req.texts.iter().enumerate() {
+        check_text(index, text, &state)?;
+    }
+    let deadline = deadline(&headers, &state)?;
+    let classified = state.engine.classify(req.texts, deadline).await?;
+    let bundle = state.engine.bundle();
+    let manifest = bundle.manifest();
+    let results = classified
+        .scores
+        .iter()
+        .map(|scores| {
+            let label = &manifest.labels[scores.label];
+            ClassifyResult {
+                label: label.name.clone(),
+                label_zh: label.name_zh.clone(),
+                score: scores.score(),
+                probabilities: manifest.labels.iter().map(|l| (l.name.clone(), scores.probabilities[l.index])).collect(),
+            }
+        })
+        .collect();
+    let body = ClassifyResponse {
+        model: ModelInfo {
+            name: manifest.name.clone(),
+            version: manifest.version.clone(),
+            variant: bundle.variant().to_owned(),
+        },
+        results,
+    };
+    Ok(with_served_by(Json(body), &classified))
+}
+
+/// Alive: the process answers HTTP.
+#[utoipa::path(get, path = "/healthz", responses((status = 200, body = Status)))]
+pub async fn healthz() -> Json<Status> {
+    Json(Status { status: "ok".into() })
+}
+
+/// Ready: the model is loaded and a known-answer inference passed; 503 otherwise or while
+/// shutting down.
+#[utoipa::path(get, path = "/readyz", responses((status = 200, body = Status), (status = 503, body = Status)))]
+pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Status>) {
+    if state.is_ready() {
+        (StatusCode::OK, Json(Status { status: "ready".into() }))
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, Json(Status { status: "not_ready".into() }))
+    }
+}
+
+/// Prometheus metrics in text format.
+#[utoipa::path(get, path = "/metrics", responses((status = 200, content_type = "text/plain", body = String)))]
+pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    for actor in state.engine.actors() {
+        let load = actor.gauge.snapshot();
+        metrics::gauge!("senti_actor_queued_texts", "actor" => actor.name.clone()).set(load.queued_texts as f64);
+        metrics::gauge!("senti_actor_running_texts", "actor" => actor.name.clone()).set(load.running_texts as f64);
+        metrics::gauge!("senti_actor_tokens_per_second", "actor" => actor.name.clone()).set(load.tokens_per_sec);
+    }
+    ([("content-type", "text/plain; version=0.0.4")], state.metrics.render())
+}
+
+fn check_text(index: usize, text: &str, state: &AppState) -> Result<(), ApiError> {
+    if text.trim().is_empty() {
+        return Err(ApiError::EmptyText { index });
+    }
+    let max = state.limits.max_text_chars;
+    // Counting stops just past the limit: a huge text is not walked to the end.
+    let chars = text.chars().take(max + 1).count();
+    if chars > max {
+        return Err(ApiError::TextTooLong {
+            index,
+            chars: text.chars().count(),
+            max: max as u64,
+        });
+    }
+    Ok(())
+}
+
+fn deadline(headers: &HeaderMap, state: &AppState) -> Result<Instant, ApiError> {
+    let default_ms = state.limits.request_timeout_ms;
+    let ms = match headers.get(TIMEOUT_HEADER) {
+        None => default_ms,
+        Some(value) => {
+            let ms = value
+                .to_str()
+                .ok()
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .filter(|&ms| ms > 0)
+                .ok_or_else(|| ApiError::BadTimeout(format!("`{TIMEOUT_HEADER}` must be a positive whole number of milliseconds")))?;
+            ms.min(default_ms)
+        }
+    };
+    Ok(Instant::now() + Duration::from_millis(ms))
+}
+
+fn with_served_by(body: impl IntoResponse, classified: &Classified) -> Response {
+    let mut response = body.into_response();
+    if let Ok(value) = HeaderValue::from_str(&classified.served_by) {
+        response.headers_mut().insert(SERVED_BY_HEADER, value);
+    }
+    response
+}
