@@ -1,0 +1,154 @@
+//! The wiring of one senti node: ONNX Runtime -> model -> engine (actors) -> HTTP server.
+//!
+//! [`start`] brings a node up and returns once it listens; [`RunningNode::stop`] drains it
+//! (refuse new work with 503, let the server finish in-flight requests, empty the queues, stop the
+//! actors). The binary (`main.rs`) only parses the command line and calls these, so tests run a
+//! whole node in-process exactly as `senti serve` does.
+#![forbid(unsafe_code)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use senti_config::Config;
+use senti_engine::Engine;
+use senti_gateway::AppState;
+use senti_model::{ModelBundle, ModelSource};
+use tokio::sync::oneshot;
+
+/// Texts whose labels any sane sentiment model gets right; /readyz waits for them.
+pub const KNOWN_ANSWERS: [(&str, &str); 2] = [("这家酒店非常好，服务周到", "positive"), ("太差了，再也不会来了", "negative")];
+
+/// A node that is serving.
+pub struct RunningNode {
+    /// The address the HTTP server listens on (useful with port 0).
+    pub addr: SocketAddr,
+    /// Shared HTTP state (engine, readiness).
+    pub state: AppState,
+    engine: Arc<Engine>,
+    stop_server: oneshot::Sender<()>,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
+    grace: Duration,
+}
+
+/// Loads ONNX Runtime and the configured model (hash-checked).
+pub async fn load_model(config: &Config) -> anyhow::Result<ModelBundle> {
+    let runtime_opt = config.model.onnxruntime.clone();
+    senti_model::init_runtime(runtime_opt.as_deref())?;
+    let source = match &config.model.path {
+        Some(path) => ModelSource::Folder(path.clone()),
+        None => ModelSource::Embedded,
+    };
+    let variant_opt = config.model.variant.clone();
+    let bundle = tokio::task::spawn_blocking(move || ModelBundle::load(&source, variant_opt.as_deref()))
+        .await
+        .context("model loading task failed")??;
+    Ok(bundle)
+}
+
+/// Starts a node and returns once its HTTP port is bound; readiness follows the known-answer check.
+pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
+    let bundle = load_model(&config).await?;
+    let manifest = bundle.manifest();
+    tracing::info!(model = %manifest.name, version = %manifest.version, variant = bundle.variant(), "model loaded");
+    let engine = Arc::new(Engine::start(bundle, &config.engine).await?);
+    let node_id = config.node_id();
+    let state = AppState::new(engine.clone(), config.limits.clone(), config.auth.clone(), node_id.clone());
+    let listener = tokio::net::TcpListener::bind(config.server.listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (`server.listen`)", config.server.listen))?;
+    let addr = listener.local_addr()?;
+    let (stop_server, stopped) = oneshot::channel::<()>();
+    let app = senti_gateway::app(state.clone());
+    let server = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async {
+                let _ = stopped.await;
+            })
+            .await
+    });
+    tracing::info!(node = %node_id, %addr, "listening");
+    let check = known_answer_check(&engine).await;
+    match check {
+        Ok(()) => {
+            state.set_ready(true);
+            tracing::info!(node = %node_id, "known-answer check passed; ready");
+        }
+        Err(err) => tracing::error!(node = %node_id, error = %err, "known-answer check failed; /readyz stays 503"),
+    }
+    Ok(RunningNode {
+        addr,
+        state,
+        engine,
+        stop_server,
+        server,
+        grace: Duration::from_millis(config.server.shutdown_grace_ms),
+    })
+}
+
+/// Runs the known-answer texts through the whole engine; checks labels when the model has
+/// `positive`/`negative` labels, otherwise only that it answers.
+async fn known_answer_check(engine: &Engine) -> anyhow::Result<()> {
+    let texts = KNOWN_ANSWERS.iter().map(|(t, _)| t.to_string()).collect();
+    let classified = engine.classify(texts, Instant::now() + Duration::from_secs(60)).await?;
+    let labels = &engine.bundle().manifest().labels;
+    let names: Vec<&str> = labels.iter().map(|l| l.name.as_str()).collect();
+    if !(names.contains(&"positive") && names.contains(&"negative")) {
+        return Ok(());
+    }
+    for ((text, expected), scores) in KNOWN_ANSWERS.iter().zip(&classified.scores) {
+        let got = &labels[scores.label].name;
+        anyhow::ensure!(got == expected, "{text:?} was labelled {got}, expected {expected}");
+    }
+    Ok(())
+}
+
+impl RunningNode {
+    /// Graceful stop: new requests get 503, in-flight ones finish, queues drain, actors stop.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        tracing::info!("shutting down: refusing new requests, finishing in-flight ones");
+        self.engine.begin_shutdown();
+        let _ = self.stop_server.send(());
+        match tokio::time::timeout(self.grace, self.server).await {
+            Ok(joined) => joined.context("server task panicked")?.context("server failed")?,
+            Err(_) => tracing::warn!(grace = ?self.grace, "in-flight requests did not finish within the grace period"),
+        }
+        drop(self.state);
+        match Arc::try_unwrap(self.engine) {
+            Ok(engine) => engine.shutdown(self.grace).await,
+            Err(_) => tracing::warn!("engine still referenced at shutdown; actors stop with the process"),
+        }
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+/// `senti serve`: start, wait for `shutdown`, stop gracefully.
+pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
+    let node = start(config).await?;
+    shutdown.await;
+    node.stop().await
+}
+
+/// Resolves on ctrl-c or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}

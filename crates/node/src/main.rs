@@ -1,0 +1,163 @@
+//! `senti`: serve the sentiment API, or classify texts from the command line.
+//!
+//! `senti serve` needs no flags: it binds 127.0.0.1:8080 and serves the embedded default model.
+//! Settings come from defaults < `--config FILE` < `SENTI__SECTION__KEY` environment variables <
+//! flags.
+#![forbid(unsafe_code)]
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use senti_config::Config;
+use senti_engine::Engine;
+
+#[derive(Parser)]
+#[command(name = "senti", version, about = "Chinese sentiment analysis (正面 / 负面): HTTP service and command line")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the HTTP API (default 127.0.0.1:8080, embedded default model).
+    Serve {
+        #[command(flatten)]
+        common: Common,
+        /// Address to listen on (`server.listen`).
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+    },
+    /// Classify texts given as arguments, or one per line from --file (`-` for stdin);
+    /// prints one JSON object per line.
+    Classify {
+        #[command(flatten)]
+        common: Common,
+        /// Read texts from this file, one per line (`-`: standard input).
+        #[arg(long, conflicts_with = "texts")]
+        file: Option<PathBuf>,
+        /// Texts to classify.
+        texts: Vec<String>,
+    },
+}
+
+#[derive(Args)]
+struct Common {
+    /// TOML configuration file (see cluster-config/ and README.md).
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// Model folder with model.toml (`model.path`); default: the embedded model.
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// Model variant, e.g. fp32 or int8 (`model.variant`).
+    #[arg(long)]
+    variant: Option<String>,
+}
+
+impl Common {
+    fn load(&self) -> anyhow::Result<Config> {
+        let mut config = Config::load(self.config.as_deref(), std::env::vars())?;
+        if let Some(model) = &self.model {
+            config.model.path = Some(model.clone());
+        }
+        if let Some(variant) = &self.variant {
+            config.model.variant = Some(variant.clone());
+        }
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,ort=warn".into()))
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("senti: cannot start the async runtime: {err}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("senti: {err:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve { common, listen } => {
+            let mut config = common.load()?;
+            if let Some(listen) = listen {
+                config.server.listen = listen;
+            }
+            senti_node::run(config, senti_node::shutdown_signal()).await
+        }
+        Command::Classify { common, file, texts } => {
+            let config = common.load()?;
+            classify(config, file, texts).await
+        }
+    }
+}
+
+/// Classifies in chunks of `limits.max_texts` through the same engine the server uses.
+async fn classify(config: Config, file: Option<PathBuf>, args: Vec<String>) -> anyhow::Result<()> {
+    let texts: Vec<String> = match file {
+        Some(path) if path.as_os_str() == "-" => std::io::stdin().lock().lines().collect::<Result<_, _>>()?,
+        Some(path) => std::fs::read_to_string(&path)
+            .with_context(|| format!("cannot read {}", path.display()))?
+            .lines()
+            .map(str::to_owned)
+            .collect(),
+        None => args,
+    };
+    anyhow::ensure!(!texts.is_empty(), "no texts: give them as arguments or with --file");
+    let bundle = senti_node::load_model(&config).await?;
+    let engine = Engine::start(bundle, &config.engine).await?;
+    let labels = engine.bundle().manifest().labels.clone();
+    let progress = indicatif::ProgressBar::with_draw_target(Some(texts.len() as u64), indicatif::ProgressDrawTarget::stderr());
+    if !std::io::stderr().is_terminal() {
+        progress.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    for chunk in texts.chunks(config.limits.max_texts) {
+        // Blank lines keep their place in the output (with an error) so line numbers match.
+        let work: Vec<String> = chunk.iter().filter(|t| !t.trim().is_empty()).cloned().collect();
+        let deadline = Instant::now() + Duration::from_millis(config.limits.request_timeout_ms.max(60_000));
+        let classified = if work.is_empty() { None } else { Some(engine.classify(work, deadline).await?) };
+        let mut scores = classified.iter().flat_map(|c| c.scores.iter());
+        for text in chunk {
+            let line = if text.trim().is_empty() {
+                serde_json::json!({ "text": text, "error": "empty text" })
+            } else {
+                let s = scores.next().context("engine returned fewer results than texts. This is a bug.")?;
+                let label = &labels[s.label];
+                serde_json::json!({
+                    "text": text,
+                    "label": label.name,
+                    "label_zh": label.name_zh,
+                    "score": s.score(),
+                    "probabilities": labels.iter().map(|l| (l.name.clone(), serde_json::json!(s.probabilities[l.index]))).collect::<serde_json::Map<_, _>>(),
+                })
+            };
+            writeln!(out, "{line}")?;
+        }
+        progress.inc(chunk.len() as u64);
+    }
+    out.flush()?;
+    progress.finish_and_clear();
+    engine.shutdown(Duration::from_secs(5)).await;
+    Ok(())
+}

@@ -1,0 +1,124 @@
+//! Helpers for multi-process tests: find the `senti` binary, start it on a free loopback port,
+//! wait until it is ready, and stop it. `make test` builds the binary before running these.
+#![forbid(unsafe_code)]
+
+use std::future::Future;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ is inside the repo. This is a bug.").to_owned()
+}
+
+/// `SENTI_BIN`, else target/debug/senti, else target/release/senti.
+pub fn senti_bin() -> PathBuf {
+    if let Some(bin) = std::env::var_os("SENTI_BIN") {
+        return PathBuf::from(bin);
+    }
+    let root = repo_root();
+    for profile in ["debug", "release"] {
+        let candidate = root.join("target").join(profile).join("senti");
+        if candidate.is_file() {
+            return candidate;
+        }
+    }
+    panic!("no senti binary: run `cargo build -p senti-node` first (make test does)");
+}
+
+/// A free loopback port (bound, then released).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// One `senti serve` process.
+pub struct Server {
+    /// The process.
+    pub child: Child,
+    /// Where it listens.
+    pub addr: SocketAddr,
+}
+
+impl Server {
+    /// Starts `senti serve` on a free port with extra arguments and environment, and waits up to
+    /// 60 s for /readyz.
+    pub async fn start(args: &[&str], env: &[(&str, &str)]) -> Server {
+        let port = free_port();
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let mut command = Command::new(senti_bin());
+        command
+            .current_dir(repo_root())
+            .arg("serve")
+            .arg("--listen")
+            .arg(addr.to_string())
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit());
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        let child = command.spawn().expect("spawn senti");
+        let server = Server { child, addr };
+        server.wait_ready(Duration::from_secs(60)).await;
+        server
+    }
+
+    /// `http://addr`
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    async fn wait_ready(&self, limit: Duration) {
+        let client = reqwest::Client::new();
+        let url = self.url("/readyz");
+        wait_until(limit, "senti to become ready", || {
+            let client = client.clone();
+            let url = url.clone();
+            async move { client.get(&url).send().await.is_ok_and(|r| r.status().is_success()) }
+        })
+        .await;
+    }
+
+    /// Sends a signal to the process.
+    pub fn signal(&self, signal: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), signal).unwrap();
+    }
+
+    /// Waits for the process to exit (at most `limit`) and returns its exit code.
+    pub async fn wait_exit(&mut self, limit: Duration) -> Option<i32> {
+        let until = Instant::now() + limit;
+        while Instant::now() < until {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code();
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("senti did not exit within {limit:?}");
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Polls `condition` every 50 ms until it holds; panics naming `what` after `limit`.
+pub async fn wait_until<F, Fut>(limit: Duration, what: &str, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let until = Instant::now() + limit;
+    loop {
+        if condition().await {
+            return;
+        }
+        assert!(Instant::now() < until, "timed out after {limit:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
