@@ -1,0 +1,49 @@
+# senti: the two commands a newcomer needs are `make run` and `make test`.
+# Everything else is optional: see README.md.
+SHELL := /bin/bash
+CARGO ?= cargo
+TRAIN_VENV := .cache/venv-train
+TRAIN_PY := $(TRAIN_VENV)/bin/python
+
+.PHONY: run test setup build lint cluster model model-sweep bench-model bench web-test clean-cache
+
+## Serve the embedded default model on http://127.0.0.1:8080
+run: setup
+	$(CARGO) run --release -p senti-node --bin senti -- serve
+
+## Every test: unit, property, API contract, model parity, multi-process, browser
+test: setup
+	$(CARGO) build -p senti-node --bin senti
+	$(CARGO) test --workspace --no-fail-fast
+	bash tests/web/run.sh
+
+## ONNX Runtime (pinned PyPI wheel, hash-checked) into .cache/onnxruntime/
+setup:
+	@bash scripts/setup-onnxruntime.sh
+
+build: setup
+	$(CARGO) build --release -p senti-node --bin senti
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+## Train the default model into models/senti-zh-small/ (about 90 minutes on 2 cores; needs PyTorch)
+model: $(TRAIN_PY)
+	cd models/train && ../../$(TRAIN_PY) train.py
+
+## Size and pre-training comparison (shorter runs, results in models/train/sweeps/)
+model-sweep: $(TRAIN_PY)
+	cd models/train && ../../$(TRAIN_PY) sweep.py
+
+## StructBERT-base-sized random model for performance work, into models/bench/ (ignored, ~400 MB)
+bench-model: $(TRAIN_PY)
+	$(TRAIN_PY) models/export/export.py --random-base models/bench/structbert-base-random
+
+$(TRAIN_PY): models/train/requirements.txt
+	python3 -m venv $(TRAIN_VENV)
+	$(TRAIN_VENV)/bin/pip install -r models/train/requirements.txt
+	touch $(TRAIN_PY)
+
+clean-cache:
+	rm -rf .cache
