@@ -55,8 +55,10 @@ async fn concurrent_batched_answers_equal_lone_answers() {
         let scores = handle.await.unwrap().unwrap().scores.remove(0);
         let expected = &alone[i % alone.len()];
         assert_eq!(scores.label, expected.label);
+        // The default variant is int8, whose dynamic activation scales span the whole batch:
+        // batch-mates move a probability by about 1e-3 at most (fp32 would be exact).
         for (a, b) in scores.probabilities.iter().zip(&expected.probabilities) {
-            assert!((a - b).abs() < 1e-4, "text {i}: {a} vs {b}");
+            assert!((a - b).abs() < 5e-3, "text {i}: {a} vs {b}");
         }
     }
 }

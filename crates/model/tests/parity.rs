@@ -46,11 +46,16 @@ fn rust_matches_python_tokens_and_logits_alone_and_batched() {
         let refs: Vec<&[u32]> = ids.iter().map(Vec::as_slice).collect();
         let batched = runner.logits(&refs).unwrap();
         let expected = expected_logits(&p, variant);
-        let tolerance = if variant == "fp32" { 1e-4 } else { 1e-3 };
         let alone_diff = max_abs_diff(&alone, &expected);
+        assert!(alone_diff <= 1e-4, "{variant}: alone differs from Python by {alone_diff}");
+        // fp32 is exactly batch-invariant. Dynamic int8 quantizes activations with one scale per
+        // tensor, computed over the whole batch (padding included), so batch-mates shift an int8
+        // logit slightly (measured: up to ~0.01, i.e. ~0.001 in probability). Bound it.
+        let batch_tolerance = if variant == "fp32" { 1e-4 } else { 3e-2 };
         let batched_diff = max_abs_diff(&batched, &expected);
-        assert!(alone_diff <= tolerance, "{variant}: alone differs from Python by {alone_diff}");
-        assert!(batched_diff <= tolerance, "{variant}: padding changed logits by {batched_diff}");
+        assert!(batched_diff <= batch_tolerance, "{variant}: padding changed logits by {batched_diff}");
+        let same_labels = batched.iter().zip(&expected).all(|(a, b)| (a[1] > a[0]) == (b[1] > b[0]));
+        assert!(same_labels, "{variant}: batching changed a label");
     }
 }
 
