@@ -76,7 +76,8 @@ fn classify_command_prints_json_lines() {
         .output()
         .unwrap();
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-    let lines: Vec<Value> = String::from_utf8(output.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let lines: Vec<Value> =
+        String::from_utf8(output.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(lines.len(), 2);
     assert_eq!(lines[0]["label"], "positive");
     assert_eq!(lines[0]["label_zh"], "正面");
@@ -84,10 +85,12 @@ fn classify_command_prints_json_lines() {
 
     let file = std::env::temp_dir().join(format!("senti-classify-{}.txt", std::process::id()));
     std::fs::write(&file, "物流很快，东西不错\n\n质量太差，退货了\n").unwrap();
-    let output = Command::new(senti_bin()).current_dir(repo_root()).arg("classify").arg("--file").arg(&file).output().unwrap();
+    let output =
+        Command::new(senti_bin()).current_dir(repo_root()).arg("classify").arg("--file").arg(&file).output().unwrap();
     std::fs::remove_file(&file).unwrap();
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-    let lines: Vec<Value> = String::from_utf8(output.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let lines: Vec<Value> =
+        String::from_utf8(output.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(lines.len(), 3, "one line out per line in, blank lines included");
     assert_eq!(lines[0]["label"], "positive");
     assert_eq!(lines[1]["error"], "empty text");

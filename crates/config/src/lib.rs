@@ -77,11 +77,7 @@ pub struct ServerConfig {
 
 impl Default for ServerConfig {
     fn default() -> Self {
-        Self {
-            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
-            node_id: None,
-            shutdown_grace_ms: 30_000,
-        }
+        Self { listen: SocketAddr::from(([127, 0, 0, 1], 8080)), node_id: None, shutdown_grace_ms: 30_000 }
     }
 }
 
@@ -116,13 +112,7 @@ pub struct EngineConfig {
 
 impl Default for EngineConfig {
     fn default() -> Self {
-        Self {
-            actors: 1,
-            threads_per_actor: 2,
-            max_batch_tokens: 8192,
-            max_batch_size: 64,
-            queue_capacity: 2048,
-        }
+        Self { actors: 1, threads_per_actor: 2, max_batch_tokens: 8192, max_batch_size: 64, queue_capacity: 2048 }
     }
 }
 
@@ -142,12 +132,7 @@ pub struct LimitsConfig {
 
 impl Default for LimitsConfig {
     fn default() -> Self {
-        Self {
-            max_text_chars: 4096,
-            max_texts: 256,
-            max_body_bytes: 2 * 1024 * 1024,
-            request_timeout_ms: 10_000,
-        }
+        Self { max_text_chars: 4096, max_texts: 256, max_body_bytes: 2 * 1024 * 1024, request_timeout_ms: 10_000 }
     }
 }
 
@@ -161,21 +146,20 @@ pub struct AuthConfig {
 
 impl fmt::Debug for AuthConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("AuthConfig")
-            .field("tokens", &format_args!("[{} redacted]", self.tokens.len()))
-            .finish()
+        f.debug_struct("AuthConfig").field("tokens", &format_args!("[{} redacted]", self.tokens.len())).finish()
     }
 }
 
 impl Config {
     /// Reads a TOML file, applies environment overrides from `vars`, and validates.
-    pub fn load(path_opt: Option<&Path>, vars: impl IntoIterator<Item = (String, String)>) -> Result<Self, ConfigError> {
+    pub fn load(
+        path_opt: Option<&Path>,
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
         let mut table = match path_opt {
             Some(path) => {
-                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-                    path: path.to_owned(),
-                    source,
-                })?;
+                let text = std::fs::read_to_string(path)
+                    .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
                 text.parse::<toml::Table>().map_err(|err| ConfigError::Parse {
                     origin: format!(" in {}", path.display()),
                     message: err.to_string(),
@@ -185,20 +169,17 @@ impl Config {
         };
         apply_env(&mut table, vars);
         let origin = path_opt.map_or_else(String::new, |p| format!(" in {} (or environment)", p.display()));
-        let config: Config = toml::Value::Table(table).try_into().map_err(|err: toml::de::Error| ConfigError::Parse {
-            origin,
-            message: err.to_string(),
-        })?;
+        let config: Config = toml::Value::Table(table)
+            .try_into()
+            .map_err(|err: toml::de::Error| ConfigError::Parse { origin, message: err.to_string() })?;
         config.validate()?;
         Ok(config)
     }
 
     /// Parses a TOML string (no environment) and validates it.
     pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
-        let config: Config = toml::from_str(text).map_err(|err| ConfigError::Parse {
-            origin: String::new(),
-            message: err.to_string(),
-        })?;
+        let config: Config = toml::from_str(text)
+            .map_err(|err| ConfigError::Parse { origin: String::new(), message: err.to_string() })?;
         config.validate()?;
         Ok(config)
     }
@@ -207,10 +188,7 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         fn at_least(key: &'static str, value: u64, min: u64) -> Result<(), ConfigError> {
             if value < min {
-                return Err(ConfigError::Invalid {
-                    key,
-                    message: format!("must be at least {min}, got {value}"),
-                });
+                return Err(ConfigError::Invalid { key, message: format!("must be at least {min}, got {value}") });
             }
             Ok(())
         }
@@ -243,10 +221,7 @@ impl Config {
             }
         }
         if self.auth.tokens.iter().any(|t| t.trim().is_empty()) {
-            return Err(ConfigError::Invalid {
-                key: "auth.tokens",
-                message: "must not contain empty tokens".into(),
-            });
+            return Err(ConfigError::Invalid { key: "auth.tokens", message: "must not contain empty tokens".into() });
         }
         Ok(())
     }
@@ -282,9 +257,7 @@ fn apply_env(table: &mut toml::Table, vars: impl IntoIterator<Item = (String, St
 }
 
 fn section<'a>(table: &'a mut toml::Table, name: &str) -> &'a mut toml::Table {
-    let entry = table
-        .entry(name.to_owned())
-        .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+    let entry = table.entry(name.to_owned()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
     if !entry.is_table() {
         *entry = toml::Value::Table(toml::Table::new());
     }

@@ -41,13 +41,7 @@ pub struct Job {
 impl Job {
     /// A new request; the answer arrives on `reply`. Dropping the receiver cancels it.
     pub fn new(texts: Vec<String>, deadline: Instant, reply: oneshot::Sender<Result<Classified, InferError>>) -> Self {
-        Self {
-            texts: texts.into(),
-            deadline,
-            reply,
-            tried: Vec::new(),
-            last_error_opt: None,
-        }
+        Self { texts: texts.into(), deadline, reply, tried: Vec::new(), last_error_opt: None }
     }
 }
 
@@ -93,12 +87,21 @@ impl Actor for GatewayActor {
     type State = GatewayState;
     type Arguments = Vec<Target>;
 
-    async fn pre_start(&self, _myself: ActorRef<Self::Msg>, targets: Vec<Target>) -> Result<Self::State, ActorProcessingErr> {
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        targets: Vec<Target>,
+    ) -> Result<Self::State, ActorProcessingErr> {
         let outstanding = vec![0; targets.len()];
         Ok(GatewayState { targets, outstanding })
     }
 
-    async fn handle(&self, myself: ActorRef<Self::Msg>, message: Self::Msg, state: &mut Self::State) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        message: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
         match message {
             GatewayMsg::Classify(job) => state.place(job, myself),
             GatewayMsg::Retry(job) => {
@@ -120,9 +123,8 @@ impl GatewayState {
         if job.reply.is_closed() {
             return; // the client has gone
         }
-        let candidates = self.targets.iter().enumerate().filter(|(i, _)| !job.tried.contains(i)).map(|(i, t)| Candidate {
-            index: i,
-            load: t.gauge.snapshot().backlog_tokens() as u64 + self.outstanding[i] as u64,
+        let candidates = self.targets.iter().enumerate().filter(|(i, _)| !job.tried.contains(i)).map(|(i, t)| {
+            Candidate { index: i, load: t.gauge.snapshot().backlog_tokens() as u64 + self.outstanding[i] as u64 }
         });
         let Some(index) = least_loaded(candidates) else {
             let err = job.last_error_opt.clone().unwrap_or(InferError::Unavailable);
@@ -139,11 +141,8 @@ impl GatewayState {
 async fn attempt(mut job: Job, index: usize, target: Target, gateway: ActorRef<GatewayMsg>) {
     job.tried.push(index);
     let (tx, rx) = oneshot::channel::<InferResult>();
-    let sent = target.actor.cast(InferenceMsg::Infer {
-        texts: job.texts.to_vec(),
-        deadline: job.deadline,
-        reply: tx.into(),
-    });
+    let sent =
+        target.actor.cast(InferenceMsg::Infer { texts: job.texts.to_vec(), deadline: job.deadline, reply: tx.into() });
     let outcome = if sent.is_err() {
         Err(InferError::Unavailable)
     } else {
@@ -163,11 +162,7 @@ async fn attempt(mut job: Job, index: usize, target: Target, gateway: ActorRef<G
     match outcome {
         Ok(scores) => {
             let attempts = job.tried.len() as u32;
-            let _ = job.reply.send(Ok(Classified {
-                scores,
-                served_by: target.name,
-                attempts,
-            }));
+            let _ = job.reply.send(Ok(Classified { scores, served_by: target.name, attempts }));
         }
         Err(err) if err.is_retryable() && Instant::now() < job.deadline => {
             tracing::warn!(actor = %target.name, error = %err, "attempt failed, placing again on another actor");

@@ -111,7 +111,11 @@ impl Actor for InferenceActor {
     type State = InferenceState;
     type Arguments = InferenceArgs;
 
-    async fn pre_start(&self, myself: ActorRef<Self::Msg>, args: Self::Arguments) -> Result<Self::State, ActorProcessingErr> {
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        args: Self::Arguments,
+    ) -> Result<Self::State, ActorProcessingErr> {
         let (to_model, batches) = mpsc::channel::<Vec<Vec<u32>>>();
         let runner = args.runner;
         std::thread::Builder::new()
@@ -132,7 +136,12 @@ impl Actor for InferenceActor {
         })
     }
 
-    async fn handle(&self, _myself: ActorRef<Self::Msg>, message: Self::Msg, state: &mut Self::State) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        message: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
         match message {
             InferenceMsg::Infer { texts, deadline, reply } => state.enqueue(texts, deadline, reply),
             InferenceMsg::BatchDone { result, elapsed } => state.finish_batch(result, elapsed),
@@ -187,20 +196,11 @@ impl InferenceState {
         let request = self.next_request;
         self.next_request += 1;
         for (index, ids) in encoded.into_iter().enumerate() {
-            self.queue.push(Entry {
-                tokens: ids.len(),
-                deadline,
-                payload: Slot { request, index, ids },
-            });
+            self.queue.push(Entry { tokens: ids.len(), deadline, payload: Slot { request, index, ids } });
         }
         self.pending.insert(
             request,
-            Pending {
-                reply,
-                results: vec![None; texts.len()],
-                remaining: texts.len(),
-                enqueued: Instant::now(),
-            },
+            Pending { reply, results: vec![None; texts.len()], remaining: texts.len(), enqueued: Instant::now() },
         );
         self.publish_queue();
     }
@@ -226,7 +226,8 @@ impl InferenceState {
         let mut ids = Vec::with_capacity(taken.batch.len());
         for entry in taken.batch {
             if let Some(pending) = self.pending.get(&entry.payload.request) {
-                metrics::histogram!("senti_queue_wait_seconds").record(now.duration_since(pending.enqueued).as_secs_f64());
+                metrics::histogram!("senti_queue_wait_seconds")
+                    .record(now.duration_since(pending.enqueued).as_secs_f64());
             }
             keys.push((entry.payload.request, entry.payload.index));
             ids.push(entry.payload.ids);
@@ -259,7 +260,8 @@ impl InferenceState {
                 }
             }
             Ok(rows) => {
-                let err = InferError::Model(format!("model returned {} rows for {} texts", rows.len(), batch.keys.len()));
+                let err =
+                    InferError::Model(format!("model returned {} rows for {} texts", rows.len(), batch.keys.len()));
                 self.fail_all(&batch.keys, err);
             }
             Err(err) => {
@@ -298,12 +300,7 @@ impl InferenceState {
 
     /// Drops queued texts whose caller no longer waits (client disconnected, attempt abandoned).
     fn drop_abandoned(&mut self) {
-        let gone: Vec<u64> = self
-            .pending
-            .iter()
-            .filter(|(_, p)| p.reply.is_closed())
-            .map(|(id, _)| *id)
-            .collect();
+        let gone: Vec<u64> = self.pending.iter().filter(|(_, p)| p.reply.is_closed()).map(|(id, _)| *id).collect();
         if gone.is_empty() {
             return;
         }

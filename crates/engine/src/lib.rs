@@ -120,29 +120,17 @@ impl Engine {
                 capacity: config.queue_capacity,
                 gauge: gauge.clone(),
             };
-            let (actor, handle) = Actor::spawn(None, InferenceActor, args)
-                .await
-                .map_err(|err| EngineError::Spawn(err.to_string()))?;
+            let (actor, handle) =
+                Actor::spawn(None, InferenceActor, args).await.map_err(|err| EngineError::Spawn(err.to_string()))?;
             handles.push(handle);
-            targets.push(Target {
-                name: name.clone(),
-                actor: actor.clone(),
-                gauge: gauge.clone(),
-            });
+            targets.push(Target { name: name.clone(), actor: actor.clone(), gauge: gauge.clone() });
             actors.push((ActorInfo { name, gauge }, actor));
         }
-        let (gateway, handle) = Actor::spawn(None, GatewayActor, targets)
-            .await
-            .map_err(|err| EngineError::Spawn(err.to_string()))?;
+        let (gateway, handle) =
+            Actor::spawn(None, GatewayActor, targets).await.map_err(|err| EngineError::Spawn(err.to_string()))?;
         handles.push(handle);
         tracing::info!(actors = config.actors, threads_per_actor = config.threads_per_actor, model = %bundle.manifest().name, variant = bundle.variant(), "engine started");
-        Ok(Self {
-            gateway,
-            actors,
-            handles,
-            bundle,
-            shutting_down: Arc::new(AtomicBool::new(false)),
-        })
+        Ok(Self { gateway, actors, handles, bundle, shutting_down: Arc::new(AtomicBool::new(false)) })
     }
 
     /// Classifies `texts` before `deadline`. Dropping the future cancels the request: its texts
@@ -152,9 +140,7 @@ impl Engine {
             return Err(InferError::ShuttingDown);
         }
         let (tx, rx) = oneshot::channel();
-        self.gateway
-            .cast(GatewayMsg::Classify(Job::new(texts, deadline, tx)))
-            .map_err(|_| InferError::ShuttingDown)?;
+        self.gateway.cast(GatewayMsg::Classify(Job::new(texts, deadline, tx))).map_err(|_| InferError::ShuttingDown)?;
         rx.await.unwrap_or(Err(InferError::ShuttingDown))
     }
 
@@ -188,10 +174,12 @@ impl Engine {
     pub async fn shutdown(self, grace: Duration) {
         self.begin_shutdown();
         let until = Instant::now() + grace;
-        while Instant::now() < until && self.actors().any(|a| {
-            let load = a.gauge.snapshot();
-            load.queued_texts > 0 || load.running_texts > 0
-        }) {
+        while Instant::now() < until
+            && self.actors().any(|a| {
+                let load = a.gauge.snapshot();
+                load.queued_texts > 0 || load.running_texts > 0
+            })
+        {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         self.gateway.stop(None);

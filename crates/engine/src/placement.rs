@@ -14,10 +14,7 @@ pub struct Candidate {
 
 /// The least-loaded candidate; ties go to the lowest index. `None` when there are none.
 pub fn least_loaded(candidates: impl IntoIterator<Item = Candidate>) -> Option<usize> {
-    candidates
-        .into_iter()
-        .min_by_key(|c| (c.load, c.index))
-        .map(|c| c.index)
+    candidates.into_iter().min_by_key(|c| (c.load, c.index)).map(|c| c.index)
 }
 
 #[cfg(test)]

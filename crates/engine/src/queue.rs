@@ -52,10 +52,7 @@ pub struct BatchQueue<P> {
 
 impl<P> Default for BatchQueue<P> {
     fn default() -> Self {
-        Self {
-            entries: VecDeque::new(),
-            tokens: 0,
-        }
+        Self { entries: VecDeque::new(), tokens: 0 }
     }
 }
 
@@ -161,18 +158,10 @@ mod tests {
 
     use super::*;
 
-    const LIMITS: BatchLimits = BatchLimits {
-        max_tokens: 64,
-        max_size: 4,
-        window: 16,
-    };
+    const LIMITS: BatchLimits = BatchLimits { max_tokens: 64, max_size: 4, window: 16 };
 
     fn entry(id: usize, tokens: usize, deadline: Instant) -> Entry<usize> {
-        Entry {
-            payload: id,
-            tokens,
-            deadline,
-        }
+        Entry { payload: id, tokens, deadline }
     }
 
     #[test]

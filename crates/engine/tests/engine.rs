@@ -10,11 +10,7 @@ use senti_model::{ModelBundle, ModelSource};
 async fn engine(actors: usize) -> Engine {
     senti_model::init_runtime(None).expect("ONNX Runtime: run `make setup`");
     let bundle = ModelBundle::load(&ModelSource::Embedded, None).unwrap();
-    let config = EngineConfig {
-        actors,
-        threads_per_actor: 1,
-        ..EngineConfig::default()
-    };
+    let config = EngineConfig { actors, threads_per_actor: 1, ..EngineConfig::default() };
     Engine::start(bundle, &config).await.unwrap()
 }
 

@@ -98,17 +98,18 @@ pub struct Status {
         (status = 429, body = ErrorBody, description = "queues full; see Retry-After"),
         (status = 503, body = ErrorBody), (status = 504, body = ErrorBody),
     ))]
-pub async fn analyze(State(state): State<AppState>, headers: HeaderMap, JsonBody(req): JsonBody<AnalyzeRequest>) -> Result<Response, ApiError> {
+pub async fn analyze(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    JsonBody(req): JsonBody<AnalyzeRequest>,
+) -> Result<Response, ApiError> {
     check_text(0, &req.text, &state)?;
     let deadline = deadline(&headers, &state)?;
     let classified = state.engine.classify(vec![req.text.clone()], deadline).await?;
     let manifest = state.engine.bundle().manifest();
     let scores = &classified.scores[0];
-    let body = AnalyzeResponse {
-        text: req.text,
-        label: manifest.labels[scores.label].name_zh.clone(),
-        score: scores.score(),
-    };
+    let body =
+        AnalyzeResponse { text: req.text, label: manifest.labels[scores.label].name_zh.clone(), score: scores.score() };
     Ok(with_served_by(Json(body), &classified))
 }
 
@@ -123,16 +124,17 @@ pub async fn analyze(State(state): State<AppState>, headers: HeaderMap, JsonBody
         (status = 429, body = ErrorBody, description = "queues full; see Retry-After"),
         (status = 503, body = ErrorBody), (status = 504, body = ErrorBody),
     ))]
-pub async fn classify(State(state): State<AppState>, headers: HeaderMap, JsonBody(req): JsonBody<ClassifyRequest>) -> Result<Response, ApiError> {
+pub async fn classify(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    JsonBody(req): JsonBody<ClassifyRequest>,
+) -> Result<Response, ApiError> {
     let max = state.limits.max_texts;
     if req.texts.is_empty() {
         return Err(ApiError::NoTexts);
     }
     if req.texts.len() > max {
-        return Err(ApiError::TooManyTexts {
-            count: req.texts.len(),
-            max: max as u64,
-        });
+        return Err(ApiError::TooManyTexts { count: req.texts.len(), max: max as u64 });
     }
     for (index, text) in req.texts.iter().enumerate() {
         check_text(index, text, &state)?;
@@ -150,7 +152,11 @@ pub async fn classify(State(state): State<AppState>, headers: HeaderMap, JsonBod
                 label: label.name.clone(),
                 label_zh: label.name_zh.clone(),
                 score: scores.score(),
-                probabilities: manifest.labels.iter().map(|l| (l.name.clone(), scores.probabilities[l.index])).collect(),
+                probabilities: manifest
+                    .labels
+                    .iter()
+                    .map(|l| (l.name.clone(), scores.probabilities[l.index]))
+                    .collect(),
             }
         })
         .collect();
@@ -202,11 +208,7 @@ fn check_text(index: usize, text: &str, state: &AppState) -> Result<(), ApiError
     // Counting stops just past the limit: a huge text is not walked to the end.
     let chars = text.chars().take(max + 1).count();
     if chars > max {
-        return Err(ApiError::TextTooLong {
-            index,
-            chars: text.chars().count(),
-            max: max as u64,
-        });
+        return Err(ApiError::TextTooLong { index, chars: text.chars().count(), max: max as u64 });
     }
     Ok(())
 }
@@ -216,12 +218,9 @@ fn deadline(headers: &HeaderMap, state: &AppState) -> Result<Instant, ApiError> 
     let ms = match headers.get(TIMEOUT_HEADER) {
         None => default_ms,
         Some(value) => {
-            let ms = value
-                .to_str()
-                .ok()
-                .and_then(|v| v.trim().parse::<u64>().ok())
-                .filter(|&ms| ms > 0)
-                .ok_or_else(|| ApiError::BadTimeout(format!("`{TIMEOUT_HEADER}` must be a positive whole number of milliseconds")))?;
+            let ms = value.to_str().ok().and_then(|v| v.trim().parse::<u64>().ok()).filter(|&ms| ms > 0).ok_or_else(
+                || ApiError::BadTimeout(format!("`{TIMEOUT_HEADER}` must be a positive whole number of milliseconds")),
+            )?;
             ms.min(default_ms)
         }
     };

@@ -25,7 +25,9 @@ pub async fn require_token(State(state): State<AppState>, req: Request, next: Ne
         .map(str::trim);
     match presented {
         None => ApiError::MissingToken.into_response(),
-        Some(token) if state.auth.tokens.iter().any(|t| constant_time_eq(t.as_bytes(), token.as_bytes())) => next.run(req).await,
+        Some(token) if state.auth.tokens.iter().any(|t| constant_time_eq(t.as_bytes(), token.as_bytes())) => {
+            next.run(req).await
+        }
         Some(_) => ApiError::WrongToken.into_response(),
     }
 }

@@ -115,12 +115,24 @@ impl ApiError {
     fn parts(&self) -> (StatusCode, &'static str, String, Option<LimitInfo>) {
         use ApiError::*;
         match self {
-            MalformedJson(m) => (StatusCode::BAD_REQUEST, "malformed_json", format!("the body is not valid JSON: {m}"), None),
+            MalformedJson(m) => {
+                (StatusCode::BAD_REQUEST, "malformed_json", format!("the body is not valid JSON: {m}"), None)
+            }
             InvalidUtf8 => (StatusCode::BAD_REQUEST, "invalid_utf8", "the body is not valid UTF-8".into(), None),
-            MissingToken => (StatusCode::UNAUTHORIZED, "missing_token", "this server requires `Authorization: Bearer <token>`".into(), None),
+            MissingToken => (
+                StatusCode::UNAUTHORIZED,
+                "missing_token",
+                "this server requires `Authorization: Bearer <token>`".into(),
+                None,
+            ),
             WrongToken => (StatusCode::FORBIDDEN, "wrong_token", "the bearer token is not accepted".into(), None),
             NotFound => (StatusCode::NOT_FOUND, "not_found", "no such route; see GET /openapi.json".into(), None),
-            MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this route does not accept that method; see GET /openapi.json".into(), None),
+            MethodNotAllowed => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "this route does not accept that method; see GET /openapi.json".into(),
+                None,
+            ),
             BodyTooLarge(max) => (
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "body_too_large",
@@ -140,7 +152,9 @@ impl ApiError {
                 format!("text {index} is empty or only whitespace"),
                 None,
             ),
-            NoTexts => (StatusCode::UNPROCESSABLE_ENTITY, "no_texts", "`texts` must contain at least one text".into(), None),
+            NoTexts => {
+                (StatusCode::UNPROCESSABLE_ENTITY, "no_texts", "`texts` must contain at least one text".into(), None)
+            }
             TextTooLong { index, chars, max } => (
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "text_too_long",
@@ -163,7 +177,12 @@ impl ApiError {
                 ),
                 None,
             ),
-            ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down", "the node is shutting down; send the request to another node".into(), None),
+            ShuttingDown => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "shutting_down",
+                "the node is shutting down; send the request to another node".into(),
+                None,
+            ),
             Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "unavailable", "no inference actor is ready".into(), None),
             DeadlineExceeded => (
                 StatusCode::GATEWAY_TIMEOUT,
@@ -171,7 +190,9 @@ impl ApiError {
                 "the request was not answered before its deadline".into(),
                 None,
             ),
-            Inference(m) => (StatusCode::INTERNAL_SERVER_ERROR, "inference_failed", format!("inference failed: {m}"), None),
+            Inference(m) => {
+                (StatusCode::INTERNAL_SERVER_ERROR, "inference_failed", format!("inference failed: {m}"), None)
+            }
         }
     }
 

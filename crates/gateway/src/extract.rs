@@ -45,7 +45,8 @@ impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
             .await
             .map_err(|_| ApiError::BodyTooLarge(max as u64))?;
         let text = std::str::from_utf8(&bytes).map_err(|_| ApiError::InvalidUtf8)?;
-        let value: serde_json::Value = serde_json::from_str(text).map_err(|err| ApiError::MalformedJson(err.to_string()))?;
+        let value: serde_json::Value =
+            serde_json::from_str(text).map_err(|err| ApiError::MalformedJson(err.to_string()))?;
         let parsed = serde_json::from_value(value).map_err(|err| ApiError::InvalidRequest(err.to_string()))?;
         Ok(JsonBody(parsed))
     }

@@ -16,7 +16,10 @@ mod metrics;
 mod state;
 mod ui;
 
-pub use api::{AnalyzeRequest, AnalyzeResponse, ClassifyRequest, ClassifyResponse, ClassifyResult, ModelInfo, Status, SERVED_BY_HEADER, TIMEOUT_HEADER};
+pub use api::{
+    AnalyzeRequest, AnalyzeResponse, ClassifyRequest, ClassifyResponse, ClassifyResult, ModelInfo, Status,
+    SERVED_BY_HEADER, TIMEOUT_HEADER,
+};
 pub use app::{app, openapi, NODE_HEADER};
 pub use error::{ApiError, ErrorBody, ErrorDetail, LimitInfo};
 pub use state::AppState;

@@ -19,7 +19,12 @@ pub fn handle() -> PrometheusHandle {
             let seconds = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
             let recorder = PrometheusBuilder::new()
                 .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &seconds)
-                .and_then(|b| b.set_buckets_for_metric(Matcher::Full("senti_batch_size".into()), &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0]))
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
+                        Matcher::Full("senti_batch_size".into()),
+                        &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0],
+                    )
+                })
                 .and_then(|b| {
                     b.set_buckets_for_metric(
                         Matcher::Full("senti_batch_padded_tokens".into()),
@@ -39,11 +44,8 @@ pub fn handle() -> PrometheusHandle {
 
 /// Counts every request by route and status, times it, and tracks requests in flight.
 pub async fn track(req: Request, next: Next) -> Response {
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_owned())
-        .unwrap_or_else(|| "unmatched".to_owned());
+    let route =
+        req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned()).unwrap_or_else(|| "unmatched".to_owned());
     let started = Instant::now();
     let in_flight = metrics::gauge!("senti_http_in_flight");
     in_flight.increment(1.0);

@@ -100,21 +100,48 @@ async fn classify_returns_one_result_per_text_in_order() {
 async fn malformed_bodies_get_clear_4xx() {
     let (app, _) = default_app().await;
     assert_error(&send(&app, post("/v1/classify", "{\"texts\": [")).await, StatusCode::BAD_REQUEST, "malformed_json");
-    assert_error(&send(&app, post("/analyze", vec![b'{', b'"', 0xff, 0xfe, b'"', b'}'])).await, StatusCode::BAD_REQUEST, "invalid_utf8");
-    assert_error(&send(&app, post_json("/analyze", json!({"txt": "x"}))).await, StatusCode::UNPROCESSABLE_ENTITY, "invalid_request");
-    assert_error(&send(&app, post_json("/v1/classify", json!({"texts": "one"}))).await, StatusCode::UNPROCESSABLE_ENTITY, "invalid_request");
-    assert_error(&send(&app, post_json("/v1/classify", json!({"texts": [1, 2]}))).await, StatusCode::UNPROCESSABLE_ENTITY, "invalid_request");
-    assert_error(&send(&app, post_json("/analyze", json!({"text": "  \n"}))).await, StatusCode::UNPROCESSABLE_ENTITY, "empty_text");
+    assert_error(
+        &send(&app, post("/analyze", vec![b'{', b'"', 0xff, 0xfe, b'"', b'}'])).await,
+        StatusCode::BAD_REQUEST,
+        "invalid_utf8",
+    );
+    assert_error(
+        &send(&app, post_json("/analyze", json!({"txt": "x"}))).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_request",
+    );
+    assert_error(
+        &send(&app, post_json("/v1/classify", json!({"texts": "one"}))).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_request",
+    );
+    assert_error(
+        &send(&app, post_json("/v1/classify", json!({"texts": [1, 2]}))).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_request",
+    );
+    assert_error(
+        &send(&app, post_json("/analyze", json!({"text": "  \n"}))).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "empty_text",
+    );
     let reply = send(&app, post_json("/v1/classify", json!({"texts": ["好", ""]}))).await;
     assert_error(&reply, StatusCode::UNPROCESSABLE_ENTITY, "empty_text");
     assert!(reply.json["error"]["message"].as_str().unwrap().contains("text 1"));
-    assert_error(&send(&app, post_json("/v1/classify", json!({"texts": []}))).await, StatusCode::UNPROCESSABLE_ENTITY, "no_texts");
+    assert_error(
+        &send(&app, post_json("/v1/classify", json!({"texts": []}))).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "no_texts",
+    );
 }
 
 #[tokio::test]
 async fn wrong_content_type_is_415() {
     let (app, _) = default_app().await;
-    let req = Request::post("/analyze").header(header::CONTENT_TYPE, "text/plain").body(Body::from("{\"text\":\"好\"}")).unwrap();
+    let req = Request::post("/analyze")
+        .header(header::CONTENT_TYPE, "text/plain")
+        .body(Body::from("{\"text\":\"好\"}"))
+        .unwrap();
     assert_error(&send(&app, req).await, StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type");
     let req = Request::post("/analyze").body(Body::from("{\"text\":\"好\"}")).unwrap();
     assert_error(&send(&app, req).await, StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type");
@@ -149,7 +176,8 @@ async fn every_limit_is_named_in_its_error() {
 }
 
 fn futures_stream_body(chunks: Vec<String>) -> Body {
-    let stream = futures_util::stream::iter(chunks.into_iter().map(|c| Ok::<_, std::io::Error>(axum::body::Bytes::from(c))));
+    let stream =
+        futures_util::stream::iter(chunks.into_iter().map(|c| Ok::<_, std::io::Error>(axum::body::Bytes::from(c))));
     Body::from_stream(stream)
 }
 
@@ -174,8 +202,16 @@ async fn bearer_tokens_when_configured() {
 #[tokio::test]
 async fn unknown_routes_and_methods_answer_json() {
     let (app, _) = default_app().await;
-    assert_error(&send(&app, Request::get("/nope").body(Body::empty()).unwrap()).await, StatusCode::NOT_FOUND, "not_found");
-    assert_error(&send(&app, Request::get("/analyze").body(Body::empty()).unwrap()).await, StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed");
+    assert_error(
+        &send(&app, Request::get("/nope").body(Body::empty()).unwrap()).await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    );
+    assert_error(
+        &send(&app, Request::get("/analyze").body(Body::empty()).unwrap()).await,
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+    );
 }
 
 #[tokio::test]

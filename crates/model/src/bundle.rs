@@ -48,14 +48,17 @@ impl ModelBundle {
             ModelSource::Embedded => {
                 let manifest = Manifest::parse(crate::embedded::MANIFEST)?;
                 let (variant, file) = manifest.variant_file(variant_opt)?;
-                let onnx = crate::embedded::file(file).ok_or_else(|| ModelError::Manifest(format!("embedded model has no file {file:?}")))?;
-                let tokenizer = crate::embedded::file(&manifest.tokenizer).ok_or_else(|| ModelError::Manifest("embedded model has no tokenizer".into()))?;
+                let onnx = crate::embedded::file(file)
+                    .ok_or_else(|| ModelError::Manifest(format!("embedded model has no file {file:?}")))?;
+                let tokenizer = crate::embedded::file(&manifest.tokenizer)
+                    .ok_or_else(|| ModelError::Manifest("embedded model has no tokenizer".into()))?;
                 let variant = variant.to_owned();
                 Self::from_parts(manifest, variant, tokenizer, onnx.into())
             }
             ModelSource::Folder(dir) => {
                 let text = read(&dir.join("model.toml"))?;
-                let text = String::from_utf8(text).map_err(|_| ModelError::Manifest("model.toml is not UTF-8".into()))?;
+                let text =
+                    String::from_utf8(text).map_err(|_| ModelError::Manifest("model.toml is not UTF-8".into()))?;
                 let manifest = Manifest::parse(&text)?;
                 let (variant, file) = manifest.variant_file(variant_opt)?;
                 let variant = variant.to_owned();
@@ -71,12 +74,7 @@ impl ModelBundle {
         manifest.verify(onnx_file, &onnx)?;
         manifest.verify(&manifest.tokenizer, tokenizer)?;
         let encoder = TextEncoder::from_bytes(tokenizer, manifest.max_length)?;
-        Ok(Self {
-            manifest: Arc::new(manifest),
-            encoder,
-            variant,
-            onnx,
-        })
+        Ok(Self { manifest: Arc::new(manifest), encoder, variant, onnx })
     }
 
     /// The manifest.
@@ -107,23 +105,18 @@ impl ModelBundle {
         let session = builder.commit_from_memory(&self.onnx).map_err(session_err)?;
         let io = &self.manifest.io;
         let names: Vec<&str> = session.inputs().iter().map(|i| i.name()).collect();
-        for wanted in [Some(&io.input_ids), Some(&io.attention_mask), io.token_type_ids.as_ref()].into_iter().flatten() {
+        for wanted in [Some(&io.input_ids), Some(&io.attention_mask), io.token_type_ids.as_ref()].into_iter().flatten()
+        {
             if !names.contains(&wanted.as_str()) {
                 return Err(ModelError::Session(format!("the ONNX graph has no input {wanted:?} (it has {names:?})")));
             }
         }
-        Ok(Runner {
-            session,
-            manifest: self.manifest.clone(),
-        })
+        Ok(Runner { session, manifest: self.manifest.clone() })
     }
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, ModelError> {
-    std::fs::read(path).map_err(|err| ModelError::Read {
-        path: path.to_owned(),
-        source: Arc::new(err),
-    })
+    std::fs::read(path).map_err(|err| ModelError::Read { path: path.to_owned(), source: Arc::new(err) })
 }
 
 /// Text to token ids, with the model's truncation. Cheap to clone (shared tokenizer).
@@ -134,17 +127,13 @@ pub struct TextEncoder {
 
 impl TextEncoder {
     fn from_bytes(bytes: &[u8], max_length: usize) -> Result<Self, ModelError> {
-        let mut tokenizer = tokenizers::Tokenizer::from_bytes(bytes).map_err(|err| ModelError::Tokenizer(err.to_string()))?;
+        let mut tokenizer =
+            tokenizers::Tokenizer::from_bytes(bytes).map_err(|err| ModelError::Tokenizer(err.to_string()))?;
         tokenizer
-            .with_truncation(Some(tokenizers::TruncationParams {
-                max_length,
-                ..Default::default()
-            }))
+            .with_truncation(Some(tokenizers::TruncationParams { max_length, ..Default::default() }))
             .map_err(|err| ModelError::Tokenizer(err.to_string()))?;
         tokenizer.with_padding(None);
-        Ok(Self {
-            tokenizer: Arc::new(tokenizer),
-        })
+        Ok(Self { tokenizer: Arc::new(tokenizer) })
     }
 
     /// Token ids of one text, [CLS] and [SEP] included, truncated to `max_length`.
@@ -178,7 +167,8 @@ impl Runner {
         }
         let shape = [rows as i64, width as i64];
         let io = &self.manifest.io;
-        let tensor = |data: Vec<i64>| Tensor::from_array((shape, data)).map_err(|err| ModelError::Inference(err.to_string()));
+        let tensor =
+            |data: Vec<i64>| Tensor::from_array((shape, data)).map_err(|err| ModelError::Inference(err.to_string()));
         let mut inputs = vec![
             (io.input_ids.clone(), tensor(ids)?.into_dyn()),
             (io.attention_mask.clone(), tensor(mask)?.into_dyn()),
@@ -192,9 +182,7 @@ impl Runner {
             .map_err(|err| ModelError::Inference(err.to_string()))?;
         let labels = self.manifest.labels.len();
         if out_shape.len() != 2 || out_shape[0] as usize != rows || out_shape[1] as usize != labels {
-            return Err(ModelError::Inference(format!(
-                "logits have shape {out_shape:?}, expected [{rows}, {labels}]"
-            )));
+            return Err(ModelError::Inference(format!("logits have shape {out_shape:?}, expected [{rows}, {labels}]")));
         }
         Ok(data.chunks(labels).map(<[f32]>::to_vec).collect())
     }

@@ -101,25 +101,21 @@ impl Manifest {
     /// The ONNX file of a variant (`None`: the default one).
     pub fn variant_file(&self, variant_opt: Option<&str>) -> Result<(&str, &str), ModelError> {
         let variant = variant_opt.unwrap_or(&self.default_variant);
-        self.variants
-            .get_key_value(variant)
-            .map(|(k, v)| (k.as_str(), v.as_str()))
-            .ok_or_else(|| ModelError::UnknownVariant {
+        self.variants.get_key_value(variant).map(|(k, v)| (k.as_str(), v.as_str())).ok_or_else(|| {
+            ModelError::UnknownVariant {
                 variant: variant.to_owned(),
                 known: self.variants.keys().cloned().collect::<Vec<_>>().join(", "),
-            })
+            }
+        })
     }
 
     /// Checks `bytes` against the recorded sha256 of `file`.
     pub fn verify(&self, file: &str, bytes: &[u8]) -> Result<(), ModelError> {
-        let expected = self.sha256.get(file).ok_or_else(|| ModelError::Manifest(format!("`sha256` has no entry for {file:?}")))?;
+        let expected =
+            self.sha256.get(file).ok_or_else(|| ModelError::Manifest(format!("`sha256` has no entry for {file:?}")))?;
         let actual = hex::encode(Sha256::digest(bytes));
         if !actual.eq_ignore_ascii_case(expected) {
-            return Err(ModelError::HashMismatch {
-                file: file.to_owned(),
-                expected: expected.clone(),
-                actual,
-            });
+            return Err(ModelError::HashMismatch { file: file.to_owned(), expected: expected.clone(), actual });
         }
         Ok(())
     }

@@ -17,7 +17,8 @@ pub const EXPECTED_MINOR: u32 = 31;
 /// The file name `make setup` unpacks.
 pub const LIBRARY_FILE: &str = "libonnxruntime.so.1.31.1";
 const CACHE_DIR: &str = ".cache/onnxruntime";
-const WHAT_TO_DO: &str = "run `make setup` in the senti checkout (it downloads the pinned onnxruntime 1.31.1 wheel from PyPI), \
+const WHAT_TO_DO: &str =
+    "run `make setup` in the senti checkout (it downloads the pinned onnxruntime 1.31.1 wheel from PyPI), \
 or set ORT_DYLIB_PATH or `model.onnxruntime` to a libonnxruntime.so of version 1.31";
 
 /// The process's one ONNX Runtime environment (ort allows one) and where it was loaded from.
@@ -34,10 +35,7 @@ pub fn init(configured_opt: Option<&Path>) -> Result<PathBuf, ModelError> {
 /// The environment sessions are built in, loading ONNX Runtime from the default places if
 /// [`init`] was not called first.
 pub(crate) fn environment() -> Result<Environment, ModelError> {
-    INIT.get_or_init(|| load(None))
-        .as_ref()
-        .map(|(_, env)| env.clone())
-        .map_err(|err| ModelError::Runtime(err.clone()))
+    INIT.get_or_init(|| load(None)).as_ref().map(|(_, env)| env.clone()).map_err(|err| ModelError::Runtime(err.clone()))
 }
 
 fn load(configured_opt: Option<&Path>) -> Result<(PathBuf, Environment), String> {
@@ -46,7 +44,8 @@ fn load(configured_opt: Option<&Path>) -> Result<(PathBuf, Environment), String>
         return Err(format!("ONNX Runtime library {} does not exist; {WHAT_TO_DO}", path.display()));
     }
     check_version_in_name(&path)?;
-    let builder = ort::init_from(&path).map_err(|err| format!("cannot load ONNX Runtime from {}: {err}; {WHAT_TO_DO}", path.display()))?;
+    let builder = ort::init_from(&path)
+        .map_err(|err| format!("cannot load ONNX Runtime from {}: {err}; {WHAT_TO_DO}", path.display()))?;
     let environment = builder
         .with_name("senti")
         .with_telemetry(false)

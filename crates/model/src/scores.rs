@@ -19,10 +19,8 @@ impl Scores {
         let exps: Vec<f32> = logits.iter().map(|&z| ((z - max) / t).exp()).collect();
         let sum: f32 = exps.iter().sum();
         let probabilities: Vec<f32> = exps.iter().map(|e| e / sum).collect();
-        let label = probabilities
-            .iter()
-            .enumerate()
-            .fold(0, |best, (i, &p)| if p > probabilities[best] { i } else { best });
+        let label =
+            probabilities.iter().enumerate().fold(0, |best, (i, &p)| if p > probabilities[best] { i } else { best });
         Self { label, probabilities }
     }
 

@@ -17,7 +17,8 @@ struct Parity {
 }
 
 fn parity() -> Parity {
-    let text = std::fs::read_to_string(model_dir().join("parity.json")).expect("parity.json is committed with the model");
+    let text =
+        std::fs::read_to_string(model_dir().join("parity.json")).expect("parity.json is committed with the model");
     let v: serde_json::Value = serde_json::from_str(&text).unwrap();
     Parity {
         texts: serde_json::from_value(v["texts"].clone()).unwrap(),

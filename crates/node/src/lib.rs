@@ -18,7 +18,8 @@ use senti_model::{ModelBundle, ModelSource};
 use tokio::sync::oneshot;
 
 /// Texts whose labels any sane sentiment model gets right; /readyz waits for them.
-pub const KNOWN_ANSWERS: [(&str, &str); 2] = [("这家酒店非常好，服务周到", "positive"), ("太差了，再也不会来了", "negative")];
+pub const KNOWN_ANSWERS: [(&str, &str); 2] =
+    [("这家酒店非常好，服务周到", "positive"), ("太差了，再也不会来了", "negative")];
 
 /// A node that is serving.
 pub struct RunningNode {

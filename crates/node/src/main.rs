@@ -75,7 +75,9 @@ impl Common {
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,ort=warn".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,ort=warn".into()),
+        )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
@@ -126,7 +128,8 @@ async fn classify(config: Config, file: Option<PathBuf>, args: Vec<String>) -> a
     let bundle = senti_node::load_model(&config).await?;
     let engine = Engine::start(bundle, &config.engine).await?;
     let labels = engine.bundle().manifest().labels.clone();
-    let progress = indicatif::ProgressBar::with_draw_target(Some(texts.len() as u64), indicatif::ProgressDrawTarget::stderr());
+    let progress =
+        indicatif::ProgressBar::with_draw_target(Some(texts.len() as u64), indicatif::ProgressDrawTarget::stderr());
     if !std::io::stderr().is_terminal() {
         progress.set_draw_target(indicatif::ProgressDrawTarget::hidden());
     }
