@@ -5,7 +5,7 @@ CARGO ?= cargo
 TRAIN_VENV := .cache/venv-train
 TRAIN_PY := $(TRAIN_VENV)/bin/python
 
-.PHONY: run test setup build lint cluster model model-sweep bench-model bench web-test clean-cache
+.PHONY: run test setup build lint cluster model model-sweep bench-model bench bench-node web-test clean-cache
 
 ## Serve the embedded default model on http://127.0.0.1:8080
 run: setup
@@ -39,6 +39,10 @@ model-sweep: $(TRAIN_PY)
 ## StructBERT-base-sized random model for performance work, into models/bench/ (ignored, ~400 MB)
 bench-model: $(TRAIN_PY)
 	$(TRAIN_PY) models/export/export.py --random-base models/bench/structbert-base-random
+
+## Raw ONNX Runtime vs senti over HTTP, side by side (about 5 minutes; QUICK=1 for a smoke run)
+bench-node: setup
+	CARGO="$(CARGO)" bash scripts/bench-node.sh
 
 $(TRAIN_PY): models/train/requirements.txt
 	python3 -m venv $(TRAIN_VENV)

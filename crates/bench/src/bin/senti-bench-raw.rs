@@ -1,0 +1,238 @@
+//! `senti-bench-raw`: how fast ONNX Runtime alone runs the model, without HTTP, actors or queues.
+//!
+//! Loads the model exactly as `senti serve` does (`init_runtime`, `ModelBundle::load`), tokenizes
+//! real reviews (timed, since senti's actors do the same work per request), and measures texts per
+//! second for every batch size x intra-op thread count with one session, then with two sessions of
+//! one thread each on two threads (the `engine.actors=2, threads_per_actor=1` shape), in rounds
+//! that interleave the configurations, keeping each one's median round. The batch-1
+//! rows give the latency of one raw inference, which is what senti's latency at concurrency 1 is
+//! compared against. `--json OUT` writes everything; scripts/bench-node.sh reads it.
+#![forbid(unsafe_code)]
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::Parser;
+use senti_bench::{median_round, mix, raw, read_texts, RawConfig, RawResult};
+use senti_model::{ModelBundle, ModelSource, Runner};
+use serde::Serialize;
+
+#[derive(Parser)]
+#[command(name = "senti-bench-raw", version, about = "Raw ONNX Runtime throughput of a senti model (no HTTP)")]
+struct Cli {
+    /// Model folder with model.toml; default: the model embedded in the binary.
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// Model variant (fp32, int8); default: the manifest's.
+    #[arg(long)]
+    variant: Option<String>,
+    /// Measured seconds per configuration, split over the rounds.
+    #[arg(long, default_value_t = 5.0)]
+    seconds: f64,
+    /// Rounds: every configuration is measured once per round, the rounds one after the other,
+    /// and the median round is kept (noise from other processes spoils a round, not a figure).
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// Seconds run before measuring each configuration.
+    #[arg(long, default_value_t = 1.0)]
+    warmup: f64,
+    /// Batch sizes to measure.
+    #[arg(long, value_delimiter = ',', default_values_t = [1, 8, 32, 64])]
+    batches: Vec<usize>,
+    /// Intra-op thread counts to measure with one session.
+    #[arg(long, value_delimiter = ',', default_values_t = [1, 2])]
+    threads: Vec<usize>,
+    /// Sessions of one thread each run in parallel for the last configurations (0: skip).
+    #[arg(long, default_value_t = 2)]
+    parallel: usize,
+    /// TSV file with a header row and a `text` column (default: ../shared/data/sentiment/val.tsv).
+    #[arg(long)]
+    payload: Option<PathBuf>,
+    /// Seed of the fixed shuffle of the payload (the same seed gives the same text sequence in
+    /// senti-loadgen and senti-bench-raw).
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Write the results as JSON to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+/// The JSON written by `--json`.
+#[derive(Serialize)]
+struct Output {
+    model: ModelInfo,
+    payload: String,
+    seed: u64,
+    texts: usize,
+    mean_tokens: f64,
+    /// One thread, the whole payload: the tokenization work senti's actors do per text.
+    tokenize_texts_per_s: f64,
+    seconds: f64,
+    rounds: usize,
+    warmup: f64,
+    results: Vec<RawResult>,
+    /// The configuration with the most texts per second.
+    best: Option<RawResult>,
+    /// Median time of one batch-1 inference, by intra-op threads (ms).
+    single_inference_ms: BTreeMap<String, f64>,
+}
+
+#[derive(Serialize)]
+struct ModelInfo {
+    name: String,
+    version: String,
+    variant: String,
+    source: String,
+}
+
+fn main() -> std::process::ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("senti-bench-raw: {err:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        cli.seconds.is_finite() && cli.seconds > 0.0 && cli.seconds <= 600.0,
+        "--seconds must be in (0, 600], got {}",
+        cli.seconds
+    );
+    anyhow::ensure!(
+        cli.warmup.is_finite() && (0.0..=60.0).contains(&cli.warmup),
+        "--warmup must be in [0, 60], got {}",
+        cli.warmup
+    );
+    anyhow::ensure!(cli.batches.iter().all(|&b| (1..=1024).contains(&b)), "--batches must be between 1 and 1024");
+    anyhow::ensure!(cli.threads.iter().all(|&t| (1..=64).contains(&t)), "--threads must be between 1 and 64");
+    anyhow::ensure!(cli.parallel <= 16, "--parallel must be at most 16");
+    anyhow::ensure!((1..=20).contains(&cli.rounds), "--rounds must be between 1 and 20, got {}", cli.rounds);
+
+    senti_model::init_runtime(None)?;
+    let source = match &cli.model {
+        Some(dir) => ModelSource::Folder(dir.clone()),
+        None => ModelSource::Embedded,
+    };
+    let bundle = ModelBundle::load(&source, cli.variant.as_deref()).context("cannot load the model")?;
+    let payload = cli.payload.clone().unwrap_or_else(senti_bench::default_payload_path);
+    let texts = mix(read_texts(&payload)?, cli.seed);
+    let (encoded, tokenize_seconds) = tokenize(&bundle, &texts)?;
+    let mean_tokens = encoded.iter().map(Vec::len).sum::<usize>() as f64 / encoded.len() as f64;
+    eprintln!(
+        "senti-bench-raw: model {} {} ({}), {} texts, {mean_tokens:.1} tokens on average, tokenized at {:.0} texts/s",
+        bundle.manifest().name,
+        bundle.manifest().version,
+        bundle.variant(),
+        texts.len(),
+        texts.len() as f64 / tokenize_seconds
+    );
+
+    let warmup = Duration::from_secs_f64(cli.warmup);
+    let per_round = Duration::from_secs_f64(cli.seconds / cli.rounds as f64);
+    let mut sets = session_sets(&bundle, &cli.threads, cli.parallel)?;
+    let configs: Vec<(usize, RawConfig)> = sets
+        .iter()
+        .enumerate()
+        .flat_map(|(set, (threads, runners))| {
+            cli.batches.iter().map(move |&batch| {
+                let config = RawConfig { runners: runners.len(), threads: *threads, batch };
+                (set, config)
+            })
+        })
+        .collect();
+    let mut rounds: Vec<Vec<RawResult>> = vec![Vec::new(); configs.len()];
+    for round in 0..cli.rounds {
+        // Sessions stay warm between rounds; only the first round needs the full warm-up.
+        let warm = if round == 0 { warmup } else { warmup.min(Duration::from_millis(200)) };
+        eprintln!("senti-bench-raw: round {} of {}", round + 1, cli.rounds);
+        for ((set, config), results) in configs.iter().zip(&mut rounds) {
+            let result = raw::measure(*config, &mut sets[*set].1, &encoded, warm, per_round)
+                .with_context(|| format!("measuring {} threads, batch {}", config.shape(), config.batch))?;
+            results.push(result);
+        }
+    }
+    let results: Vec<RawResult> = rounds.into_iter().filter_map(median_round).collect();
+    print_table(&results);
+
+    let best = results.iter().max_by(|a, b| a.texts_per_s.total_cmp(&b.texts_per_s)).cloned();
+    if let Some(best) = &best {
+        println!("\nbest: {:.0} texts/s with {} threads, batch {}", best.texts_per_s, best.shape, best.batch);
+    }
+    let single_inference_ms: BTreeMap<String, f64> = results
+        .iter()
+        .filter(|r| r.runners == 1 && r.batch == 1)
+        .map(|r| (r.threads.to_string(), r.batch_ms.p50))
+        .collect();
+    if let Some(path) = &cli.json {
+        let output = Output {
+            model: ModelInfo {
+                name: bundle.manifest().name.clone(),
+                version: bundle.manifest().version.clone(),
+                variant: bundle.variant().to_owned(),
+                source: cli.model.as_ref().map_or_else(|| "embedded".to_owned(), |p| p.display().to_string()),
+            },
+            payload: payload.display().to_string(),
+            seed: cli.seed,
+            texts: texts.len(),
+            mean_tokens,
+            tokenize_texts_per_s: texts.len() as f64 / tokenize_seconds,
+            seconds: cli.seconds,
+            rounds: cli.rounds,
+            warmup: cli.warmup,
+            results,
+            best,
+            single_inference_ms,
+        };
+        let json = serde_json::to_string_pretty(&output).context("cannot serialise the results")?;
+        std::fs::write(path, json + "\n").with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// Token ids of every text and the seconds it took on this one thread.
+fn tokenize(bundle: &ModelBundle, texts: &[String]) -> anyhow::Result<(Vec<Vec<u32>>, f64)> {
+    let started = Instant::now();
+    let encoded = texts
+        .iter()
+        .map(|text| bundle.encoder().encode(text))
+        .collect::<Result<Vec<_>, _>>()
+        .context("cannot tokenize the payload")?;
+    Ok((encoded, started.elapsed().as_secs_f64().max(1e-9)))
+}
+
+/// One session per thread count in `threads`, then `parallel` sessions of one thread each
+/// (skipped when 0): `(threads per session, sessions)`.
+fn session_sets(bundle: &ModelBundle, threads: &[usize], parallel: usize) -> anyhow::Result<Vec<(usize, Vec<Runner>)>> {
+    let mut sets = Vec::new();
+    for &t in threads {
+        sets.push((t, vec![bundle.runner(t)?]));
+    }
+    if parallel > 0 {
+        let runners = (0..parallel).map(|_| bundle.runner(1)).collect::<Result<Vec<Runner>, _>>()?;
+        sets.push((1, runners));
+    }
+    Ok(sets)
+}
+
+fn print_table(results: &[RawResult]) {
+    println!("| shape | batch | texts/s (median round) | rounds texts/s | batch p50 ms | batch p99 ms | padding efficiency |");
+    println!("|---|---:|---:|---|---:|---:|---:|");
+    for r in results {
+        let rounds: Vec<String> = r.rounds_texts_per_s.iter().map(|t| format!("{t:.0}")).collect();
+        println!(
+            "| {} | {} | {:.0} | {} | {:.2} | {:.2} | {:.2} |",
+            r.shape,
+            r.batch,
+            r.texts_per_s,
+            rounds.join(", "),
+            r.batch_ms.p50,
+            r.batch_ms.p99,
+            r.padding_efficiency
+        );
+    }
+}
