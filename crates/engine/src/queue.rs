@@ -80,18 +80,7 @@ impl<P> BatchQueue<P> {
 
     /// Removes every entry whose payload matches (e.g. a request whose client went away).
     pub fn remove_where(&mut self, mut matches: impl FnMut(&P) -> bool) -> Vec<Entry<P>> {
-        let mut removed = Vec::new();
-        let mut kept = VecDeque::with_capacity(self.entries.len());
-        for entry in self.entries.drain(..) {
-            if matches(&entry.payload) {
-                self.tokens -= entry.tokens;
-                removed.push(entry);
-            } else {
-                kept.push_back(entry);
-            }
-        }
-        self.entries = kept;
-        removed
+        self.drain_where(|entry| matches(&entry.payload))
     }
 
     /// Takes the next batch (see the module doc); `now` decides what has expired.
@@ -134,18 +123,23 @@ impl<P> BatchQueue<P> {
         if self.entries.iter().all(|e| e.deadline > now) {
             return Vec::new();
         }
-        let mut expired = Vec::new();
+        self.drain_where(|entry| entry.deadline <= now)
+    }
+
+    /// Removes and returns the entries that match, keeping the others in order.
+    fn drain_where(&mut self, mut matches: impl FnMut(&Entry<P>) -> bool) -> Vec<Entry<P>> {
+        let mut removed = Vec::new();
         let mut kept = VecDeque::with_capacity(self.entries.len());
         for entry in self.entries.drain(..) {
-            if entry.deadline <= now {
+            if matches(&entry) {
                 self.tokens -= entry.tokens;
-                expired.push(entry);
+                removed.push(entry);
             } else {
                 kept.push_back(entry);
             }
         }
         self.entries = kept;
-        expired
+        removed
     }
 }
 
