@@ -102,25 +102,40 @@ server_cpu_ticks() {
   echo "$model $((fields[11] + fields[12]))"
 }
 
+# machine_busy_ticks: CPU ticks (1/100 s) all cores spent busy so far, from /proc/stat (user,
+# nice, system, irq, softirq; idle, iowait and the hypervisor's steal left out).
+machine_busy_ticks() {
+  local label user nice system idle iowait irq softirq rest
+  read -r label user nice system idle iowait irq softirq rest </proc/stat
+  echo $((user + nice + system + irq + softirq))
+}
+
 # loadgen SHAPE OUT ARGS...: one closed-loop run against that shape's server, JSON into OUT with
 # the CPU cores kept busy during the run (warm-up included) by senti's model threads, the rest
-# of senti, and the load generator; progress on stderr.
+# of senti, the load generator, and every other process (on a shared machine, a run where that
+# last figure is not near 0 was disturbed); progress on stderr.
 loadgen() {
-  local shape=$1 out=$2 before after t0 t1
+  local shape=$1 out=$2 before after machine_before machine_after t0 t1
   shift 2
   before=$(server_cpu_ticks "${server_pid[$shape]}")
+  machine_before=$(machine_busy_ticks)
   t0=$(date +%s.%N)
   target/release/senti-loadgen --url "${server_url[$shape]}" --mode closed --warmup "$WARMUP" \
     --duration "$DURATION" --json "$out.load" "$@" >&2
   t1=$(date +%s.%N)
+  machine_after=$(machine_busy_ticks)
   after=$(server_cpu_ticks "${server_pid[$shape]}")
-  jq --argjson b "[${before/ /,}]" --argjson a "[${after/ /,}]" --argjson t0 "$t0" --argjson t1 "$t1" '
+  jq --argjson b "[${before/ /,}]" --argjson a "[${after/ /,}]" --argjson t0 "$t0" --argjson t1 "$t1" \
+    --argjson mb "$machine_before" --argjson ma "$machine_after" '
     ($t1 - $t0) as $wall
+    | (($a[1] - $b[1]) / 100 / $wall) as $senti
+    | ((.loadgen_cpu_s // 0) / $wall) as $loadgen
     | . + {cpu_cores: {
         wall_s: $wall,
         senti_model_threads: (($a[0] - $b[0]) / 100 / $wall),
-        senti_other: ((($a[1] - $b[1]) - ($a[0] - $b[0])) / 100 / $wall),
-        loadgen: (if .loadgen_cpu_s == null then null else .loadgen_cpu_s / $wall end)
+        senti_other: ($senti - ($a[0] - $b[0]) / 100 / $wall),
+        loadgen: (if .loadgen_cpu_s == null then null else $loadgen end),
+        other_processes: (($ma - $mb) / 100 / $wall - $senti - $loadgen)
       }}' "$out.load" >"$out"
   rm -f "$out.load"
 }
@@ -217,7 +232,7 @@ jq -n \
 # The report, from the JSON just written.
 jq -r '
   def f1: . * 10 | round / 10 | tostring;
-  def f2: . * 100 | round / 100 | tostring;
+  def f2: . * 100 | round / 100 | if . == 0 then 0 else . end | tostring; # no "-0"
   def f0: round | tostring;
   def errs: if (.errors | length) == 0 then "0" else (.errors | to_entries | map("\(.key) \(.value)") | join(", ")) end;
   .summary as $s
@@ -238,10 +253,10 @@ jq -r '
     "",
     "### senti over HTTP (senti-loadgen, closed loop)",
     "",
-    "| shape | route | concurrency | texts/request | requests/s | texts/s | p50 ms | p90 ms | p99 ms | errors | cores: model / rest of senti / loadgen |",
+    "| shape | route | concurrency | texts/request | requests/s | texts/s | p50 ms | p90 ms | p99 ms | errors | cores: model / rest of senti / loadgen / other processes |",
     "|---|---|---:|---:|---:|---:|---:|---:|---:|---|---|",
     (.http | to_entries[] | .key as $shape | .value | (.latency[], .saturation[])
-      | "| \($shape) | \(.route) | \(.concurrency) | \(.texts_per_request) | \(.ok_qps | f0) | \(.texts_per_s | f0) | \(.latency_ms.p50 | f2) | \(.latency_ms.p90 | f2) | \(.latency_ms.p99 | f2) | \(errs) | \(.cpu_cores.senti_model_threads | f2) / \(.cpu_cores.senti_other | f2) / \(.cpu_cores.loadgen // 0 | f2) |"),
+      | "| \($shape) | \(.route) | \(.concurrency) | \(.texts_per_request) | \(.ok_qps | f0) | \(.texts_per_s | f0) | \(.latency_ms.p50 | f2) | \(.latency_ms.p90 | f2) | \(.latency_ms.p99 | f2) | \(errs) | \(.cpu_cores.senti_model_threads | f2) / \(.cpu_cores.senti_other | f2) / \(.cpu_cores.loadgen // 0 | f2) / \(.cpu_cores.other_processes | f2) |"),
     "",
     "### Against the targets",
     "",
