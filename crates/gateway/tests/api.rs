@@ -19,7 +19,7 @@ use tower::ServiceExt;
 async fn state_with(config: Config) -> AppState {
     senti_model::init_runtime(None).expect("ONNX Runtime: run `make setup`");
     let bundle = ModelBundle::load(&ModelSource::Embedded, None).unwrap();
-    let engine = Arc::new(Engine::start(bundle, &config.engine).await.unwrap());
+    let engine = Arc::new(Engine::start(bundle, &config).await.unwrap());
     let state = AppState::new(engine, config.limits.clone(), config.auth.clone(), "test-node".into());
     state.set_ready(true);
     state
@@ -183,8 +183,7 @@ fn futures_stream_body(chunks: Vec<String>) -> Body {
 
 #[tokio::test]
 async fn bearer_tokens_when_configured() {
-    let mut config = Config::default();
-    config.auth = AuthConfig { tokens: vec!["s3cret".into()] };
+    let config = Config { auth: AuthConfig { tokens: vec!["s3cret".into()] }, ..Config::default() };
     let app = app(state_with(config).await);
     let body = json!({"text": "好"});
     assert_error(&send(&app, post_json("/analyze", body.clone())).await, StatusCode::UNAUTHORIZED, "missing_token");

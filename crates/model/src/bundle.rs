@@ -95,13 +95,13 @@ impl ModelBundle {
     /// A new ONNX Runtime session with `threads` intra-op threads.
     pub fn runner(&self, threads: usize) -> Result<Runner, ModelError> {
         let environment = crate::runtime::environment()?;
-        let session_err = |err: ort::Error<_>| ModelError::Session(err.to_string());
-        let mut builder = Session::builder(&environment)
-            .map_err(session_err)?
-            .with_optimization_level(GraphOptimizationLevel::Level3)
-            .and_then(|b| b.with_intra_threads(threads))
-            .and_then(|b| b.with_inter_threads(1))
-            .map_err(|err| ModelError::Session(err.to_string()))?;
+        fn session_err<R>(err: ort::Error<R>) -> ModelError {
+            ModelError::Session(err.to_string())
+        }
+        let builder = Session::builder(&environment).map_err(session_err)?;
+        let builder = builder.with_optimization_level(GraphOptimizationLevel::Level3).map_err(session_err)?;
+        let builder = builder.with_intra_threads(threads).map_err(session_err)?;
+        let mut builder = builder.with_inter_threads(1).map_err(session_err)?;
         let session = builder.commit_from_memory(&self.onnx).map_err(session_err)?;
         let io = &self.manifest.io;
         let names: Vec<&str> = session.inputs().iter().map(|i| i.name()).collect();
