@@ -46,7 +46,7 @@ pub enum InferenceMsg {
     },
 }
 
-impl ractor::Message for InferenceMsg {}
+// `ractor::Message` is implemented in `wire.rs`: `Infer` can cross the network.
 
 /// Everything an inference actor starts with.
 pub struct InferenceArgs {

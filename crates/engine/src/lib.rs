@@ -3,37 +3,45 @@
 //! Supervision tree (all children of nothing: the [`Engine`] owns and stops them):
 //! ```text
 //! Engine
-//!  ├── GatewayActor            placement + failover; spawns one task per attempt
+//!  ├── GatewayActor            placement (local and remote actors), failover, hedging, ejection;
+//!  │                           spawns one task per attempt
 //!  └── InferenceActor a0..aN   batching queue; each owns a model thread with one ONNX session
 //! ```
-//! A request: [`Engine::classify`] -> [`GatewayMsg::Classify`] -> attempt task ->
-//! [`InferenceMsg::Infer`] -> [`BatchQueue`] -> model thread -> `BatchDone` -> reply.
+//! A request: [`Engine::classify`] -> [`GatewayMsg::Classify`] -> attempt task -> [`Hop`] ->
+//! [`InferenceMsg::Infer`] (here, or on another node through ractor_cluster: `wire.rs`) ->
+//! [`BatchQueue`] -> model thread -> `BatchDone` -> reply. The cluster layer (`senti-cluster`)
+//! tells the gateway about remote actors with [`GatewayMsg::SetRemoteTargets`].
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 mod gateway;
+mod hop;
 mod inference;
 mod load;
-mod placement;
 mod queue;
+mod wire;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ractor::{Actor, ActorRef};
-use senti_config::EngineConfig;
+use ractor::{Actor, ActorCell, ActorRef};
+use senti_config::Config;
 use senti_model::{ModelBundle, ModelError};
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 
-pub use gateway::{Classified, GatewayActor, GatewayMsg, Job, Target};
+pub use gateway::{
+    AttemptOutcome, Classified, GatewayActor, GatewayArgs, GatewayMsg, Job, LoadSource, RoutingSnapshot, Target,
+    TargetId, TargetReport,
+};
+pub use hop::Hop;
 pub use inference::{InferResult, InferenceActor, InferenceArgs, InferenceMsg};
 pub use load::{Load, LoadGauge};
-pub use placement::{least_loaded, Candidate};
 pub use queue::{BatchLimits, BatchQueue, Entry, Taken};
 
-/// Why a request got no scores. `Clone`: one failed batch answers many requests.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+/// Why a request got no scores. `Clone`: one failed batch answers many requests. Encoded with
+/// bincode when a remote inference actor answers (`wire.rs`).
+#[derive(Debug, Clone, PartialEq, thiserror::Error, bincode::Encode, bincode::Decode)]
 pub enum InferError {
     /// Every queue that could take the request is full.
     #[error("the inference queue is full; retry in {retry_after:?}")]
@@ -44,6 +52,9 @@ pub enum InferError {
     /// The request's deadline passed before it could be answered.
     #[error("the request's deadline passed before it was answered")]
     DeadlineExceeded,
+    /// One attempt got no answer within `routing.attempt_timeout_ms` (and no other could be made).
+    #[error("the inference actor did not answer in time")]
+    AttemptTimedOut,
     /// The node is shutting down.
     #[error("the node is shutting down")]
     ShuttingDown,
@@ -58,7 +69,10 @@ pub enum InferError {
 impl InferError {
     /// Whether another actor might succeed where this attempt failed.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, InferError::QueueFull { .. } | InferError::Unavailable | InferError::Model(_))
+        matches!(
+            self,
+            InferError::QueueFull { .. } | InferError::Unavailable | InferError::Model(_) | InferError::AttemptTimedOut
+        )
     }
 }
 
@@ -80,6 +94,8 @@ pub struct ActorInfo {
     pub name: String,
     /// Its load.
     pub gauge: Arc<LoadGauge>,
+    /// The actor, for the cluster layer (process groups, remote peers).
+    pub cell: ActorCell,
 }
 
 /// The running actors of one node.
@@ -93,7 +109,9 @@ pub struct Engine {
 
 impl Engine {
     /// Creates one session per actor (on a blocking thread: this takes a moment), then the actors.
-    pub async fn start(bundle: ModelBundle, config: &EngineConfig) -> Result<Self, EngineError> {
+    pub async fn start(bundle: ModelBundle, full_config: &Config) -> Result<Self, EngineError> {
+        let config = &full_config.engine;
+        let node: Arc<str> = full_config.node_id().into();
         let max_length = bundle.manifest().max_length;
         let limits = BatchLimits {
             max_tokens: config.max_batch_tokens.max(max_length),
@@ -123,11 +141,18 @@ impl Engine {
             let (actor, handle) =
                 Actor::spawn(None, InferenceActor, args).await.map_err(|err| EngineError::Spawn(err.to_string()))?;
             handles.push(handle);
-            targets.push(Target { name: name.clone(), actor: actor.clone(), gauge: gauge.clone() });
-            actors.push((ActorInfo { name, gauge }, actor));
+            targets.push(Target {
+                id: TargetId { node: node.clone(), actor: name.as_str().into() },
+                hop: Arc::new(actor.clone()),
+                load: LoadSource::Local(gauge.clone()),
+            });
+            actors.push((ActorInfo { name, gauge, cell: actor.get_cell() }, actor));
         }
+        let seed =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+        let args = GatewayArgs { local: targets, routing: full_config.routing.clone(), seed };
         let (gateway, handle) =
-            Actor::spawn(None, GatewayActor, targets).await.map_err(|err| EngineError::Spawn(err.to_string()))?;
+            Actor::spawn(None, GatewayActor, args).await.map_err(|err| EngineError::Spawn(err.to_string()))?;
         handles.push(handle);
         tracing::info!(actors = config.actors, threads_per_actor = config.threads_per_actor, model = %bundle.manifest().name, variant = bundle.variant(), "engine started");
         Ok(Self { gateway, actors, handles, bundle, shutting_down: Arc::new(AtomicBool::new(false)) })
@@ -140,8 +165,22 @@ impl Engine {
             return Err(InferError::ShuttingDown);
         }
         let (tx, rx) = oneshot::channel();
-        self.gateway.cast(GatewayMsg::Classify(Job::new(texts, deadline, tx))).map_err(|_| InferError::ShuttingDown)?;
+        // Held until this future ends: dropping it (answer or cancellation) stops every attempt.
+        let (_cancel, cancelled) = watch::channel(());
+        self.gateway
+            .cast(GatewayMsg::Classify(Job::new(texts, deadline, tx, cancelled)))
+            .map_err(|_| InferError::ShuttingDown)?;
         rx.await.unwrap_or(Err(InferError::ShuttingDown))
+    }
+
+    /// The gateway actor (the cluster layer sends it [`GatewayMsg::SetRemoteTargets`]).
+    pub fn gateway(&self) -> &ActorRef<GatewayMsg> {
+        &self.gateway
+    }
+
+    /// Every target's routing state, retries, hedges and ejections.
+    pub async fn routing_snapshot(&self) -> Option<RoutingSnapshot> {
+        ractor::call!(self.gateway, GatewayMsg::Snapshot).ok()
     }
 
     /// The model being served.

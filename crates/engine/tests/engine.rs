@@ -3,14 +3,16 @@
 
 use std::time::{Duration, Instant};
 
-use senti_config::EngineConfig;
+use senti_config::{Config, EngineConfig};
 use senti_engine::{Engine, InferError};
 use senti_model::{ModelBundle, ModelSource};
 
 async fn engine(actors: usize) -> Engine {
     senti_model::init_runtime(None).expect("ONNX Runtime: run `make setup`");
     let bundle = ModelBundle::load(&ModelSource::Embedded, None).unwrap();
-    let config = EngineConfig { actors, threads_per_actor: 1, ..EngineConfig::default() };
+    let mut config =
+        Config { engine: EngineConfig { actors, threads_per_actor: 1, ..EngineConfig::default() }, ..Config::default() };
+    config.server.node_id = Some("n1".into());
     Engine::start(bundle, &config).await.unwrap()
 }
 
@@ -71,10 +73,13 @@ async fn a_dead_actor_is_failed_over() {
     let engine = engine(2).await;
     engine.kill_actor(0);
     tokio::time::sleep(Duration::from_millis(50)).await;
+    let first = engine.classify(texts(), later()).await.unwrap();
+    assert_eq!(first.served_by, "n1/a1");
+    assert_eq!(first.attempts, 2, "a0 was tried first (idle, lowest index) and failed over");
     for _ in 0..5 {
         let classified = engine.classify(texts(), later()).await.unwrap();
-        assert_eq!(classified.served_by, "a1");
-        assert_eq!(classified.attempts, 2, "a0 was tried first (idle, lowest index) and failed over");
+        assert_eq!(classified.served_by, "n1/a1");
+        assert_eq!(classified.attempts, 1, "a0's failure counts as load: a1 is now preferred");
         assert_eq!(classified.scores.len(), texts().len());
     }
 }

@@ -103,7 +103,7 @@ impl From<InferError> for ApiError {
     fn from(err: InferError) -> Self {
         match err {
             InferError::QueueFull { retry_after } => ApiError::QueueFull(retry_after),
-            InferError::DeadlineExceeded => ApiError::DeadlineExceeded,
+            InferError::DeadlineExceeded | InferError::AttemptTimedOut => ApiError::DeadlineExceeded,
             InferError::ShuttingDown => ApiError::ShuttingDown,
             InferError::Unavailable => ApiError::Unavailable,
             InferError::Model(message) => ApiError::Inference(message),
