@@ -17,6 +17,10 @@ test: setup
 	$(CARGO) test --workspace --no-fail-fast
 	bash tests/web/run.sh
 
+## Three nodes on this machine (cluster-config/node-{a,b,c}.toml), HTTP on 127.0.0.1:8080-8082
+cluster: setup
+	bash scripts/cluster-local.sh
+
 ## ONNX Runtime (pinned PyPI wheel, hash-checked) into .cache/onnxruntime/
 setup:
 	@bash scripts/setup-onnxruntime.sh

@@ -8,7 +8,8 @@
 //! Environment overrides use `SENTI__<SECTION>__<KEY>=<value>` (double underscores), for example
 //! `SENTI__SERVER__LISTEN=0.0.0.0:8080` or `SENTI__ENGINE__ACTORS=2`; the value is read as a TOML
 //! value when it parses as one (numbers, booleans, arrays) and as a string otherwise.
-//! `SENTI_AUTH_TOKENS=a,b` sets `auth.tokens`, so tokens need not be written into a file.
+//! `SENTI_AUTH_TOKENS=a,b` sets `auth.tokens` and `SENTI_CLUSTER_COOKIE` sets `cluster.cookie`, so
+//! secrets need not be written into a file.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -61,6 +62,10 @@ pub struct Config {
     pub limits: LimitsConfig,
     /// Optional bearer-token authentication.
     pub auth: AuthConfig,
+    /// Gossip membership and remote actors; off by default (one node on its own).
+    pub cluster: ClusterConfig,
+    /// How the gateway places, retries and hedges attempts.
+    pub routing: RoutingConfig,
 }
 
 /// `[server]`
@@ -155,6 +160,147 @@ impl fmt::Debug for AuthConfig {
     }
 }
 
+/// `[cluster]`: chitchat gossip (UDP) and ractor_cluster remote actors (TCP).
+///
+/// Gossip and failure-detector defaults are measured (docs/cluster.md): a killed node is declared
+/// dead in about 2 to 3 seconds on loopback, with no false alarms while the nodes are saturated.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    /// Join a cluster. Off: the node serves alone and needs none of the settings below.
+    pub enabled: bool,
+    /// Nodes only gossip with nodes of the same cluster id.
+    pub cluster_id: String,
+    /// UDP address chitchat binds.
+    pub gossip_listen: SocketAddr,
+    /// Gossip address other nodes use to reach this one; default `gossip_listen`.
+    pub gossip_advertise: Option<SocketAddr>,
+    /// Gossip addresses (`host:port`) to join through; this node's own address may be among them.
+    pub seeds: Vec<String>,
+    /// Time between gossip rounds.
+    pub gossip_interval_ms: u64,
+    /// Phi-accrual threshold above which a silent node is declared dead.
+    pub phi_threshold: f64,
+    /// Heartbeat interval assumed for a node before any is measured.
+    pub failure_initial_interval_ms: u64,
+    /// Heartbeat gaps longer than this are left out of the phi statistics.
+    pub failure_max_interval_ms: u64,
+    /// How long a dead node stays listed (as dead) before it is forgotten.
+    pub dead_node_grace_ms: u64,
+    /// TCP address the ractor_cluster node server binds (remote inference actors).
+    pub actor_listen: SocketAddr,
+    /// Actor address other nodes dial; default `actor_listen`.
+    pub actor_advertise: Option<SocketAddr>,
+    /// Shared secret of the ractor_cluster handshake; nodes with another cookie are refused.
+    /// Also `SENTI_CLUSTER_COOKIE`. Required when `enabled`.
+    pub cookie: String,
+    /// Least time between two load publications of one actor.
+    pub load_publish_interval_ms: u64,
+    /// Publish anyway after this long, so a quiet actor's value stays fresh.
+    pub load_max_quiet_ms: u64,
+    /// Publish only when the backlog changed by more than this fraction (or went to/from zero).
+    pub load_hysteresis: f64,
+    /// Time between two checks that every live member has a remote-actor session (redial).
+    pub redial_interval_ms: u64,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            cluster_id: "senti".into(),
+            gossip_listen: SocketAddr::from(([127, 0, 0, 1], 7280)),
+            gossip_advertise: None,
+            seeds: Vec::new(),
+            gossip_interval_ms: 200,
+            phi_threshold: 8.0,
+            failure_initial_interval_ms: 200,
+            failure_max_interval_ms: 2_000,
+            dead_node_grace_ms: 60_000,
+            actor_listen: SocketAddr::from(([127, 0, 0, 1], 7281)),
+            actor_advertise: None,
+            cookie: String::new(),
+            load_publish_interval_ms: 100,
+            load_max_quiet_ms: 1_000,
+            load_hysteresis: 0.1,
+            redial_interval_ms: 500,
+        }
+    }
+}
+
+impl fmt::Debug for ClusterConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClusterConfig")
+            .field("enabled", &self.enabled)
+            .field("cluster_id", &self.cluster_id)
+            .field("gossip_listen", &self.gossip_listen)
+            .field("gossip_advertise", &self.gossip_advertise)
+            .field("seeds", &self.seeds)
+            .field("gossip_interval_ms", &self.gossip_interval_ms)
+            .field("phi_threshold", &self.phi_threshold)
+            .field("actor_listen", &self.actor_listen)
+            .field("actor_advertise", &self.actor_advertise)
+            .field("cookie", &if self.cookie.is_empty() { "[unset]" } else { "[redacted]" })
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClusterConfig {
+    /// The gossip address peers use.
+    pub fn gossip_advertise_addr(&self) -> SocketAddr {
+        self.gossip_advertise.unwrap_or(self.gossip_listen)
+    }
+
+    /// The remote-actor address peers dial.
+    pub fn actor_advertise_addr(&self) -> SocketAddr {
+        self.actor_advertise.unwrap_or(self.actor_listen)
+    }
+}
+
+/// `[routing]`: the gateway's placement, failover, hedging and ejection policy.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RoutingConfig {
+    /// An attempt not answered within this (or the request's deadline, if sooner) is abandoned
+    /// and the request placed again on another actor.
+    pub attempt_timeout_ms: u64,
+    /// Retries allowed per request on average (Envoy-style budget): 0.2 = 20% extra attempts.
+    pub retry_budget_ratio: f64,
+    /// Retries always allowed, whatever the ratio (a burst allowance for a quiet gateway).
+    pub retry_min_reserve: f64,
+    /// Hedges allowed per request on average: 0.05 = at most 5% extra attempts.
+    pub hedge_budget_ratio: f64,
+    /// An attempt slower than this quantile of recent attempts gets a backup on another actor.
+    pub hedge_quantile: f64,
+    /// Never hedge sooner than this.
+    pub hedge_min_delay_ms: u64,
+    /// A gossiped load value's weight halves every this much age.
+    pub trust_half_life_ms: u64,
+    /// Consecutive failures (errors or attempt timeouts) that eject an actor from the rotation.
+    pub eject_consecutive_failures: u32,
+    /// First ejection length; each further ejection doubles it.
+    pub eject_base_ms: u64,
+    /// Longest ejection.
+    pub eject_max_ms: u64,
+}
+
+impl Default for RoutingConfig {
+    fn default() -> Self {
+        Self {
+            attempt_timeout_ms: 3_000,
+            retry_budget_ratio: 0.2,
+            retry_min_reserve: 10.0,
+            hedge_budget_ratio: 0.05,
+            hedge_quantile: 0.95,
+            hedge_min_delay_ms: 5,
+            trust_half_life_ms: 2_000,
+            eject_consecutive_failures: 5,
+            eject_base_ms: 1_000,
+            eject_max_ms: 30_000,
+        }
+    }
+}
+
 impl Config {
     /// Reads a TOML file, applies environment overrides from `vars`, and validates.
     pub fn load(
@@ -197,6 +343,15 @@ impl Config {
             }
             Ok(())
         }
+        fn fraction(key: &'static str, value: f64, min: f64, max: f64) -> Result<(), ConfigError> {
+            if !(min..=max).contains(&value) {
+                return Err(ConfigError::Invalid {
+                    key,
+                    message: format!("must be between {min} and {max}, got {value}"),
+                });
+            }
+            Ok(())
+        }
         let e = &self.engine;
         at_least("engine.actors", e.actors as u64, 1)?;
         at_least("engine.threads_per_actor", e.threads_per_actor as u64, 1)?;
@@ -225,6 +380,41 @@ impl Config {
                 });
             }
         }
+        let c = &self.cluster;
+        if c.enabled {
+            if c.cookie.is_empty() {
+                return Err(ConfigError::Invalid {
+                    key: "cluster.cookie",
+                    message: "must be set when `cluster.enabled` is true (or SENTI_CLUSTER_COOKIE)".into(),
+                });
+            }
+            if c.cluster_id.is_empty() {
+                return Err(ConfigError::Invalid { key: "cluster.cluster_id", message: "must not be empty".into() });
+            }
+            if c.gossip_listen.port() == 0 || c.actor_listen.port() == 0 {
+                return Err(ConfigError::Invalid {
+                    key: "cluster.gossip_listen",
+                    message: "and `cluster.actor_listen` need fixed ports: peers find them through gossip".into(),
+                });
+            }
+        }
+        at_least("cluster.gossip_interval_ms", c.gossip_interval_ms, 10)?;
+        at_least("cluster.failure_initial_interval_ms", c.failure_initial_interval_ms, 1)?;
+        at_least("cluster.failure_max_interval_ms", c.failure_max_interval_ms, 1)?;
+        at_least("cluster.load_publish_interval_ms", c.load_publish_interval_ms, 1)?;
+        at_least("cluster.redial_interval_ms", c.redial_interval_ms, 10)?;
+        fraction("cluster.load_hysteresis", c.load_hysteresis, 0.0, 10.0)?;
+        fraction("cluster.phi_threshold", c.phi_threshold, 0.1, 100.0)?;
+        let r = &self.routing;
+        at_least("routing.attempt_timeout_ms", r.attempt_timeout_ms, 1)?;
+        at_least("routing.trust_half_life_ms", r.trust_half_life_ms, 1)?;
+        at_least("routing.eject_consecutive_failures", r.eject_consecutive_failures as u64, 1)?;
+        at_least("routing.eject_base_ms", r.eject_base_ms, 1)?;
+        at_least("routing.eject_max_ms", r.eject_max_ms, r.eject_base_ms)?;
+        fraction("routing.retry_budget_ratio", r.retry_budget_ratio, 0.0, 1.0)?;
+        fraction("routing.retry_min_reserve", r.retry_min_reserve, 0.0, 1e6)?;
+        fraction("routing.hedge_budget_ratio", r.hedge_budget_ratio, 0.0, 1.0)?;
+        fraction("routing.hedge_quantile", r.hedge_quantile, 0.5, 1.0)?;
         if self.auth.tokens.iter().any(|t| t.trim().is_empty()) {
             return Err(ConfigError::Invalid { key: "auth.tokens", message: "must not contain empty tokens".into() });
         }
@@ -240,6 +430,10 @@ impl Config {
 /// Applies `SENTI__SECTION__KEY=value` and `SENTI_AUTH_TOKENS` overrides to a raw TOML table.
 fn apply_env(table: &mut toml::Table, vars: impl IntoIterator<Item = (String, String)>) {
     for (name, raw) in vars {
+        if name == "SENTI_CLUSTER_COOKIE" {
+            section(table, "cluster").insert("cookie".into(), toml::Value::String(raw));
+            continue;
+        }
         if name == "SENTI_AUTH_TOKENS" {
             let tokens = raw
                 .split(',')
@@ -321,6 +515,19 @@ mod tests {
         assert_eq!(err, "invalid config: `engine.actors` must be at least 1, got 0");
         let err = Config::from_toml("[limits]\nmax_texts = 5000\n").unwrap_err().to_string();
         assert!(err.contains("`limits.max_texts`"), "{err}");
+    }
+
+    #[test]
+    fn a_cluster_needs_a_cookie_and_the_cookie_is_redacted() {
+        let err = Config::from_toml("[cluster]\nenabled = true\n").unwrap_err().to_string();
+        assert!(err.contains("`cluster.cookie`"), "{err}");
+        let config =
+            Config::load(None, env(&[("SENTI__CLUSTER__ENABLED", "true"), ("SENTI_CLUSTER_COOKIE", "c00kie")]))
+                .unwrap();
+        assert!(config.cluster.enabled);
+        assert!(!format!("{config:?}").contains("c00kie"));
+        let err = Config::from_toml("[routing]\nhedge_quantile = 1.5\n").unwrap_err().to_string();
+        assert!(err.contains("`routing.hedge_quantile`"), "{err}");
     }
 
     #[test]

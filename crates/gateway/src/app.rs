@@ -33,6 +33,7 @@ pub fn app(state: AppState) -> Router {
     let protected = Router::new()
         .route("/analyze", post(api::analyze))
         .route("/v1/classify", post(api::classify))
+        .route("/v1/cluster", get(crate::cluster::cluster))
         .route_layer(middleware::from_fn_with_state(state.clone(), crate::auth::require_token));
     Router::new()
         .merge(protected)

@@ -10,6 +10,7 @@
 mod api;
 mod app;
 mod auth;
+mod cluster;
 mod error;
 mod extract;
 mod metrics;
@@ -21,5 +22,6 @@ pub use api::{
     SERVED_BY_HEADER, TIMEOUT_HEADER,
 };
 pub use app::{app, openapi, NODE_HEADER};
+pub use cluster::{ClusterResponse, RoutingReport, TargetJson};
 pub use error::{ApiError, ErrorBody, ErrorDetail, LimitInfo};
 pub use state::AppState;

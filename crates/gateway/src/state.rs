@@ -1,9 +1,10 @@
 //! What every handler can reach. Cheap to clone (all shared).
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use metrics_exporter_prometheus::PrometheusHandle;
+use senti_cluster::Cluster;
 use senti_config::{AuthConfig, LimitsConfig};
 use senti_engine::Engine;
 
@@ -22,6 +23,8 @@ pub struct AppState {
     pub ready: Arc<AtomicBool>,
     /// Renders /metrics.
     pub metrics: PrometheusHandle,
+    /// Cluster membership, set by the node once it has joined (never, when clustering is off).
+    pub cluster: Arc<OnceLock<Arc<Cluster>>>,
 }
 
 impl AppState {
@@ -34,6 +37,7 @@ impl AppState {
             node_id: node_id.into(),
             ready: Arc::new(AtomicBool::new(false)),
             metrics: crate::metrics::handle(),
+            cluster: Arc::new(OnceLock::new()),
         }
     }
 

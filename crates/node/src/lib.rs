@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use senti_cluster::Cluster;
 use senti_config::Config;
 use senti_engine::Engine;
 use senti_gateway::AppState;
@@ -53,7 +54,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
     let bundle = load_model(&config).await?;
     let manifest = bundle.manifest();
     tracing::info!(model = %manifest.name, version = %manifest.version, variant = bundle.variant(), "model loaded");
-    let engine = Arc::new(Engine::start(bundle, &config.engine).await?);
+    let engine = Arc::new(Engine::start(bundle, &config).await?);
     let node_id = config.node_id();
     let state = AppState::new(engine.clone(), config.limits.clone(), config.auth.clone(), node_id.clone());
     let listener = tokio::net::TcpListener::bind(config.server.listen)
@@ -70,10 +71,17 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
             .await
     });
     tracing::info!(node = %node_id, %addr, "listening");
+    if config.cluster.enabled {
+        let cluster = Cluster::start(&config, &engine, addr).await?;
+        let _ = state.cluster.set(Arc::new(cluster));
+    }
     let check = known_answer_check(&engine).await;
     match check {
         Ok(()) => {
             state.set_ready(true);
+            if let Some(cluster) = state.cluster.get() {
+                cluster.set_ready(true).await;
+            }
             tracing::info!(node = %node_id, "known-answer check passed; ready");
         }
         Err(err) => tracing::error!(node = %node_id, error = %err, "known-answer check failed; /readyz stays 503"),
@@ -108,7 +116,12 @@ async fn known_answer_check(engine: &Engine) -> anyhow::Result<()> {
 impl RunningNode {
     /// Graceful stop: new requests get 503, in-flight ones finish, queues drain, actors stop.
     pub async fn stop(self) -> anyhow::Result<()> {
-        tracing::info!("shutting down: refusing new requests, finishing in-flight ones");
+        tracing::info!("shutting down: leaving the cluster, refusing new requests, finishing in-flight ones");
+        self.state.set_ready(false);
+        if let Some(cluster) = self.state.cluster.get() {
+            // Peers stop placing work here before the engine refuses it.
+            cluster.leave().await;
+        }
         self.engine.begin_shutdown();
         let _ = self.stop_server.send(());
         match tokio::time::timeout(self.grace, self.server).await {

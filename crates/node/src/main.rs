@@ -126,7 +126,7 @@ async fn classify(config: Config, file: Option<PathBuf>, args: Vec<String>) -> a
     };
     anyhow::ensure!(!texts.is_empty(), "no texts: give them as arguments or with --file");
     let bundle = senti_node::load_model(&config).await?;
-    let engine = Engine::start(bundle, &config.engine).await?;
+    let engine = Engine::start(bundle, &config).await?;
     let labels = engine.bundle().manifest().labels.clone();
     let progress =
         indicatif::ProgressBar::with_draw_target(Some(texts.len() as u64), indicatif::ProgressDrawTarget::stderr());

@@ -1,0 +1,339 @@
+//! senti's cluster layer: gossip membership (chitchat), load publication, and ractor_cluster
+//! sessions that make other nodes' inference actors targets of this node's gateway actor.
+//!
+//! ```text
+//! Cluster
+//!  ├── chitchat (UDP)        membership, failure detection, typed keys (keys.rs)
+//!  ├── publisher task        local actors' load -> gossip, bounded rate + hysteresis (publish.rs)
+//!  ├── NodeServer (TCP)      ractor_cluster sessions, cookie handshake (sessions.rs)
+//!  ├── dialer task           live members without a session get dialed (ractor_cluster does not
+//!  │                         reconnect by itself)
+//!  └── refresh task          live members x sessions x process group -> GatewayMsg::SetRemoteTargets
+//!                            (view.rs), on every gossip change and every 250 ms
+//! ```
+//! chitchat is the one source of truth for who is alive: a node it declares dead stops being a
+//! target at the next refresh, whatever state its TCP session is in.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod keys;
+mod publish;
+mod sessions;
+mod view;
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use chitchat::transport::UdpTransport;
+use chitchat::{spawn_chitchat, Chitchat, ChitchatConfig, ChitchatHandle, ChitchatId, FailureDetectorConfig};
+use ractor::ActorRef;
+use ractor_cluster::NodeServerMessage;
+use senti_config::Config;
+use senti_engine::{ActorInfo, Engine, GatewayMsg};
+use serde::Serialize;
+use tokio::sync::Mutex;
+
+pub use keys::{ActorEntry, GossipedLoad, NodeKeys};
+pub use publish::{should_publish, PublishPolicy, Published};
+pub use sessions::INFERENCE_GROUP;
+pub use view::{exclusion_reason, members, remote_targets, Member, RemoteActor};
+
+/// How often the remote targets are rebuilt even without a gossip change (sessions come and go).
+const REFRESH_INTERVAL: Duration = Duration::from_millis(250);
+
+/// This node's membership in the cluster. Without [`Cluster::leave`] its tasks run until the
+/// process ends.
+pub struct Cluster {
+    chitchat: ChitchatHandle,
+    node_server: ActorRef<NodeServerMessage>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    self_id: ChitchatId,
+    model: String,
+    gossip_interval: Duration,
+}
+
+/// `/v1/cluster`'s view of the membership.
+#[derive(Debug, Clone, Serialize)]
+pub struct ClusterReport {
+    /// This node's id.
+    pub node_id: String,
+    /// This node's generation (start time, unix ms).
+    pub generation: u64,
+    /// Live members, this node included.
+    pub members: Vec<MemberReport>,
+    /// Nodes the failure detector declared dead and has not forgotten yet.
+    pub dead: Vec<DeadReport>,
+}
+
+/// One live member.
+#[derive(Debug, Clone, Serialize)]
+pub struct MemberReport {
+    /// Node id.
+    pub node_id: String,
+    /// Incarnation (start time, unix ms).
+    pub generation: u64,
+    /// Gossip address.
+    pub gossip_addr: SocketAddr,
+    /// `ready` key.
+    pub ready: bool,
+    /// HTTP address.
+    pub http_addr: Option<SocketAddr>,
+    /// ractor_cluster address.
+    pub actor_addr: Option<SocketAddr>,
+    /// `name@version`.
+    pub model: Option<String>,
+    /// Why it serves no traffic from this node, if it does not.
+    pub excluded: Option<&'static str>,
+    /// A remote-actor session with it is up (always true for this node itself).
+    pub session: bool,
+    /// Its inference actors and their gossiped load.
+    pub actors: Vec<ActorReport>,
+}
+
+/// One actor of a member.
+#[derive(Debug, Clone, Serialize)]
+pub struct ActorReport {
+    /// Name on its node.
+    pub name: String,
+    /// Backlog tokens as gossiped.
+    pub backlog_tokens: Option<u64>,
+    /// Queued texts as gossiped.
+    pub queued_texts: Option<u64>,
+    /// Throughput as gossiped.
+    pub tokens_per_sec: Option<f64>,
+    /// Age of the gossiped value in milliseconds.
+    pub age_ms: Option<u64>,
+}
+
+/// A dead node.
+#[derive(Debug, Clone, Serialize)]
+pub struct DeadReport {
+    /// Node id.
+    pub node_id: String,
+    /// Its last generation.
+    pub generation: u64,
+}
+
+impl Cluster {
+    /// Joins the cluster: starts gossip (not ready yet), the node server, and the tasks that
+    /// publish load and keep the gateway's remote targets current.
+    pub async fn start(config: &Config, engine: &Engine, http_addr: SocketAddr) -> anyhow::Result<Self> {
+        let c = &config.cluster;
+        let node_id = config.node_id();
+        let manifest = engine.bundle().manifest();
+        let model = format!("{}@{}", manifest.name, manifest.version);
+        let actors: Vec<ActorInfo> = engine.actors().cloned().collect();
+        ractor::pg::join(INFERENCE_GROUP.to_owned(), actors.iter().map(|a| a.cell.clone()).collect());
+
+        let (node_server, server_task) = sessions::start_node_server(&node_id, &c.cookie, c.actor_listen).await?;
+        let generation = keys::unix_ms_now();
+        let self_id = ChitchatId::new(node_id.as_str(), generation, c.gossip_advertise_addr());
+        let entries: Vec<ActorEntry> =
+            actors.iter().map(|a| ActorEntry { name: a.name.clone(), pid: a.cell.get_id().pid() }).collect();
+        let initial = vec![
+            (keys::READY.to_owned(), "false".to_owned()),
+            (keys::HTTP_ADDR.to_owned(), http_addr.to_string()),
+            (keys::ACTOR_ADDR.to_owned(), c.actor_advertise_addr().to_string()),
+            (keys::MODEL.to_owned(), model.clone()),
+            (keys::ACTORS.to_owned(), keys::format_actors(&entries)),
+        ];
+        let gossip_interval = Duration::from_millis(c.gossip_interval_ms);
+        let chitchat_config = ChitchatConfig {
+            chitchat_id: self_id.clone(),
+            cluster_id: c.cluster_id.clone(),
+            gossip_interval,
+            listen_addr: c.gossip_listen,
+            seed_nodes: c.seeds.clone(),
+            failure_detector_config: FailureDetectorConfig {
+                phi_threshold: c.phi_threshold,
+                sampling_window_size: 1_000,
+                max_interval: Duration::from_millis(c.failure_max_interval_ms),
+                initial_interval: Duration::from_millis(c.failure_initial_interval_ms),
+                dead_node_grace_period: Duration::from_millis(c.dead_node_grace_ms),
+            },
+            marked_for_deletion_grace_period: Duration::from_secs(3_600),
+            catchup_callback: None,
+            extra_liveness_predicate: None,
+            protocol_version: chitchat::ProtocolVersion::V0,
+        };
+        let chitchat = spawn_chitchat(chitchat_config, initial, &UdpTransport)
+            .await
+            .with_context(|| format!("cannot start gossip on {} (`cluster.gossip_listen`)", c.gossip_listen))?;
+        let state = chitchat.chitchat();
+        let watcher = state.lock().await.live_nodes_watcher();
+
+        let policy = PublishPolicy::from_config(c);
+        let redial = Duration::from_millis(c.redial_interval_ms);
+        let tasks = vec![
+            server_task,
+            tokio::spawn(publish_loads(state.clone(), actors, policy)),
+            tokio::spawn(dial_loop(state.clone(), node_server.clone(), node_id.clone(), redial)),
+            tokio::spawn(refresh_loop(
+                watcher,
+                node_server.clone(),
+                engine.gateway().clone(),
+                node_id.clone(),
+                model.clone(),
+            )),
+        ];
+        tracing::info!(node = %node_id, generation, gossip = %c.gossip_listen, actors = %c.actor_listen, seeds = ?c.seeds, "joined the cluster");
+        Ok(Self { chitchat, node_server, tasks, self_id, model, gossip_interval })
+    }
+
+    /// Publishes readiness: only ready nodes receive traffic from other nodes.
+    pub async fn set_ready(&self, ready: bool) {
+        self.chitchat.chitchat().lock().await.self_node_state().set(keys::READY, ready);
+    }
+
+    /// The membership as this node sees it.
+    pub async fn report(&self) -> ClusterReport {
+        let peers = sessions::session_peers(&self.node_server).await;
+        let state = self.chitchat.chitchat();
+        let chitchat = state.lock().await;
+        let now_ms = keys::unix_ms_now();
+        let live: BTreeMap<ChitchatId, chitchat::NodeState> =
+            chitchat.live_nodes().filter_map(|id| Some((id.clone(), chitchat.node_state(id)?.clone()))).collect();
+        let members = view::members(&live)
+            .into_iter()
+            .map(|m| {
+                let is_self = m.id == self.self_id;
+                MemberReport {
+                    node_id: m.id.node_id.to_string(),
+                    generation: m.id.generation_id,
+                    gossip_addr: m.id.gossip_advertise_addr,
+                    ready: m.keys.ready,
+                    http_addr: m.keys.http_addr_opt,
+                    actor_addr: m.keys.actor_addr_opt,
+                    model: m.keys.model_opt.clone(),
+                    excluded: exclusion_reason(&m, &self.model),
+                    session: is_self || peers.values().any(|p| **p == *m.id.node_id),
+                    actors: m
+                        .keys
+                        .actors
+                        .iter()
+                        .map(|a| {
+                            let load_opt = m.keys.load(&a.name);
+                            ActorReport {
+                                name: a.name.clone(),
+                                backlog_tokens: load_opt.map(|l| l.backlog_tokens),
+                                queued_texts: load_opt.map(|l| l.queued_texts),
+                                tokens_per_sec: load_opt.map(|l| l.tokens_per_sec),
+                                age_ms: load_opt.map(|l| l.age(now_ms).as_millis() as u64),
+                            }
+                        })
+                        .collect(),
+                }
+            })
+            .collect();
+        let dead = chitchat
+            .dead_nodes()
+            .map(|id| DeadReport { node_id: id.node_id.to_string(), generation: id.generation_id })
+            .collect();
+        ClusterReport {
+            node_id: self.self_id.node_id.to_string(),
+            generation: self.self_id.generation_id,
+            members,
+            dead,
+        }
+    }
+
+    /// Leaves gracefully: says not-ready (peers stop sending new work), waits for that to
+    /// spread, then stops gossip and the sessions.
+    pub async fn leave(&self) {
+        self.set_ready(false).await;
+        tokio::time::sleep(self.gossip_interval * 3).await;
+        for task in &self.tasks {
+            task.abort();
+        }
+        if let Err(err) = self.chitchat.initiate_shutdown() {
+            tracing::warn!(error = %err, "gossip did not shut down cleanly");
+        }
+        self.node_server.stop(None);
+        tracing::info!("left the cluster");
+    }
+}
+
+/// Publishes each local actor's load when [`should_publish`] says so.
+async fn publish_loads(state: Arc<Mutex<Chitchat>>, actors: Vec<ActorInfo>, policy: PublishPolicy) {
+    let mut last: HashMap<String, Published> = HashMap::new();
+    let mut tick = tokio::time::interval(policy.min_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let now = Instant::now();
+        let now_ms = keys::unix_ms_now();
+        let mut updates = Vec::new();
+        for actor in &actors {
+            let load = actor.gauge.snapshot();
+            let backlog_tokens = load.backlog_tokens() as u64;
+            if should_publish(last.get(&actor.name), backlog_tokens, now, &policy) {
+                let value = GossipedLoad {
+                    backlog_tokens,
+                    queued_texts: load.queued_texts as u64,
+                    tokens_per_sec: load.tokens_per_sec,
+                    published_unix_ms: now_ms,
+                };
+                updates.push((keys::load_key(&actor.name), value.format()));
+                last.insert(actor.name.clone(), Published { backlog_tokens, at: now });
+            }
+        }
+        if updates.is_empty() {
+            continue;
+        }
+        metrics::counter!("senti_gossip_load_updates_total").increment(updates.len() as u64);
+        let mut chitchat = state.lock().await;
+        for (key, value) in updates {
+            chitchat.self_node_state().set(key, value);
+        }
+    }
+}
+
+/// Dials live members that have no session, every `interval`.
+async fn dial_loop(
+    state: Arc<Mutex<Chitchat>>,
+    server: ActorRef<NodeServerMessage>,
+    self_node: String,
+    interval: Duration,
+) {
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let live = state.lock().await.live_nodes_watcher().borrow().clone();
+        let members = view::members(&live);
+        let peers = sessions::session_peers(&server).await;
+        sessions::dial_missing(&server, &members, &self_node, &peers).await;
+    }
+}
+
+/// Rebuilds the gateway's remote targets on every gossip change and every [`REFRESH_INTERVAL`].
+async fn refresh_loop(
+    mut watcher: tokio::sync::watch::Receiver<BTreeMap<ChitchatId, chitchat::NodeState>>,
+    server: ActorRef<NodeServerMessage>,
+    gateway: ActorRef<GatewayMsg>,
+    self_node: String,
+    model: String,
+) {
+    let mut tick = tokio::time::interval(REFRESH_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            changed = watcher.changed() => if changed.is_err() { return },
+            _ = tick.tick() => {}
+        }
+        let members = view::members(&watcher.borrow_and_update().clone());
+        let peers = sessions::session_peers(&server).await;
+        let remotes = sessions::remote_actors(&peers);
+        let targets = remote_targets(&members, &remotes, &self_node, &model, Instant::now(), keys::unix_ms_now());
+        metrics::gauge!("senti_cluster_live_members").set(members.len() as f64);
+        metrics::gauge!("senti_cluster_remote_targets").set(targets.len() as f64);
+        if gateway.cast(GatewayMsg::SetRemoteTargets(targets)).is_err() {
+            return;
+        }
+        // At most one rebuild per 20 ms however chatty gossip is.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Three senti nodes on this machine (cluster-config/node-{a,b,c}.toml), HTTP on 8080-8082.
+# Ctrl-C stops all three (each drains gracefully).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo build --release -p senti-node --bin senti
+pids=()
+trap 'kill -TERM "${pids[@]}" 2>/dev/null; wait' INT TERM EXIT
+for n in a b c; do
+    ./target/release/senti serve --config "cluster-config/node-$n.toml" &
+    pids+=($!)
+done
+echo "cluster starting: try  curl -s localhost:8081/v1/cluster | python3 -m json.tool" >&2
+wait

@@ -1,0 +1,171 @@
+//! A real cluster on loopback: three `senti` processes that find each other through gossip,
+//! route across nodes, and keep answering while one node hangs (SIGSTOP) and another dies
+//! (SIGKILL). A fourth node with the wrong cookie is gossiped about but never gets work.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use senti_system_tests::{free_port, wait_until, Server};
+use serde_json::Value;
+
+/// One node of a test cluster.
+struct Node {
+    id: String,
+    gossip: u16,
+}
+
+impl Node {
+    fn new(id: &str) -> Self {
+        Self { id: id.to_owned(), gossip: free_port() }
+    }
+
+    async fn start(&self, seed: u16, cookie: &str) -> Server {
+        let gossip = format!("127.0.0.1:{}", self.gossip);
+        let actor = format!("127.0.0.1:{}", free_port());
+        let seeds = format!("[\"127.0.0.1:{seed}\"]");
+        let env = [
+            ("SENTI__SERVER__NODE_ID", self.id.as_str()),
+            ("SENTI__ENGINE__ACTORS", "1"),
+            ("SENTI__CLUSTER__ENABLED", "true"),
+            ("SENTI_CLUSTER_COOKIE", cookie),
+            ("SENTI__CLUSTER__GOSSIP_LISTEN", gossip.as_str()),
+            ("SENTI__CLUSTER__ACTOR_LISTEN", actor.as_str()),
+            ("SENTI__CLUSTER__SEEDS", seeds.as_str()),
+            ("SENTI__ROUTING__ATTEMPT_TIMEOUT_MS", "400"),
+            ("RUST_LOG", "warn"),
+        ];
+        Server::start(&[], &env).await
+    }
+}
+
+async fn cluster_view(server: &Server) -> Value {
+    reqwest::get(server.url("/v1/cluster")).await.unwrap().json().await.unwrap()
+}
+
+fn remote_targets(view: &Value) -> Vec<String> {
+    view["routing"]["targets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["local"] == false)
+        .map(|t| t["target"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// Sends `n` requests with at most `concurrency` in flight; returns served-by counts and the
+/// statuses that were not 200.
+async fn load(server: &Server, n: usize, concurrency: usize) -> (HashMap<String, usize>, Vec<u16>) {
+    let client = reqwest::Client::new();
+    let url = server.url("/v1/classify");
+    let mut served = HashMap::new();
+    let mut failures = Vec::new();
+    let mut pending = tokio::task::JoinSet::new();
+    for i in 0..n {
+        if pending.len() >= concurrency {
+            let (by, status) = pending.join_next().await.unwrap().unwrap();
+            record(&mut served, &mut failures, by, status);
+        }
+        let client = client.clone();
+        let url = url.clone();
+        pending.spawn(async move {
+            let body = serde_json::json!({"texts": [format!("第{i}次入住，房间干净，服务很好，推荐"), "太差了，再也不会来了"]});
+            let response = client.post(&url).json(&body).send().await.unwrap();
+            let by = response.headers().get("x-senti-served-by").map(|v| v.to_str().unwrap().to_owned());
+            (by, response.status().as_u16())
+        });
+    }
+    while let Some(joined) = pending.join_next().await {
+        let (by, status) = joined.unwrap();
+        record(&mut served, &mut failures, by, status);
+    }
+    (served, failures)
+}
+
+fn record(served: &mut HashMap<String, usize>, failures: &mut Vec<u16>, by: Option<String>, status: u16) {
+    if status == 200 {
+        let node = by.unwrap_or_default().split('/').next().unwrap_or_default().to_owned();
+        *served.entry(node).or_default() += 1;
+    } else {
+        failures.push(status);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_share_work_and_survive_a_hang_and_a_crash() {
+    let (a, b, c) = (Node::new("n-a"), Node::new("n-b"), Node::new("n-c"));
+    let server_a = a.start(a.gossip, "s3cret").await;
+    let server_b = b.start(a.gossip, "s3cret").await;
+    let mut server_c = c.start(a.gossip, "s3cret").await;
+
+    wait_until(Duration::from_secs(30), "n-a to route to both other nodes", || async {
+        let view = cluster_view(&server_a).await;
+        let remote = remote_targets(&view);
+        remote.contains(&"n-b/a0".to_owned()) && remote.contains(&"n-c/a0".to_owned())
+    })
+    .await;
+    let view = cluster_view(&server_a).await;
+    let members = view["membership"]["members"].as_array().unwrap();
+    assert_eq!(members.len(), 3, "{view:#}");
+    assert!(members.iter().all(|m| m["ready"] == true && m["session"] == true), "{view:#}");
+
+    // Work entering at one node is spread over the cluster.
+    let (served, failures) = load(&server_a, 60, 12).await;
+    assert!(failures.is_empty(), "{failures:?}");
+    assert!(served.keys().any(|node| node != "n-a"), "nothing left n-a: {served:?}");
+
+    // n-b hangs (still a TCP peer, silent): attempts on it time out and fail over; gossip then
+    // declares it dead and it leaves the rotation.
+    server_b.signal(nix::sys::signal::Signal::SIGSTOP);
+    let (_, failures) = load(&server_a, 40, 8).await;
+    assert!(failures.is_empty(), "requests failed while n-b hung: {failures:?}");
+    wait_until(Duration::from_secs(15), "n-b to be declared dead", || async {
+        let view = cluster_view(&server_a).await;
+        !remote_targets(&view).iter().any(|t| t.starts_with("n-b/"))
+            && view["membership"]["dead"].as_array().unwrap().iter().any(|d| d["node_id"] == "n-b")
+    })
+    .await;
+
+    // n-c dies outright: its session drops, in-flight attempts fail over.
+    let pending = tokio::spawn({
+        let url = server_a.url("/v1/classify");
+        async move {
+            let client = reqwest::Client::new();
+            let mut statuses = Vec::new();
+            for i in 0..30 {
+                let body = serde_json::json!({"texts": [format!("物流很快{i}"), "一般般吧"]});
+                statuses.push(client.post(&url).json(&body).send().await.unwrap().status().as_u16());
+            }
+            statuses
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    server_c.child.kill().unwrap();
+    let statuses = pending.await.unwrap();
+    assert!(statuses.iter().all(|&s| s == 200), "requests failed when n-c died: {statuses:?}");
+    let (served, failures) = load(&server_a, 20, 4).await;
+    assert!(failures.is_empty(), "{failures:?}");
+    assert_eq!(served.keys().collect::<Vec<_>>(), ["n-a"], "only n-a is left");
+    let _ = server_c.wait_exit(Duration::from_secs(5)).await;
+    server_b.signal(nix::sys::signal::Signal::SIGCONT);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_with_the_wrong_cookie_gets_no_work() {
+    let (a, b) = (Node::new("w-a"), Node::new("w-b"));
+    let server_a = a.start(a.gossip, "right").await;
+    let _server_b = b.start(a.gossip, "wrong").await;
+    wait_until(Duration::from_secs(20), "w-b to be gossiped about", || async {
+        let view = cluster_view(&server_a).await;
+        view["membership"]["members"].as_array().unwrap().iter().any(|m| m["node_id"] == "w-b" && m["ready"] == true)
+    })
+    .await;
+    // Several dial rounds: the handshake keeps failing.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let view = cluster_view(&server_a).await;
+    let b_member = view["membership"]["members"].as_array().unwrap().iter().find(|m| m["node_id"] == "w-b").unwrap();
+    assert_eq!(b_member["session"], false, "{view:#}");
+    assert!(remote_targets(&view).is_empty(), "{view:#}");
+    let (served, failures) = load(&server_a, 10, 4).await;
+    assert!(failures.is_empty());
+    assert_eq!(served.keys().collect::<Vec<_>>(), ["w-a"]);
+}
