@@ -16,6 +16,7 @@
 //! the node's start time in unix milliseconds.
 
 use std::net::SocketAddr;
+use std::sync::OnceLock;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use chitchat::NodeState;
@@ -103,9 +104,20 @@ impl GossipedLoad {
     }
 }
 
-/// Wall-clock now in unix milliseconds.
+/// Wall-clock now in unix milliseconds, advanced by tokio's monotonic clock from a base read once
+/// per process: monotonic within a node, and driven by virtual time in simulations.
 pub fn unix_ms_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+    static BASE: OnceLock<(u64, tokio::time::Instant)> = OnceLock::new();
+    let (base_ms, base_instant) = *BASE.get_or_init(|| {
+        let wall = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        (wall, tokio::time::Instant::now())
+    });
+    base_ms + base_instant.elapsed().as_millis() as u64
+}
+
+/// Writes `ready`.
+pub fn set_ready(state: &mut NodeState, ready: bool) {
+    state.set(READY, ready);
 }
 
 /// The typed keys of one node's state. Missing or malformed keys read as `None`/`false`.

@@ -24,19 +24,19 @@ mod view;
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context;
 use chitchat::transport::UdpTransport;
 use chitchat::{spawn_chitchat, Chitchat, ChitchatConfig, ChitchatHandle, ChitchatId, FailureDetectorConfig};
 use ractor::ActorRef;
 use ractor_cluster::NodeServerMessage;
-use senti_config::Config;
-use senti_engine::{ActorInfo, Engine, GatewayMsg};
+use senti_config::{ClusterConfig, Config};
+use senti_engine::{ActorInfo, Engine, GatewayMsg, LoadGauge};
 use serde::Serialize;
 use tokio::sync::Mutex;
 
-pub use keys::{ActorEntry, GossipedLoad, NodeKeys};
+pub use keys::{set_ready, unix_ms_now, ActorEntry, GossipedLoad, NodeKeys};
 pub use publish::{should_publish, PublishPolicy, Published};
 pub use sessions::INFERENCE_GROUP;
 pub use view::{exclusion_reason, members, remote_targets, Member, RemoteActor};
@@ -133,33 +133,9 @@ impl Cluster {
         let self_id = ChitchatId::new(node_id.as_str(), generation, c.gossip_advertise_addr());
         let entries: Vec<ActorEntry> =
             actors.iter().map(|a| ActorEntry { name: a.name.clone(), pid: a.cell.get_id().pid() }).collect();
-        let initial = vec![
-            (keys::READY.to_owned(), "false".to_owned()),
-            (keys::HTTP_ADDR.to_owned(), http_addr.to_string()),
-            (keys::ACTOR_ADDR.to_owned(), c.actor_advertise_addr().to_string()),
-            (keys::MODEL.to_owned(), model.clone()),
-            (keys::ACTORS.to_owned(), keys::format_actors(&entries)),
-        ];
+        let initial = initial_keys(Some(http_addr), c.actor_advertise_addr(), &model, &entries);
         let gossip_interval = Duration::from_millis(c.gossip_interval_ms);
-        let chitchat_config = ChitchatConfig {
-            chitchat_id: self_id.clone(),
-            cluster_id: c.cluster_id.clone(),
-            gossip_interval,
-            listen_addr: c.gossip_listen,
-            seed_nodes: c.seeds.clone(),
-            failure_detector_config: FailureDetectorConfig {
-                phi_threshold: c.phi_threshold,
-                sampling_window_size: 1_000,
-                max_interval: Duration::from_millis(c.failure_max_interval_ms),
-                initial_interval: Duration::from_millis(c.failure_initial_interval_ms),
-                dead_node_grace_period: Duration::from_millis(c.dead_node_grace_ms),
-            },
-            marked_for_deletion_grace_period: Duration::from_secs(3_600),
-            catchup_callback: None,
-            extra_liveness_predicate: None,
-            protocol_version: chitchat::ProtocolVersion::V0,
-        };
-        let chitchat = spawn_chitchat(chitchat_config, initial, &UdpTransport)
+        let chitchat = spawn_chitchat(chitchat_config(c, self_id.clone()), initial, &UdpTransport)
             .await
             .with_context(|| format!("cannot start gossip on {} (`cluster.gossip_listen`)", c.gossip_listen))?;
         let state = chitchat.chitchat();
@@ -167,17 +143,17 @@ impl Cluster {
 
         let policy = PublishPolicy::from_config(c);
         let redial = Duration::from_millis(c.redial_interval_ms);
+        let gauges = actors.iter().map(|a| (a.name.clone(), a.gauge.clone())).collect();
+        let server = node_server.clone();
+        let remote_actors = move || {
+            let server = server.clone();
+            async move { sessions::remote_actors(&sessions::session_peers(&server).await) }
+        };
         let tasks = vec![
             server_task,
-            tokio::spawn(publish_loads(state.clone(), actors, policy)),
+            tokio::spawn(publish_loads(state.clone(), gauges, policy)),
             tokio::spawn(dial_loop(state.clone(), node_server.clone(), node_id.clone(), redial)),
-            tokio::spawn(refresh_loop(
-                watcher,
-                node_server.clone(),
-                engine.gateway().clone(),
-                node_id.clone(),
-                model.clone(),
-            )),
+            tokio::spawn(refresh_loop(watcher, remote_actors, engine.gateway().clone(), node_id.clone(), model.clone())),
         ];
         tracing::info!(node = %node_id, generation, gossip = %c.gossip_listen, actors = %c.actor_listen, seeds = ?c.seeds, "joined the cluster");
         Ok(Self { chitchat, node_server, tasks, self_id, model, gossip_interval })
@@ -185,7 +161,7 @@ impl Cluster {
 
     /// Publishes readiness: only ready nodes receive traffic from other nodes.
     pub async fn set_ready(&self, ready: bool) {
-        self.chitchat.chitchat().lock().await.self_node_state().set(keys::READY, ready);
+        keys::set_ready(self.chitchat.chitchat().lock().await.self_node_state(), ready);
     }
 
     /// The membership as this node sees it.
@@ -256,28 +232,69 @@ impl Cluster {
     }
 }
 
-/// Publishes each local actor's load when [`should_publish`] says so.
-async fn publish_loads(state: Arc<Mutex<Chitchat>>, actors: Vec<ActorInfo>, policy: PublishPolicy) {
+/// chitchat's configuration from `[cluster]`.
+pub fn chitchat_config(c: &ClusterConfig, self_id: ChitchatId) -> ChitchatConfig {
+    ChitchatConfig {
+        chitchat_id: self_id,
+        cluster_id: c.cluster_id.clone(),
+        gossip_interval: Duration::from_millis(c.gossip_interval_ms),
+        listen_addr: c.gossip_listen,
+        seed_nodes: c.seeds.clone(),
+        failure_detector_config: FailureDetectorConfig {
+            phi_threshold: c.phi_threshold,
+            sampling_window_size: 1_000,
+            max_interval: Duration::from_millis(c.failure_max_interval_ms),
+            initial_interval: Duration::from_millis(c.failure_initial_interval_ms),
+            dead_node_grace_period: Duration::from_millis(c.dead_node_grace_ms),
+        },
+        marked_for_deletion_grace_period: Duration::from_secs(3_600),
+        catchup_callback: None,
+        extra_liveness_predicate: None,
+        protocol_version: chitchat::ProtocolVersion::V0,
+    }
+}
+
+/// The keys a node starts with (not ready until the known-answer check passes).
+pub fn initial_keys(
+    http_addr_opt: Option<SocketAddr>,
+    actor_addr: SocketAddr,
+    model: &str,
+    actors: &[ActorEntry],
+) -> Vec<(String, String)> {
+    let mut initial = vec![
+        (keys::READY.to_owned(), "false".to_owned()),
+        (keys::ACTOR_ADDR.to_owned(), actor_addr.to_string()),
+        (keys::MODEL.to_owned(), model.to_owned()),
+        (keys::ACTORS.to_owned(), keys::format_actors(actors)),
+    ];
+    if let Some(http_addr) = http_addr_opt {
+        initial.push((keys::HTTP_ADDR.to_owned(), http_addr.to_string()));
+    }
+    initial
+}
+
+/// Publishes each local actor's load when [`should_publish`] says so, forever.
+pub async fn publish_loads(state: Arc<Mutex<Chitchat>>, actors: Vec<(String, Arc<LoadGauge>)>, policy: PublishPolicy) {
     let mut last: HashMap<String, Published> = HashMap::new();
     let mut tick = tokio::time::interval(policy.min_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let now = Instant::now();
+        let now = tokio::time::Instant::now().into_std();
         let now_ms = keys::unix_ms_now();
         let mut updates = Vec::new();
-        for actor in &actors {
-            let load = actor.gauge.snapshot();
+        for (name, gauge) in &actors {
+            let load = gauge.snapshot();
             let backlog_tokens = load.backlog_tokens() as u64;
-            if should_publish(last.get(&actor.name), backlog_tokens, now, &policy) {
+            if should_publish(last.get(name), backlog_tokens, now, &policy) {
                 let value = GossipedLoad {
                     backlog_tokens,
                     queued_texts: load.queued_texts as u64,
                     tokens_per_sec: load.tokens_per_sec,
                     published_unix_ms: now_ms,
                 };
-                updates.push((keys::load_key(&actor.name), value.format()));
-                last.insert(actor.name.clone(), Published { backlog_tokens, at: now });
+                updates.push((keys::load_key(name), value.format()));
+                last.insert(name.clone(), Published { backlog_tokens, at: now });
             }
         }
         if updates.is_empty() {
@@ -309,14 +326,19 @@ async fn dial_loop(
     }
 }
 
-/// Rebuilds the gateway's remote targets on every gossip change and every [`REFRESH_INTERVAL`].
-async fn refresh_loop(
+/// Rebuilds the gateway's remote targets on every gossip change and every [`REFRESH_INTERVAL`],
+/// until the gateway stops. `remote_actors` lists the actors reachable through sessions (the
+/// ractor process group in a node; the simulated network in simulations).
+pub async fn refresh_loop<F, Fut>(
     mut watcher: tokio::sync::watch::Receiver<BTreeMap<ChitchatId, chitchat::NodeState>>,
-    server: ActorRef<NodeServerMessage>,
+    mut remote_actors: F,
     gateway: ActorRef<GatewayMsg>,
     self_node: String,
     model: String,
-) {
+) where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Vec<RemoteActor>>,
+{
     let mut tick = tokio::time::interval(REFRESH_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -325,9 +347,9 @@ async fn refresh_loop(
             _ = tick.tick() => {}
         }
         let members = view::members(&watcher.borrow_and_update().clone());
-        let peers = sessions::session_peers(&server).await;
-        let remotes = sessions::remote_actors(&peers);
-        let targets = remote_targets(&members, &remotes, &self_node, &model, Instant::now(), keys::unix_ms_now());
+        let remotes = remote_actors().await;
+        let now = tokio::time::Instant::now().into_std();
+        let targets = remote_targets(&members, &remotes, &self_node, &model, now, keys::unix_ms_now());
         metrics::gauge!("senti_cluster_live_members").set(members.len() as f64);
         metrics::gauge!("senti_cluster_remote_targets").set(targets.len() as f64);
         if gateway.cast(GatewayMsg::SetRemoteTargets(targets)).is_err() {

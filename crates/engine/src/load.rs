@@ -62,18 +62,20 @@ impl LoadGauge {
         }
     }
 
-    pub(crate) fn set_queue(&self, texts: usize, tokens: usize) {
+    /// Sets the queue counters (only the owning actor calls this).
+    pub fn set_queue(&self, texts: usize, tokens: usize) {
         self.queued_texts.store(texts, Ordering::Relaxed);
         self.queued_tokens.store(tokens, Ordering::Relaxed);
     }
 
-    pub(crate) fn set_running(&self, texts: usize, tokens: usize) {
+    /// Sets the running-batch counters (only the owning actor calls this).
+    pub fn set_running(&self, texts: usize, tokens: usize) {
         self.running_texts.store(texts, Ordering::Relaxed);
         self.running_tokens.store(tokens, Ordering::Relaxed);
     }
 
     /// Folds one finished batch into the throughput estimate (weight 0.2 for the newest).
-    pub(crate) fn record_batch(&self, tokens: usize, elapsed: Duration) {
+    pub fn record_batch(&self, tokens: usize, elapsed: Duration) {
         let secs = elapsed.as_secs_f64().max(1e-6);
         let rate = tokens as f64 / secs;
         let old = f64::from_bits(self.throughput_bits.load(Ordering::Relaxed));
