@@ -111,8 +111,10 @@ pub struct Job {
 }
 
 impl Job {
-    /// A new request; the answer arrives on `reply`. Dropping the sender of `cancelled` (or the
-    /// receiver of `reply`) cancels it.
+    /// A new request; the answer arrives on `reply`. Dropping the sender of `cancelled` cancels
+    /// it: every running attempt stops and its actor drops the queued texts. (A dropped `reply`
+    /// receiver alone is only noticed at the next placement; callers drop both, as
+    /// `Engine::classify` does.)
     pub fn new(
         texts: Vec<String>,
         deadline: Instant,
@@ -337,6 +339,10 @@ impl Actor for GatewayActor {
                 if job.is_done() {
                     return Ok(());
                 }
+                if !state.has_untried(&job) {
+                    job.fail_with_last_error(); // nowhere to go: spend no budget
+                    return Ok(());
+                }
                 if !state.retry_budget.try_withdraw() {
                     metrics::counter!("senti_retries_refused_total").increment(1);
                     job.fail_with_last_error();
@@ -347,7 +353,11 @@ impl Actor for GatewayActor {
                 state.place(job, Placement::Retry, myself);
             }
             GatewayMsg::Hedge(job) => {
-                if job.is_done() || job.in_flight.load(Ordering::Acquire) == 0 || !state.hedge_budget.try_withdraw() {
+                if job.is_done()
+                    || job.in_flight.load(Ordering::Acquire) == 0
+                    || !state.has_untried(&job)
+                    || !state.hedge_budget.try_withdraw()
+                {
                     return Ok(());
                 }
                 state.place(job, Placement::Hedge, myself);
@@ -377,6 +387,12 @@ impl GatewayState {
             recent_failures: t.health.recent_failures(now, &self.outlier_params),
             is_local,
         }
+    }
+
+    /// Whether any target has not been tried for `job` yet.
+    fn has_untried(&self, job: &Job) -> bool {
+        let tried = job.tried();
+        self.targets.iter().any(|t| !tried.contains(&t.target.id))
     }
 
     fn place(&mut self, job: Arc<Job>, placement: Placement, myself: ActorRef<GatewayMsg>) {

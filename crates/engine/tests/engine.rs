@@ -10,8 +10,10 @@ use senti_model::{ModelBundle, ModelSource};
 async fn engine(actors: usize) -> Engine {
     senti_model::init_runtime(None).expect("ONNX Runtime: run `make setup`");
     let bundle = ModelBundle::load(&ModelSource::Embedded, None).unwrap();
-    let mut config =
-        Config { engine: EngineConfig { actors, threads_per_actor: 1, ..EngineConfig::default() }, ..Config::default() };
+    let mut config = Config {
+        engine: EngineConfig { actors, threads_per_actor: 1, ..EngineConfig::default() },
+        ..Config::default()
+    };
     config.server.node_id = Some("n1".into());
     Engine::start(bundle, &config).await.unwrap()
 }
