@@ -5,7 +5,7 @@ CARGO ?= cargo
 TRAIN_VENV := .cache/venv-train
 TRAIN_PY := $(TRAIN_VENV)/bin/python
 
-.PHONY: run test setup build lint cluster model model-sweep bench-model bench bench-node web-test clean-cache
+.PHONY: run test setup build lint cluster simulate model model-sweep bench-model bench bench-node bench-cluster web-test clean-cache
 
 ## Serve the embedded default model on http://127.0.0.1:8080
 run: setup
@@ -20,6 +20,11 @@ test: setup
 ## Three nodes on this machine (cluster-config/node-{a,b,c}.toml), HTTP on 127.0.0.1:8080-8082
 cluster: setup
 	bash scripts/cluster-local.sh
+
+## Random fault schedules over many seeds on the simulated cluster; prints any seed that breaks an
+## invariant (SEEDS=200 FROM=1; replay one: target/release/senti-simulate --seed N --verbose)
+simulate:
+	$(CARGO) run --release -p senti-simulations --bin senti-simulate -- --seeds $${SEEDS:-200} --from $${FROM:-1}
 
 ## ONNX Runtime (pinned PyPI wheel, hash-checked) into .cache/onnxruntime/
 setup:
@@ -47,6 +52,10 @@ bench-model: $(TRAIN_PY)
 ## Raw ONNX Runtime vs senti over HTTP, side by side (about 5 minutes; QUICK=1 for a smoke run)
 bench-node: setup
 	CARGO="$(CARGO)" bash scripts/bench-node.sh
+
+## Gossip failure detector of a 3-node loopback cluster per interval x phi (about 6 minutes; QUICK=1 for a smoke run)
+bench-cluster: setup
+	CARGO="$(CARGO)" bash scripts/bench-cluster.sh
 
 $(TRAIN_PY): models/train/requirements.txt
 	python3 -m venv $(TRAIN_VENV)
