@@ -8,12 +8,16 @@
 use std::io::{BufRead, IsTerminal, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use senti_config::Config;
 use senti_engine::Engine;
+use tracing_subscriber::fmt::format::{FormatEvent, FormatFields, Writer};
+use tracing_subscriber::fmt::FmtContext;
+use tracing_subscriber::registry::LookupSpan;
 
 #[derive(Parser)]
 #[command(name = "senti", version, about = "Chinese sentiment analysis (正面 / 负面): HTTP service and command line")]
@@ -80,6 +84,7 @@ fn main() -> std::process::ExitCode {
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
+        .event_format(NodeFormat(tracing_subscriber::fmt::format()))
         .init();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
@@ -97,6 +102,31 @@ fn main() -> std::process::ExitCode {
     }
 }
 
+/// This node's id, once the configuration is read; every log line starts with it.
+static NODE_ID: OnceLock<String> = OnceLock::new();
+
+/// The default log format with `node=<id>` in front, so lines of several nodes can be merged.
+struct NodeFormat<F>(F);
+
+impl<S, N, F> FormatEvent<S, N> for NodeFormat<F>
+where
+    S: tracing::Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+    F: FormatEvent<S, N>,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        if let Some(node) = NODE_ID.get() {
+            write!(writer, "node={node} ")?;
+        }
+        self.0.format_event(ctx, writer, event)
+    }
+}
+
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve { common, listen } => {
@@ -104,6 +134,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             if let Some(listen) = listen {
                 config.server.listen = listen;
             }
+            let _ = NODE_ID.set(config.node_id());
             senti_node::run(config, senti_node::shutdown_signal()).await
         }
         Command::Classify { common, file, texts } => {
