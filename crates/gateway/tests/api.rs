@@ -16,11 +16,12 @@ use senti_model::{ModelBundle, ModelSource};
 use serde_json::{json, Value};
 use tower::ServiceExt;
 
-async fn state_with(config: Config) -> AppState {
+async fn state_with(mut config: Config) -> AppState {
+    config.server.node_id = Some("test-node".into());
     senti_model::init_runtime(None).expect("ONNX Runtime: run `make setup`");
     let bundle = ModelBundle::load(&ModelSource::Embedded, None).unwrap();
     let engine = Arc::new(Engine::start(bundle, &config).await.unwrap());
-    let state = AppState::new(engine, config.limits.clone(), config.auth.clone(), "test-node".into());
+    let state = AppState::new(engine, config.limits.clone(), config.auth.clone(), config.node_id());
     state.set_ready(true);
     state
 }
@@ -317,4 +318,16 @@ async fn a_cancelled_request_does_not_block_others() {
     slow.abort();
     let reply = send(&app, post_json("/analyze", json!({"text": "太差了"}))).await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+}
+
+#[tokio::test]
+async fn cluster_view_of_a_lone_node_lists_its_local_actors() {
+    let (app, _) = default_app().await;
+    let reply = send(&app, Request::get("/v1/cluster").body(Body::empty()).unwrap()).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    assert_eq!(reply.json["membership"], Value::Null, "clustering is off");
+    let targets = reply.json["routing"]["targets"].as_array().unwrap();
+    let names: Vec<&str> = targets.iter().map(|t| t["target"].as_str().unwrap()).collect();
+    assert_eq!(names, ["test-node/a0", "test-node/a1"]);
+    assert!(targets.iter().all(|t| t["local"] == true && t["ejected_for_ms"].is_null()));
 }
