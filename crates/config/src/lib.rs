@@ -264,6 +264,11 @@ pub struct RoutingConfig {
     /// An attempt not answered within this (or the request's deadline, if sooner) is abandoned
     /// and the request placed again on another actor.
     pub attempt_timeout_ms: u64,
+    /// Abandon an attempt sooner when it is this many times slower than the recent p99 (at least
+    /// `attempt_timeout_min_ms`); 0 turns this off and every attempt waits `attempt_timeout_ms`.
+    pub attempt_timeout_p99_factor: f64,
+    /// Floor of the p99-based attempt timeout.
+    pub attempt_timeout_min_ms: u64,
     /// Retries allowed per request on average (Envoy-style budget): 0.2 = 20% extra attempts.
     pub retry_budget_ratio: f64,
     /// Retries always allowed, whatever the ratio (a burst allowance for a quiet gateway).
@@ -288,6 +293,8 @@ impl Default for RoutingConfig {
     fn default() -> Self {
         Self {
             attempt_timeout_ms: 3_000,
+            attempt_timeout_p99_factor: 10.0,
+            attempt_timeout_min_ms: 50,
             retry_budget_ratio: 0.2,
             retry_min_reserve: 10.0,
             hedge_budget_ratio: 0.05,
@@ -404,9 +411,11 @@ impl Config {
         at_least("cluster.load_publish_interval_ms", c.load_publish_interval_ms, 1)?;
         at_least("cluster.redial_interval_ms", c.redial_interval_ms, 10)?;
         fraction("cluster.load_hysteresis", c.load_hysteresis, 0.0, 10.0)?;
-        fraction("cluster.phi_threshold", c.phi_threshold, 0.1, 100.0)?;
+        fraction("cluster.phi_threshold", c.phi_threshold, 0.1, 10_000.0)?;
         let r = &self.routing;
         at_least("routing.attempt_timeout_ms", r.attempt_timeout_ms, 1)?;
+        at_least("routing.attempt_timeout_min_ms", r.attempt_timeout_min_ms, 1)?;
+        fraction("routing.attempt_timeout_p99_factor", r.attempt_timeout_p99_factor, 0.0, 1e6)?;
         at_least("routing.trust_half_life_ms", r.trust_half_life_ms, 1)?;
         at_least("routing.eject_consecutive_failures", r.eject_consecutive_failures as u64, 1)?;
         at_least("routing.eject_base_ms", r.eject_base_ms, 1)?;

@@ -28,8 +28,8 @@ use rand::SeedableRng;
 use senti_config::RoutingConfig;
 use senti_model::Scores;
 use senti_routing::{
-    estimate, may_eject, power_of_two_choices, Candidate, EstimateParams, HedgePolicy, LatencyWindow, LoadView,
-    OutlierParams, RetryBudget, TargetHealth,
+    attempt_timeout, estimate, may_eject, power_of_two_choices, Candidate, EstimateParams, HedgePolicy, LatencyWindow,
+    LoadView, OutlierParams, RetryBudget, TargetHealth,
 };
 use tokio::sync::{oneshot, watch};
 
@@ -259,6 +259,8 @@ pub struct GatewayState {
     outlier_params: OutlierParams,
     hedge_policy: HedgePolicy,
     attempt_timeout: Duration,
+    attempt_timeout_factor: f64,
+    attempt_timeout_floor: Duration,
     retry_budget: RetryBudget,
     hedge_budget: RetryBudget,
     latencies: LatencyWindow,
@@ -309,6 +311,8 @@ impl Actor for GatewayActor {
                 ..HedgePolicy::default()
             },
             attempt_timeout: Duration::from_millis(r.attempt_timeout_ms),
+            attempt_timeout_factor: r.attempt_timeout_p99_factor,
+            attempt_timeout_floor: Duration::from_millis(r.attempt_timeout_min_ms),
             retry_budget: RetryBudget::new(
                 r.retry_budget_ratio,
                 r.retry_min_reserve,
@@ -441,7 +445,13 @@ impl GatewayState {
         };
         job.tried.lock().expect("job lock poisoned. This is a bug.").push(target.id.clone());
         job.in_flight.fetch_add(1, Ordering::AcqRel);
-        tokio::spawn(attempt(job, target, myself, self.attempt_timeout, hedge_after_opt));
+        let timeout = attempt_timeout(
+            &self.latencies,
+            self.attempt_timeout,
+            self.attempt_timeout_factor,
+            self.attempt_timeout_floor,
+        );
+        tokio::spawn(attempt(job, target, myself, timeout, hedge_after_opt));
     }
 
     fn candidate(&self, index: usize, t: &TargetState, now: Instant) -> Candidate {

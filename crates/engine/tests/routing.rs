@@ -152,8 +152,10 @@ async fn gateway(local: Vec<Target>, routing: RoutingConfig) -> ActorRef<Gateway
 }
 
 /// Routing settings that never eject, so tests of other rules are not disturbed by ejection.
+/// No ejection, and every attempt waits the configured timeout (no p99-based shortening), so
+/// each test sees only the mechanism it is about.
 fn never_eject() -> RoutingConfig {
-    RoutingConfig { eject_consecutive_failures: 1_000, ..RoutingConfig::default() }
+    RoutingConfig { eject_consecutive_failures: 1_000, attempt_timeout_p99_factor: 0.0, ..RoutingConfig::default() }
 }
 
 /// A request sent to the gateway and not yet answered. Dropping `cancel` cancels it, as dropping
@@ -233,6 +235,33 @@ async fn a_hanging_attempt_fails_over_after_the_attempt_timeout() {
     assert_eq!(report(&snap, "a").consecutive_failures, 1, "a timeout counts against the target");
     assert_eq!(snap.retries, 1);
     assert_eq!((hanging.attempts(), healthy.attempts()), (1, 1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn once_latency_is_known_a_hanging_attempt_is_abandoned_at_ten_times_the_p99() {
+    // Paused time: 30 answers of 4 ms set the p99; the attempt timeout becomes 40 ms, raised to
+    // the 50 ms floor, instead of the configured 3 s.
+    let first = TestHop::new("a", Behaviour::AnswerAfter(ms(4)));
+    let second = TestHop::new("b", Behaviour::AnswerAfter(ms(4)));
+    let routing = RoutingConfig {
+        attempt_timeout_p99_factor: 10.0,
+        attempt_timeout_min_ms: 50,
+        hedge_budget_ratio: 0.0,
+        ..never_eject()
+    };
+    let gw = gateway(vec![local(&first), local(&second)], routing).await;
+    for i in 0..30 {
+        classify(&gw, &format!("warm-{i}"), ms(10_000)).await.unwrap();
+    }
+    first.set(Behaviour::Hang);
+    second.set(Behaviour::Hang);
+    let start = tokio::time::Instant::now();
+    let err = classify(&gw, "stuck", ms(10_000)).await.unwrap_err();
+    assert_eq!(err, InferError::AttemptTimedOut);
+    let elapsed = start.elapsed();
+    // The first attempt is hedged at 5 ms (the hedge reserve); both give up 50 ms after they started.
+    assert!(elapsed >= ms(50) && elapsed < ms(60), "attempts of 50 ms, not 3 s: got {elapsed:?}");
+    assert_eq!((first.attempts(), second.attempts()), (31, 1), "sequential warm-up all on `a`; then `a` and its hedge");
 }
 
 #[tokio::test(start_paused = true)]

@@ -87,6 +87,21 @@ impl HedgePolicy {
     }
 }
 
+/// How long one attempt may take before it is abandoned and placed elsewhere: `factor` times
+/// the recent p99, at least `floor`, at most `configured`. An attempt ten times slower than
+/// nearly every recent one is almost surely stuck (a hung or partitioned node), and waiting the
+/// configured maximum for it stalls its client for nothing. Without an estimate yet, or with
+/// `factor` 0, the configured timeout.
+pub fn attempt_timeout(window: &LatencyWindow, configured: Duration, factor: f64, floor: Duration) -> Duration {
+    if factor <= 0.0 {
+        return configured;
+    }
+    match window.quantile(0.99) {
+        Some(p99) => p99.mul_f64(factor).max(floor).min(configured),
+        None => configured,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;
@@ -151,5 +166,19 @@ mod tests {
             let kept = &millis[millis.len().saturating_sub(256)..];
             prop_assert!(kept.contains(&(low.as_millis() as u64)), "{low:?} was not recorded recently");
         }
+    }
+
+    #[test]
+    fn the_attempt_timeout_follows_the_p99_within_bounds() {
+        let configured = ms(3_000);
+        let floor = ms(50);
+        assert_eq!(attempt_timeout(&LatencyWindow::default(), configured, 10.0, floor), configured, "no estimate");
+        let fast = window_of(std::iter::repeat_n(2, 100));
+        assert_eq!(attempt_timeout(&fast, configured, 10.0, floor), floor, "20 ms is below the floor");
+        let busy = window_of(std::iter::repeat_n(120, 100));
+        assert_eq!(attempt_timeout(&busy, configured, 10.0, floor), ms(1_200));
+        let slow = window_of(std::iter::repeat_n(900, 100));
+        assert_eq!(attempt_timeout(&slow, configured, 10.0, floor), configured, "capped");
+        assert_eq!(attempt_timeout(&fast, configured, 0.0, floor), configured, "disabled");
     }
 }

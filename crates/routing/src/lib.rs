@@ -24,5 +24,5 @@ mod outlier;
 pub use budget::RetryBudget;
 pub use choose::{least_loaded, power_of_two_choices, Candidate};
 pub use estimate::{estimate, EstimateParams, LoadView};
-pub use hedge::{HedgePolicy, LatencyWindow};
+pub use hedge::{attempt_timeout, HedgePolicy, LatencyWindow};
 pub use outlier::{may_eject, OutlierParams, TargetHealth};
