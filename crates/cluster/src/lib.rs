@@ -153,7 +153,13 @@ impl Cluster {
             server_task,
             tokio::spawn(publish_loads(state.clone(), gauges, policy)),
             tokio::spawn(dial_loop(state.clone(), node_server.clone(), node_id.clone(), redial)),
-            tokio::spawn(refresh_loop(watcher, remote_actors, engine.gateway().clone(), node_id.clone(), model.clone())),
+            tokio::spawn(refresh_loop(
+                watcher,
+                remote_actors,
+                engine.gateway().clone(),
+                node_id.clone(),
+                model.clone(),
+            )),
         ];
         tracing::info!(node = %node_id, generation, gossip = %c.gossip_listen, actors = %c.actor_listen, seeds = ?c.seeds, "joined the cluster");
         Ok(Self { chitchat, node_server, tasks, self_id, model, gossip_interval })
