@@ -300,7 +300,7 @@ impl Default for RoutingConfig {
             hedge_budget_ratio: 0.05,
             hedge_quantile: 0.95,
             hedge_min_delay_ms: 5,
-            trust_half_life_ms: 2_000,
+            trust_half_life_ms: 200,
             eject_consecutive_failures: 5,
             eject_base_ms: 1_000,
             eject_max_ms: 30_000,

@@ -28,7 +28,7 @@ use rand::SeedableRng;
 use senti_config::RoutingConfig;
 use senti_model::Scores;
 use senti_routing::{
-    attempt_timeout, estimate, may_eject, power_of_two_choices, Candidate, EstimateParams, HedgePolicy, LatencyWindow,
+    attempt_timeout, estimate, local_plus_two_remote, may_eject, Candidate, EstimateParams, HedgePolicy, LatencyWindow,
     LoadView, OutlierParams, RetryBudget, TargetHealth,
 };
 use tokio::sync::{oneshot, watch};
@@ -424,7 +424,7 @@ impl GatewayState {
         } else {
             healthy
         };
-        let Some(index) = power_of_two_choices(&candidates, &mut self.rng) else {
+        let Some(index) = local_plus_two_remote(&candidates, &mut self.rng) else {
             if placement != Placement::Hedge && job.in_flight.load(Ordering::Acquire) == 0 {
                 job.fail_with_last_error();
             }

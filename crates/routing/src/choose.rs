@@ -6,7 +6,9 @@
 //! chosen. Least-loaded is the policy for a handful of targets, and the reference the simulator
 //! compares against. Both share one comparison, [`better`]: lower estimate; estimates within a
 //! relative (or absolute) 1e-9 count as equal, and then a local target beats a remote one (no
-//! network hop), then the lower index (deterministic). A NaN estimate counts as infinitely loaded.
+//! network hop), then the lower index (deterministic; the samplers use a coin instead). A NaN
+//! estimate counts as infinitely loaded. [`local_plus_two_remote`] is what the gateway uses: all
+//! local candidates plus a power-of-two sample of the remote ones (docs/simulations.md measures it).
 
 use rand::Rng;
 
@@ -25,7 +27,9 @@ pub struct Candidate {
 const TIE_TOLERANCE: f64 = 1e-9;
 
 /// Power-of-two-choices: the better of two distinct candidates sampled uniformly. `None` only when
-/// `candidates` is empty; with one or two candidates no randomness is used.
+/// `candidates` is empty; with one or two candidates no randomness is used. Between two equal
+/// estimates of the same locality the first sampled wins, which is a fair coin: breaking such ties
+/// by index would send every gateway's ties to the low-numbered actors.
 pub fn power_of_two_choices<R: Rng + ?Sized>(candidates: &[Candidate], rng: &mut R) -> Option<usize> {
     match candidates {
         [] => None,
@@ -33,9 +37,34 @@ pub fn power_of_two_choices<R: Rng + ?Sized>(candidates: &[Candidate], rng: &mut
         [a, b] => Some(pick(a, b).index),
         _ => {
             let (i, j) = sample_two(candidates.len(), rng);
-            Some(pick(&candidates[i], &candidates[j]).index)
+            let (a, b) = (&candidates[i], &candidates[j]);
+            Some(if better_ignoring_index(b, a) { b.index } else { a.index })
         }
     }
+}
+
+/// The gateway's placement: every local candidate (its load is exact and costs nothing to read)
+/// and two remote candidates sampled uniformly; the best of these wins. Local actors get work
+/// without a hop whenever they are at least as idle as a random pair of remote ones, and remote
+/// actors are still compared two at a time, so stale gossip cannot send every gateway to the same
+/// one. Ties: local first, then the earlier sampled.
+pub fn local_plus_two_remote<R: Rng + ?Sized>(candidates: &[Candidate], rng: &mut R) -> Option<usize> {
+    let remote: Vec<&Candidate> = candidates.iter().filter(|c| !c.is_local).collect();
+    let sampled: Vec<&Candidate> = match remote.len() {
+        0..=2 => remote,
+        n => {
+            let (i, j) = sample_two(n, rng);
+            vec![remote[i], remote[j]]
+        }
+    };
+    let mut best: Option<&Candidate> = None;
+    for candidate in candidates.iter().filter(|c| c.is_local).chain(sampled) {
+        best = match best {
+            Some(current) if !better_ignoring_index(candidate, current) => Some(current),
+            _ => Some(candidate),
+        };
+    }
+    best.map(|c| c.index)
 }
 
 /// The least-loaded candidate, ties broken as in [`power_of_two_choices`]. `None` when empty.
@@ -67,6 +96,15 @@ fn better(a: &Candidate, b: &Candidate) -> bool {
         return a.is_local;
     }
     a.index < b.index
+}
+
+/// Like [`better`] without the index rule: equal estimates of the same locality are not better.
+fn better_ignoring_index(a: &Candidate, b: &Candidate) -> bool {
+    let (load_a, load_b) = (load(a), load(b));
+    if !roughly_equal(load_a, load_b) {
+        return load_a < load_b;
+    }
+    a.is_local && !b.is_local
 }
 
 /// The estimate, with NaN (a bug upstream) read as infinitely loaded rather than poisoning comparisons.
@@ -106,6 +144,17 @@ mod tests {
 
     fn local(index: usize, estimate: f64) -> Candidate {
         Candidate { index, estimate, is_local: true }
+    }
+
+    #[test]
+    fn p2c_ties_are_a_fair_coin_not_the_lower_index() {
+        let cands: Vec<Candidate> = (0..8).map(|i| remote(i, 0.0)).collect();
+        let mut rng = SmallRng::seed_from_u64(1);
+        let mut hits = [0u32; 8];
+        for _ in 0..80_000 {
+            hits[power_of_two_choices(&cands, &mut rng).unwrap()] += 1;
+        }
+        assert!(hits.iter().all(|&h| (9_000..11_000).contains(&h)), "{hits:?}");
     }
 
     #[test]
@@ -176,7 +225,19 @@ mod tests {
             let other = if chosen == cands[i].index { &cands[j] } else { &cands[i] };
             prop_assert!(chosen == cands[i].index || chosen == cands[j].index);
             let chosen = cands.iter().find(|c| c.index == chosen).unwrap();
-            prop_assert!(!better(other, chosen), "{other:?} beats the chosen {chosen:?}");
+            prop_assert!(!better_ignoring_index(other, chosen), "{other:?} beats the chosen {chosen:?}");
+        }
+
+        #[test]
+        fn local_plus_two_remote_never_loses_to_a_local_candidate(cands in candidates(12), seed in any::<u64>()) {
+            let chosen = local_plus_two_remote(&cands, &mut SmallRng::seed_from_u64(seed));
+            prop_assert_eq!(chosen.is_none(), cands.is_empty());
+            if let Some(chosen) = chosen {
+                let chosen = cands.iter().find(|c| c.index == chosen).unwrap();
+                for local in cands.iter().filter(|c| c.is_local) {
+                    prop_assert!(!better_ignoring_index(local, chosen), "{local:?} beats the chosen {chosen:?}");
+                }
+            }
         }
 
         #[test]

@@ -31,7 +31,8 @@ pub struct LoadView {
 pub struct EstimateParams {
     /// What one outstanding attempt is assumed to cost, in tokens (default 64).
     pub tokens_per_attempt: f64,
-    /// The reported backlog's weight halves every half-life of its age (default 2 s).
+    /// The reported backlog's weight halves every half-life of its age (default 200 ms: queues
+    /// change within milliseconds, gossip arrives a few hundred milliseconds late; docs/simulations.md).
     pub trust_half_life: Duration,
     /// What one recent failure adds, in tokens (default 512).
     pub failure_penalty_tokens: f64,
@@ -39,17 +40,21 @@ pub struct EstimateParams {
 
 impl Default for EstimateParams {
     fn default() -> Self {
-        Self { tokens_per_attempt: 64.0, trust_half_life: Duration::from_secs(2), failure_penalty_tokens: 512.0 }
+        Self { tokens_per_attempt: 64.0, trust_half_life: Duration::from_millis(200), failure_penalty_tokens: 512.0 }
     }
 }
 
 /// Estimated tokens ahead of a new attempt: the reported backlog discounted by its age, plus this
-/// gateway's outstanding attempts, plus a penalty per recent failure.
+/// gateway's outstanding attempts, plus a penalty per recent failure. For a local actor the
+/// gauge already holds this gateway's attempts once they reach its queue (microseconds later), so
+/// the two are not added: the larger counts (the outstanding count still covers a burst placed
+/// before the actor has read its mailbox).
 pub fn estimate(view: &LoadView, params: &EstimateParams) -> f64 {
     let trust = halving_weight(view.reported_age, params.trust_half_life);
-    view.reported_backlog * trust
-        + f64::from(view.outstanding) * params.tokens_per_attempt
-        + view.recent_failures * params.failure_penalty_tokens
+    let own = f64::from(view.outstanding) * params.tokens_per_attempt;
+    let work =
+        if view.is_local { (view.reported_backlog * trust).max(own) } else { view.reported_backlog * trust + own };
+    work + view.recent_failures * params.failure_penalty_tokens
 }
 
 /// `0.5^(age / half_life)`: 1 when fresh, halving every half-life. A zero half-life trusts only age zero.
@@ -73,8 +78,13 @@ mod tests {
 
     #[test]
     fn sums_discounted_backlog_outstanding_and_failures() {
-        let params = EstimateParams::default();
-        assert_eq!(estimate(&view(1_000.0, 0, 2), &params), 1_000.0 + 2.0 * 64.0);
+        let params = EstimateParams { trust_half_life: Duration::from_secs(2), ..EstimateParams::default() };
+        assert_eq!(
+            estimate(&view(1_000.0, 10, 2), &params).round(),
+            (1_000.0 * 0.5f64.powf(0.005) + 2.0 * 64.0).round()
+        );
+        assert_eq!(estimate(&view(1_000.0, 0, 2), &params), 1_000.0, "local: the gauge already holds our attempts");
+        assert_eq!(estimate(&view(10.0, 0, 2), &params), 128.0, "local: a burst not yet in the gauge");
         assert_eq!(estimate(&view(1_000.0, 2_000, 0), &params), 500.0, "one half-life old");
         assert_eq!(estimate(&view(1_000.0, 4_000, 0), &params), 250.0, "two half-lives old");
         let failing = LoadView { recent_failures: 1.5, ..view(0.0, 0, 0) };

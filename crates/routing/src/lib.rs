@@ -22,7 +22,7 @@ mod hedge;
 mod outlier;
 
 pub use budget::RetryBudget;
-pub use choose::{least_loaded, power_of_two_choices, Candidate};
+pub use choose::{least_loaded, local_plus_two_remote, power_of_two_choices, Candidate};
 pub use estimate::{estimate, EstimateParams, LoadView};
 pub use hedge::{attempt_timeout, HedgePolicy, LatencyWindow};
 pub use outlier::{may_eject, OutlierParams, TargetHealth};

@@ -1,0 +1,199 @@
+//! `senti-sim-report`: the routing-quality report (docs/simulations.md, "Routing quality").
+//!
+//! Runs every policy at every offered load for each cluster size, one simulation at a time on one
+//! thread, prints the markdown tables (progress goes to stderr), and writes one SVG plot per
+//! cluster size, `routing-p99-<nodes>.svg`, into `--img-dir`. `--sweep` instead runs the project's
+//! policy over a grid of estimate weights.
+#![forbid(unsafe_code)]
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::Parser;
+use senti_routing::EstimateParams;
+use senti_simulations::quality::{
+    diagnostics_table, gateway_estimate_params, markdown_table, run, write_p99_plot, CellResult, Policy, Scenario,
+    ServiceTime,
+};
+
+#[derive(Parser)]
+#[command(name = "senti-sim-report", about = "Routing quality of the placement policies, simulated")]
+struct Cli {
+    /// Seed of every simulation.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Cluster sizes (nodes).
+    #[arg(long, value_delimiter = ',', default_values_t = [8, 32, 128])]
+    nodes: Vec<usize>,
+    /// Offered loads, as fractions of capacity.
+    #[arg(long, value_delimiter = ',', default_values_t = [0.5, 0.7, 0.85, 0.95])]
+    loads: Vec<f64>,
+    /// Measured requests per cell (default: 400k for 32 nodes, 200k otherwise).
+    #[arg(long)]
+    requests: Option<usize>,
+    /// Exponential service times with this mean (ms) instead of the measured log-normal.
+    #[arg(long)]
+    exponential_service_ms: Option<f64>,
+    /// Folder of the SVG plots.
+    #[arg(long, default_value = "docs/img")]
+    img_dir: PathBuf,
+    /// Only the six compared policies, without the labelled extra rows.
+    #[arg(long)]
+    no_extra_rows: bool,
+    /// Instead of the grid: the project's policy at `--loads` for every trust half-life x
+    /// tokens_per_attempt of the sweep, one table per cluster size and load; no plots.
+    #[arg(long)]
+    sweep: bool,
+}
+
+/// Rows beyond the compared policies, each labelled: the project's policy with other weights
+/// (consistent token units; the best trust half-life of the sweep), hypothetical code changes,
+/// and references with perfect information. The flag says whether the row is also plotted (the
+/// plots keep to nine lines).
+fn extra_rows() -> Vec<(Policy, bool)> {
+    let gateway = gateway_estimate_params();
+    vec![
+        (Policy::Project(EstimateParams { tokens_per_attempt: 32.0, ..gateway }), false),
+        (Policy::Project(EstimateParams { trust_half_life: Duration::from_millis(20), ..gateway }), true),
+        (Policy::ProjectRandomTies(EstimateParams { trust_half_life: Duration::ZERO, ..gateway }), false),
+        (Policy::IdleLocalFirst, true),
+        (Policy::SampledOracle(2), true),
+        (Policy::SampledOracle(4), false),
+    ]
+}
+
+/// Extra rows are dashed in the plots.
+fn is_extra_row(label: &str) -> bool {
+    extra_rows().iter().any(|(policy, _)| policy.label() == label)
+}
+
+const SWEEP_HALF_LIVES_MS: [u64; 7] = [2_000, 500, 200, 100, 50, 20, 0];
+const SWEEP_TOKENS_PER_ATTEMPT: [f64; 4] = [32.0, 64.0, 128.0, 256.0];
+
+fn default_requests(nodes: usize) -> usize {
+    if (17..=64).contains(&nodes) {
+        400_000
+    } else {
+        200_000
+    }
+}
+
+fn main() -> std::process::ExitCode {
+    match report(Cli::parse()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("senti-sim-report: {err:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn scenario(cli: &Cli, nodes: usize, load: f64) -> Scenario {
+    let mut scenario = Scenario {
+        measured_requests: cli.requests.unwrap_or_else(|| default_requests(nodes)),
+        ..Scenario::new(nodes, load, cli.seed)
+    };
+    if let Some(mean_ms) = cli.exponential_service_ms {
+        scenario.service = ServiceTime::Exponential { mean: Duration::from_secs_f64(mean_ms / 1e3) };
+    }
+    scenario
+}
+
+fn report(cli: Cli) -> anyhow::Result<()> {
+    anyhow::ensure!(cli.nodes.iter().all(|&n| (2..=1024).contains(&n)), "--nodes must be between 2 and 1024");
+    anyhow::ensure!(cli.loads.iter().all(|&l| l > 0.0 && l < 1.0), "--loads must be in (0, 1)");
+    anyhow::ensure!(
+        cli.exponential_service_ms.is_none_or(|ms| ms.is_finite() && ms > 0.0),
+        "--exponential-service-ms must be > 0"
+    );
+    let started = Instant::now();
+    if cli.sweep {
+        sweep(&cli);
+    } else {
+        grid(&cli)?;
+    }
+    eprintln!("senti-sim-report: done in {:.0} s", started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// Every policy x load x cluster size: tables on stdout, one plot per cluster size.
+fn grid(cli: &Cli) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&cli.img_dir).with_context(|| format!("cannot create {}", cli.img_dir.display()))?;
+    let mut policies: Vec<(Policy, bool)> = Policy::compared().into_iter().map(|p| (p, true)).collect();
+    if !cli.no_extra_rows {
+        policies.extend(extra_rows());
+    }
+    let mut all: Vec<(Scenario, Vec<CellResult>)> = Vec::new();
+    for &nodes in &cli.nodes {
+        let (mut results, mut plotted) = (Vec::new(), Vec::new());
+        for (policy, plot) in &policies {
+            for &load in &cli.loads {
+                let cell_started = Instant::now();
+                let result = run(&scenario(cli, nodes, load), policy);
+                eprintln!(
+                    "{nodes} nodes, {:.0}% load, {}: p99 {} ms, dropped {:.3}% ({:.1} simulated s in {:.1} s)",
+                    load * 100.0,
+                    result.policy,
+                    result.p99_ms.map_or_else(|| "∞".to_owned(), |v| format!("{v:.1}")),
+                    result.drop_rate() * 100.0,
+                    result.simulated_secs,
+                    cell_started.elapsed().as_secs_f64()
+                );
+                if *plot {
+                    plotted.push(result.clone());
+                }
+                results.push(result);
+            }
+        }
+        let path = cli.img_dir.join(format!("routing-p99-{nodes}.svg"));
+        let title = format!("p99 latency, {nodes} nodes x 2 actors (senti-sim-report, seed {})", cli.seed);
+        write_p99_plot(&plotted, &title, &is_extra_row, &path)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        all.push((scenario(cli, nodes, 0.5), results));
+    }
+    for (scenario, results) in &all {
+        println!(
+            "### {} nodes ({} actors), {} measured requests per cell\n",
+            scenario.nodes,
+            scenario.total_actors(),
+            scenario.measured_requests
+        );
+        println!("{}", markdown_table(results));
+    }
+    for (scenario, results) in &all {
+        println!("### Diagnostics, {} nodes\n", scenario.nodes);
+        println!("{}", diagnostics_table(results));
+    }
+    Ok(())
+}
+
+/// p99 of the project's policy over a grid of estimate weights.
+fn sweep(cli: &Cli) {
+    for &nodes in &cli.nodes {
+        for &load in &cli.loads {
+            let requests = scenario(cli, nodes, load).measured_requests;
+            println!("### Estimate weights, {nodes} nodes, {:.0}% load, {requests} requests per cell\n", load * 100.0);
+            print!("| trust_half_life |");
+            SWEEP_TOKENS_PER_ATTEMPT.iter().for_each(|t| print!(" tokens_per_attempt {t}: p99 / mean ms |"));
+            print!("\n|---|");
+            SWEEP_TOKENS_PER_ATTEMPT.iter().for_each(|_| print!("---:|"));
+            println!();
+            for half_life_ms in SWEEP_HALF_LIVES_MS {
+                print!("| {half_life_ms} ms |");
+                for tokens_per_attempt in SWEEP_TOKENS_PER_ATTEMPT {
+                    let params = EstimateParams {
+                        tokens_per_attempt,
+                        trust_half_life: Duration::from_millis(half_life_ms),
+                        ..gateway_estimate_params()
+                    };
+                    let r = run(&scenario(cli, nodes, load), &Policy::Project(params));
+                    let p99 = r.p99_ms.map_or_else(|| "∞".to_owned(), |v| format!("{v:.1}"));
+                    print!(" {p99} / {:.1} |", r.mean_ms);
+                }
+                println!();
+            }
+            println!();
+        }
+    }
+}

@@ -1,0 +1,346 @@
+//! The placement policies compared, each deciding from what its gateway could know.
+//!
+//! The project's policy and the gossip-only P2C build the same `LoadView`s the gateway builds in
+//! `GatewayState::view` (local actors: the exact gauge, age zero; remote ones: the gossiped value
+//! and its age; never-published ones: 0 tokens, one hour old) and call the real
+//! `senti_routing::estimate` and `power_of_two_choices`; the oracle calls `least_loaded`. Random,
+//! round-robin and least-connections are what a balancer without load reports does. Beyond the
+//! compared six, clearly labelled rows: references with perfect information (what sampling costs)
+//! and hypothetical changes to the gateway (what would close the gap), never the gateway's code.
+
+use std::time::Duration;
+
+use rand::rngs::SmallRng;
+use rand::seq::index;
+use rand::Rng;
+use senti_config::RoutingConfig;
+use senti_routing::{
+    estimate, least_loaded, local_plus_two_remote, power_of_two_choices, Candidate, EstimateParams, LoadView,
+};
+
+use crate::quality::gossip::Report;
+
+/// One way to choose the inference actor of a request.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Policy {
+    /// Uniformly among all actors.
+    Random,
+    /// Each gateway cycles through all actors, from its own random starting point.
+    RoundRobin,
+    /// The fewest attempts in flight from this gateway (what independent nginx `least_conn`
+    /// balancers do: each counts only its own connections); ties broken uniformly at random, as
+    /// nginx's round-robin among equals would spread them.
+    LeastConnections,
+    /// Power-of-two-choices on `estimate` with the gateway's outstanding attempts left out: only
+    /// the reported backlog (exact for local actors, gossiped for remote ones).
+    GossipP2c(EstimateParams),
+    /// The gateway's policy: power-of-two-choices on `estimate` (aged gossip + own outstanding
+    /// attempts), ties to local actors.
+    Project(EstimateParams),
+    /// Omniscient join-shortest-queue: `least_loaded` on every actor's true work, in tokens, counting
+    /// attempts still on the wire to it.
+    Oracle,
+    /// Reference, not deployable: the least loaded of `d` distinct actors sampled uniformly, on
+    /// every actor's true work as [`Policy::Oracle`] sees it (`d` = 2 calls `power_of_two_choices`).
+    /// What sampling costs even with perfect information.
+    SampledOracle(usize),
+    /// Hypothetical, not the gateway's code: the project's policy with ties between equal estimates
+    /// broken at random instead of towards the lower index (local actors still win ties).
+    ProjectRandomTies(EstimateParams),
+    /// Hypothetical, not the gateway's code: an idle local actor (exact gauge) if there is one,
+    /// else [`Policy::LeastConnections`].
+    IdleLocalFirst,
+}
+
+/// The estimate weights the gateway uses with the default configuration (`GatewayState::pre_start`).
+pub fn gateway_estimate_params() -> EstimateParams {
+    let routing = RoutingConfig::default();
+    EstimateParams { trust_half_life: Duration::from_millis(routing.trust_half_life_ms), ..EstimateParams::default() }
+}
+
+impl Policy {
+    /// The policies of the report, in table order.
+    pub fn compared() -> Vec<Policy> {
+        let params = gateway_estimate_params();
+        vec![
+            Policy::Random,
+            Policy::RoundRobin,
+            Policy::LeastConnections,
+            Policy::GossipP2c(params),
+            Policy::Project(params),
+            Policy::Oracle,
+        ]
+    }
+
+    /// Short name for tables and plot legends; non-default weights are spelled out.
+    pub fn label(&self) -> String {
+        let weights = |params: &EstimateParams| {
+            let default = gateway_estimate_params();
+            let mut changed = Vec::new();
+            if params.tokens_per_attempt != default.tokens_per_attempt {
+                changed.push(format!("tokens_per_attempt {}", params.tokens_per_attempt));
+            }
+            if params.trust_half_life != default.trust_half_life {
+                changed.push(format!("half-life {} ms", params.trust_half_life.as_millis()));
+            }
+            if params.failure_penalty_tokens != default.failure_penalty_tokens {
+                changed.push(format!("failure penalty {}", params.failure_penalty_tokens));
+            }
+            if changed.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", changed.join(", "))
+            }
+        };
+        match self {
+            Policy::Random => "random".into(),
+            Policy::RoundRobin => "round-robin".into(),
+            Policy::LeastConnections => "least-connections (per gateway)".into(),
+            Policy::GossipP2c(params) => format!("P2C on gossip only{}", weights(params)),
+            Policy::Project(params) => format!("project: P2C on gossip + outstanding{}", weights(params)),
+            Policy::Oracle => "oracle: JSQ on true queues".into(),
+            Policy::SampledOracle(2) => "reference: P2C on true queues".into(),
+            Policy::SampledOracle(d) => format!("reference: best of {d} on true queues"),
+            Policy::ProjectRandomTies(params) => format!("hypothetical: project, random ties{}", weights(params)),
+            Policy::IdleLocalFirst => "hypothetical: idle local actor, else least-connections".into(),
+        }
+    }
+}
+
+/// What a gateway knows when it places one request.
+pub(crate) struct Inputs<'a> {
+    /// The gateway's node.
+    pub node: usize,
+    /// Actors per node (actor `i` runs on node `i / actors_per_node`).
+    pub actors_per_node: usize,
+    /// Simulated now, nanoseconds.
+    pub now_ns: u64,
+    /// Every actor's gauge: tokens queued and running (read only for local actors).
+    pub gauge_tokens: &'a [u64],
+    /// Every actor's true pending work in tokens, attempts on the wire included (oracle only).
+    pub true_tokens: &'a [u64],
+    /// This gateway's gossip view, by actor.
+    pub gossip: &'a [Option<Report>],
+    /// This gateway's attempts in flight, by actor.
+    pub outstanding: &'a [u32],
+}
+
+/// A policy with its per-gateway state and its own random numbers.
+pub(crate) struct Placer {
+    policy: Policy,
+    rng: SmallRng,
+    /// Next actor of each gateway's round-robin.
+    next: Vec<usize>,
+    /// Reused candidate list.
+    candidates: Vec<Candidate>,
+    /// Whether to add the ages of the values compared to `age_sum` (measured requests only).
+    pub record_ages: bool,
+    /// Sum and count of the age of the published remote values P2C policies compared (diagnostics).
+    pub age_sum: Duration,
+    /// See `age_sum`.
+    pub age_count: u64,
+}
+
+/// Age given to an actor that has not published yet (as `remote_targets` does: fully untrusted).
+const NEVER_PUBLISHED_AGE: Duration = Duration::from_secs(3_600);
+
+impl Placer {
+    pub(crate) fn new(policy: Policy, gateways: usize, actors: usize, mut rng: SmallRng) -> Self {
+        let next = (0..gateways).map(|_| rng.random_range(0..actors)).collect();
+        Self {
+            policy,
+            rng,
+            next,
+            candidates: Vec::with_capacity(actors),
+            record_ages: false,
+            age_sum: Duration::ZERO,
+            age_count: 0,
+        }
+    }
+
+    /// The actor for one request.
+    pub(crate) fn place(&mut self, inputs: &Inputs) -> usize {
+        let actors = inputs.outstanding.len();
+        match self.policy {
+            Policy::Random => self.rng.random_range(0..actors),
+            Policy::RoundRobin => {
+                let actor = self.next[inputs.node];
+                self.next[inputs.node] = (actor + 1) % actors;
+                actor
+            }
+            Policy::LeastConnections => self.least_connections(inputs.outstanding),
+            Policy::GossipP2c(params) => self.p2c(inputs, &params, false),
+            Policy::Project(params) => self.p2c(inputs, &params, true),
+            Policy::Oracle => {
+                self.true_candidates(inputs);
+                least_loaded(&self.candidates).expect("no actors. This is a bug.")
+            }
+            Policy::SampledOracle(2) => {
+                self.true_candidates(inputs);
+                power_of_two_choices(&self.candidates, &mut self.rng).expect("no actors. This is a bug.")
+            }
+            Policy::SampledOracle(d) => index::sample(&mut self.rng, actors, d.min(actors))
+                .into_iter()
+                .min_by_key(|&actor| inputs.true_tokens[actor])
+                .expect("no actors. This is a bug."),
+            Policy::ProjectRandomTies(params) => {
+                // `power_of_two_choices` breaks ties towards the lower `index`. Labels XORed with a
+                // fresh random mask keep the order of estimates but make the lower label of any two
+                // actors a fair coin (it is decided by the highest bit where they differ, which the
+                // mask flips half of the time).
+                let mask = self.rng.random_range(0..actors.next_power_of_two());
+                self.p2c_with_labels(inputs, &params, true, mask)
+            }
+            Policy::IdleLocalFirst => {
+                let local = inputs.node * inputs.actors_per_node..(inputs.node + 1) * inputs.actors_per_node;
+                match local.into_iter().find(|&actor| inputs.gauge_tokens[actor] == 0) {
+                    Some(actor) => actor,
+                    None => self.least_connections(inputs.outstanding),
+                }
+            }
+        }
+    }
+
+    /// Every actor with its true pending work as the estimate.
+    fn true_candidates(&mut self, inputs: &Inputs) {
+        self.candidates.clear();
+        self.candidates.extend(inputs.true_tokens.iter().enumerate().map(|(index, &tokens)| Candidate {
+            index,
+            estimate: tokens as f64,
+            is_local: index / inputs.actors_per_node == inputs.node,
+        }));
+    }
+
+    /// Minimum outstanding, uniformly among ties (reservoir sampling in one pass).
+    fn least_connections(&mut self, outstanding: &[u32]) -> usize {
+        let (mut best, mut lowest, mut ties) = (0, u32::MAX, 0u32);
+        for (actor, &count) in outstanding.iter().enumerate() {
+            if count < lowest {
+                (best, lowest, ties) = (actor, count, 1);
+            } else if count == lowest {
+                ties += 1;
+                if self.rng.random_range(0..ties) == 0 {
+                    best = actor;
+                }
+            }
+        }
+        best
+    }
+
+    /// The gateway's placement: one `LoadView` per actor, `estimate`, `power_of_two_choices`.
+    fn p2c(&mut self, inputs: &Inputs, params: &EstimateParams, count_outstanding: bool) -> usize {
+        self.p2c_with_labels(inputs, params, count_outstanding, 0)
+    }
+
+    /// [`Placer::p2c`] with candidate `index` = actor XOR `mask` (0: the actor itself).
+    fn p2c_with_labels(
+        &mut self,
+        inputs: &Inputs,
+        params: &EstimateParams,
+        count_outstanding: bool,
+        mask: usize,
+    ) -> usize {
+        self.candidates.clear();
+        for (index, report_opt) in inputs.gossip.iter().enumerate() {
+            let is_local = index / inputs.actors_per_node == inputs.node;
+            let (reported_backlog, reported_age) = if is_local {
+                (inputs.gauge_tokens[index] as f64, Duration::ZERO)
+            } else {
+                match report_opt {
+                    Some(report) => {
+                        let age = Duration::from_nanos(inputs.now_ns.saturating_sub(report.published_ns));
+                        if self.record_ages {
+                            self.age_sum += age;
+                            self.age_count += 1;
+                        }
+                        (report.backlog_tokens as f64, age)
+                    }
+                    None => (0.0, NEVER_PUBLISHED_AGE),
+                }
+            };
+            let view = LoadView {
+                reported_backlog,
+                reported_age,
+                outstanding: if count_outstanding { inputs.outstanding[index] } else { 0 },
+                recent_failures: 0.0,
+                is_local,
+            };
+            self.candidates.push(Candidate { index: index ^ mask, estimate: estimate(&view, params), is_local });
+        }
+        let chosen = if count_outstanding {
+            // The project's policy: exactly the gateway's chooser.
+            local_plus_two_remote(&self.candidates, &mut self.rng)
+        } else {
+            power_of_two_choices(&self.candidates, &mut self.rng)
+        };
+        chosen.expect("no actors. This is a bug.") ^ mask
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rand::SeedableRng;
+
+    use super::*;
+
+    #[test]
+    fn the_oracle_never_picks_a_longer_queue_than_another() {
+        let mut rng = SmallRng::seed_from_u64(11);
+        let mut placer = Placer::new(Policy::Oracle, 4, 8, SmallRng::seed_from_u64(1));
+        for _ in 0..2_000 {
+            let true_tokens: Vec<u64> = (0..8).map(|_| 32 * rng.random_range(0..4u64)).collect();
+            let node = rng.random_range(0..4);
+            let inputs = Inputs {
+                node,
+                actors_per_node: 2,
+                now_ns: 0,
+                gauge_tokens: &true_tokens,
+                true_tokens: &true_tokens,
+                gossip: &[None; 8],
+                outstanding: &[0; 8],
+            };
+            let chosen = placer.place(&inputs);
+            let shortest = *true_tokens.iter().min().unwrap();
+            assert_eq!(true_tokens[chosen], shortest, "{true_tokens:?} -> {chosen}");
+            let local_shortest = (node * 2..node * 2 + 2).any(|a| true_tokens[a] == shortest);
+            assert_eq!(chosen / 2 == node, local_shortest, "ties go to a local actor: {true_tokens:?} -> {chosen}");
+        }
+    }
+
+    #[test]
+    fn least_connections_spreads_ties_and_avoids_busy_actors() {
+        let mut placer = Placer::new(Policy::LeastConnections, 1, 4, SmallRng::seed_from_u64(2));
+        let mut counts = [0u32; 4];
+        for _ in 0..4_000 {
+            counts[placer.least_connections(&[1, 0, 0, 2])] += 1;
+        }
+        assert_eq!((counts[0], counts[3]), (0, 0));
+        assert!((1_800..2_200).contains(&counts[1]), "{counts:?}");
+    }
+
+    #[test]
+    fn the_project_policy_counts_outstanding_and_gossip_only_does_not() {
+        // Every actor looks idle; gateway 1 (owning actors 2 and 3) has 3 attempts on actor 0.
+        let gossip = [Some(Report { backlog_tokens: 0, published_ns: 0 }); 4];
+        let inputs = Inputs {
+            node: 1,
+            actors_per_node: 2,
+            now_ns: 0,
+            gauge_tokens: &[0; 4],
+            true_tokens: &[0; 4],
+            gossip: &gossip,
+            outstanding: &[3, 0, 0, 0],
+        };
+        let params = gateway_estimate_params();
+        let mut project = Placer::new(Policy::Project(params), 2, 4, SmallRng::seed_from_u64(3));
+        let mut gossip_only = Placer::new(Policy::GossipP2c(params), 2, 4, SmallRng::seed_from_u64(3));
+        let (mut project_0, mut gossip_0) = (0, 0);
+        for _ in 0..1_200 {
+            project_0 += u32::from(project.place(&inputs) == 0);
+            gossip_0 += u32::from(gossip_only.place(&inputs) == 0);
+        }
+        assert_eq!(project_0, 0, "actor 0 has 3 outstanding: it loses every pair it is in");
+        // Gossip only: actor 0 ties with actor 1 and wins by index (1 pair in 6); locals win the rest.
+        assert!((120..280).contains(&gossip_0), "{gossip_0}");
+    }
+}

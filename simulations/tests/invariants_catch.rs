@@ -1,0 +1,82 @@
+//! Each invariant catches a deliberately broken policy: the same scenarios as `scenarios.rs`, with
+//! the gateway (or the failure detector) misconfigured on purpose, must report the violation the
+//! invariant exists for. If one of these passes clean, the check cannot fail and proves nothing.
+
+use std::time::Duration;
+
+use senti_config::RoutingConfig;
+use senti_simulations::{run_blocking, Bounds, Op, Report, Scenario, SimConfig, Violation};
+
+fn secs(s: f64) -> Duration {
+    Duration::from_secs_f64(s)
+}
+
+fn run(config: SimConfig, ops: Vec<Op>) -> Report {
+    let report = run_blocking(&Scenario { name: "broken".into(), config, ops, bounds: Bounds::default() });
+    println!("{report}");
+    report
+}
+
+#[test]
+fn an_unbounded_retry_policy_breaks_the_retry_budget() {
+    // Two of three nodes hang and stay in rotation (no detection, no ejection), so many first
+    // attempts need a retry: far more than 20% of requests.
+    let routing = RoutingConfig {
+        retry_budget_ratio: 1.0,
+        retry_min_reserve: 1e5,
+        attempt_timeout_ms: 100,
+        eject_consecutive_failures: 1_000,
+        ..SimConfig::default().routing
+    };
+    let mut config = SimConfig { nodes: 3, seed: 3, routing, ..SimConfig::default() };
+    config.cluster.phi_threshold = 100.0;
+    let report = run(config, vec![Op::Rate(1_000.0), Op::Hang(1), Op::Hang(2), Op::Wait(secs(3.0))]);
+    assert!(report.violations.iter().any(|v| matches!(v, Violation::RetryBudget { .. })), "{report}");
+}
+
+#[test]
+fn an_unbounded_hedging_policy_breaks_the_hedge_budget() {
+    let routing = RoutingConfig { hedge_budget_ratio: 1.0, ..SimConfig::default().routing };
+    let config = SimConfig { nodes: 3, seed: 5, routing, ..SimConfig::default() };
+    let report = run(config, vec![Op::Rate(2_000.0), Op::Slow(1, 20.0), Op::Wait(secs(3.0))]);
+    assert!(report.violations.iter().any(|v| matches!(v, Violation::HedgeBudget { .. })), "{report}");
+}
+
+#[test]
+fn a_gateway_that_ignores_the_client_deadline_answers_late() {
+    let routing = RoutingConfig { attempt_timeout_ms: 5_000, ..SimConfig::default().routing };
+    let config = SimConfig {
+        nodes: 3,
+        seed: 9,
+        routing,
+        request_timeout: secs(1.0),
+        broken_deadline_slack: secs(3.0),
+        ..SimConfig::default()
+    };
+    let report = run(config, vec![Op::Rate(500.0), Op::Hang(1), Op::Wait(secs(2.0))]);
+    assert!(report.violations.iter().any(|v| matches!(v, Violation::Late { .. })), "{report}");
+}
+
+#[test]
+fn a_failure_detector_that_never_fires_routes_to_the_dead() {
+    let mut config = SimConfig { nodes: 3, seed: 21, ..SimConfig::default() };
+    config.cluster.phi_threshold = 1_000.0; // effectively never
+                                            // A hung node keeps its TCP session: only gossip can tell it is gone.
+    let report = run(config, vec![Op::Rate(1_000.0), Op::Hang(2), Op::Wait(secs(20.0))]);
+    assert!(report.violations.iter().any(|v| matches!(v, Violation::RoutedToDead { .. })), "{report}");
+}
+
+#[test]
+fn a_partition_that_never_heals_does_not_converge() {
+    let config = SimConfig { nodes: 4, seed: 23, ..SimConfig::default() };
+    let report = run(
+        config,
+        vec![
+            Op::Rate(500.0),
+            Op::Partition(vec![0, 1], vec![2, 3]),
+            Op::Wait(secs(5.0)),
+            Op::AssertConverged(secs(5.0)),
+        ],
+    );
+    assert!(report.violations.iter().any(|v| matches!(v, Violation::NoConvergence { .. })), "{report}");
+}
