@@ -5,7 +5,7 @@ CARGO ?= cargo
 TRAIN_VENV := .cache/venv-train
 TRAIN_PY := $(TRAIN_VENV)/bin/python
 
-.PHONY: run test setup build lint cluster simulate model model-sweep bench-model bench bench-node bench-cluster web-test clean-cache
+.PHONY: run test setup build lint cluster simulate sim-report model model-sweep bench-model bench bench-node bench-cluster web-test clean-cache
 
 ## Serve the embedded default model on http://127.0.0.1:8080
 run: setup
@@ -25,6 +25,11 @@ cluster: setup
 ## invariant (SEEDS=200 FROM=1; replay one: target/release/senti-simulate --seed N --verbose)
 simulate:
 	$(CARGO) run --release -p senti-simulations --bin senti-simulate -- --seeds $${SEEDS:-200} --from $${FROM:-1}
+
+## Routing-quality report: simulated p99 of each placement policy (tables on stdout, plots into
+## docs/img/routing-p99-*.svg; about a minute; see docs/simulations.md)
+sim-report:
+	$(CARGO) run --release -p senti-simulations --bin senti-sim-report
 
 ## ONNX Runtime (pinned PyPI wheel, hash-checked) into .cache/onnxruntime/
 setup:
