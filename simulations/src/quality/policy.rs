@@ -340,7 +340,8 @@ mod tests {
             gossip_0 += u32::from(gossip_only.place(&inputs) == 0);
         }
         assert_eq!(project_0, 0, "actor 0 has 3 outstanding: it loses every pair it is in");
-        // Gossip only: actor 0 ties with actor 1 and wins by index (1 pair in 6); locals win the rest.
-        assert!((120..280).contains(&gossip_0), "{gossip_0}");
+        // Gossip only: actor 0 ties with actor 1 and wins the coin half the time (1 pair in 6, so
+        // 1 draw in 12); local actors win every other pair.
+        assert!((60..160).contains(&gossip_0), "{gossip_0}");
     }
 }
