@@ -242,7 +242,7 @@ impl Cluster {
 pub fn chitchat_config(c: &ClusterConfig, self_id: ChitchatId) -> ChitchatConfig {
     ChitchatConfig {
         chitchat_id: self_id,
-        cluster_id: c.cluster_id.clone(),
+        cluster_id: gossip_cluster_id(c),
         gossip_interval: Duration::from_millis(c.gossip_interval_ms),
         listen_addr: c.gossip_listen,
         seed_nodes: c.seeds.clone(),
@@ -258,6 +258,17 @@ pub fn chitchat_config(c: &ClusterConfig, self_id: ChitchatId) -> ChitchatConfig
         extra_liveness_predicate: None,
         protocol_version: chitchat::ProtocolVersion::V0,
     }
+}
+
+/// The cluster id chitchat compares: `cluster.cluster_id` plus a digest of the cookie, so a node
+/// with the wrong cookie cannot join gossip either (chitchat ignores messages of other cluster
+/// ids), not only the remote-actor sessions. The digest is 64 bits of SHA-256 over a fixed prefix
+/// and the cookie: it tells nodes apart without sending the cookie, but like any unkeyed digest it
+/// can be guessed offline if the cookie is weak; use a long random cookie.
+pub fn gossip_cluster_id(c: &ClusterConfig) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(format!("senti-gossip-v1:{}", c.cookie).as_bytes());
+    format!("{}-{}", c.cluster_id, hex::encode(&digest[..8]))
 }
 
 /// The keys a node starts with (not ready until the known-answer check passes).
