@@ -5,7 +5,7 @@ CARGO ?= cargo
 TRAIN_VENV := .cache/venv-train
 TRAIN_PY := $(TRAIN_VENV)/bin/python
 
-.PHONY: run test setup build lint cluster simulate sim-report model model-sweep bench-model bench bench-node bench-cluster web-test clean-cache
+.PHONY: run test setup build lint cluster simulate sim-report model model-sweep bench-model bench bench-node bench-cluster bench-cluster-shape web-test clean-cache
 
 ## Serve the embedded default model on http://127.0.0.1:8080
 run: setup
@@ -61,6 +61,10 @@ bench-node: setup
 ## Gossip failure detector of a 3-node loopback cluster per interval x phi (about 6 minutes; QUICK=1 for a smoke run)
 bench-cluster: setup
 	CARGO="$(CARGO)" bash scripts/bench-cluster.sh
+
+## Routing cost per decision, remote hop vs local latency, two 1-core nodes vs one (about 2 minutes; QUICK=1 for a smoke run)
+bench-cluster-shape: setup
+	CARGO="$(CARGO)" bash scripts/bench-cluster-shape.sh
 
 $(TRAIN_PY): models/train/requirements.txt
 	python3 -m venv $(TRAIN_VENV)

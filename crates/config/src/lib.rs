@@ -268,7 +268,9 @@ pub struct RoutingConfig {
     /// Abandon an attempt sooner when it is this many times slower than the recent p99 (at least
     /// `attempt_timeout_min_ms`); 0 turns this off and every attempt waits `attempt_timeout_ms`.
     pub attempt_timeout_p99_factor: f64,
-    /// Floor of the p99-based attempt timeout.
+    /// Floor of the p99-based attempt timeout. 500 ms: the first calls over a fresh remote-actor
+    /// session took 300 to 370 ms in `make bench-cluster-shape`, and a lower floor timed them out,
+    /// which made the new node look failed (docs/routing.md).
     pub attempt_timeout_min_ms: u64,
     /// Retries allowed per request on average (Envoy-style budget): 0.2 = 20% extra attempts.
     pub retry_budget_ratio: f64,
@@ -295,7 +297,7 @@ impl Default for RoutingConfig {
         Self {
             attempt_timeout_ms: 3_000,
             attempt_timeout_p99_factor: 10.0,
-            attempt_timeout_min_ms: 50,
+            attempt_timeout_min_ms: 500,
             retry_budget_ratio: 0.2,
             retry_min_reserve: 10.0,
             hedge_budget_ratio: 0.05,
