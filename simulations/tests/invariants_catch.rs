@@ -19,18 +19,11 @@ fn run(config: SimConfig, ops: Vec<Op>) -> Report {
 
 #[test]
 fn an_unbounded_retry_policy_breaks_the_retry_budget() {
-    // Two of three nodes hang and stay in rotation (no detection, no ejection), so many first
-    // attempts need a retry: far more than 20% of requests.
-    let routing = RoutingConfig {
-        retry_budget_ratio: 1.0,
-        retry_min_reserve: 1e5,
-        attempt_timeout_ms: 100,
-        eject_consecutive_failures: 1_000,
-        ..SimConfig::default().routing
-    };
-    let mut config = SimConfig { nodes: 3, seed: 3, routing, ..SimConfig::default() };
-    config.cluster.phi_threshold = 100.0;
-    let report = run(config, vec![Op::Rate(1_000.0), Op::Hang(1), Op::Hang(2), Op::Wait(secs(3.0))]);
+    // Queues of one text under a load above capacity: most first attempts meet a full queue, and an
+    // unbounded policy retries far more than 20% of requests.
+    let routing = RoutingConfig { retry_budget_ratio: 1.0, retry_min_reserve: 1e5, ..SimConfig::default().routing };
+    let config = SimConfig { nodes: 3, seed: 3, routing, queue_capacity: 1, ..SimConfig::default() };
+    let report = run(config, vec![Op::Rate(8_000.0), Op::Wait(secs(2.0))]);
     assert!(report.violations.iter().any(|v| matches!(v, Violation::RetryBudget { .. })), "{report}");
 }
 
