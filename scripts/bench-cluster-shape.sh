@@ -41,31 +41,16 @@ if (($(nproc) < 2)); then
   exit 1
 fi
 
+# shellcheck source=scripts/bench-lib.sh
+source scripts/bench-lib.sh
+
 stamp=$(date -u +%Y%m%dT%H%M%SZ)
 work=$(mktemp -d)
 declare -A node_pid node_url
 
-stop_nodes() {
-  local name pid
-  for name in "${!node_pid[@]}"; do
-    kill -TERM "${node_pid[$name]}" 2>/dev/null || true
-  done
-  for name in "${!node_pid[@]}"; do
-    pid=${node_pid[$name]}
-    for _ in $(seq 300); do
-      kill -0 "$pid" 2>/dev/null || break
-      sleep 0.1
-    done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-    unset "node_pid[$name]"
-  done
-}
+stop_nodes() { stop_all node_pid; }
 trap 'stop_nodes; rm -rf "$work"' EXIT
 
-free_port() {
-  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
 
 # start_node NAME CORE [ENV=VALUE...]: `senti serve` (one actor, one ONNX thread) pinned to CORE on a
 # free loopback port, with the extra environment; returns once /readyz answers 200.
@@ -93,21 +78,6 @@ start_node() {
   tail -n 20 "$log" >&2
   echo "bench-cluster-shape: senti ($name) was not ready after 60 s" >&2
   exit 1
-}
-
-# cpu_ticks PID: CPU ticks (1/100 s, user + system) of the process so far.
-cpu_ticks() {
-  local line fields
-  line=$(<"/proc/$1/stat")
-  read -r -a fields <<<"${line##*) }"
-  echo $((fields[11] + fields[12]))
-}
-
-# machine_busy_ticks: CPU ticks all cores spent busy so far (user, nice, system, irq, softirq).
-machine_busy_ticks() {
-  local label user nice system idle iowait irq softirq rest
-  read -r label user nice system idle iowait irq softirq rest </proc/stat
-  echo $((user + nice + system + irq + softirq))
 }
 
 # routing_counters URL: the entry node's attempt counters as JSON

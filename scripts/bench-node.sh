@@ -34,31 +34,15 @@ MODEL_ARGS=()
 # Word splitting wanted: CARGO may be a command with arguments ("nice -n 10 cargo").
 read -r -a CARGO_CMD <<<"${CARGO:-cargo}"
 
+# shellcheck source=scripts/bench-lib.sh
+source scripts/bench-lib.sh
+
 stamp=$(date -u +%Y%m%dT%H%M%SZ)
 work=$(mktemp -d)
 declare -A server_pid server_url
 
-stop_servers() {
-  local shape pid
-  for shape in "${!server_pid[@]}"; do
-    kill -TERM "${server_pid[$shape]}" 2>/dev/null || true
-  done
-  for shape in "${!server_pid[@]}"; do
-    pid=${server_pid[$shape]}
-    for _ in $(seq 300); do
-      kill -0 "$pid" 2>/dev/null || break
-      sleep 0.1
-    done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-    unset "server_pid[$shape]"
-  done
-}
+stop_servers() { stop_all server_pid; }
 trap 'stop_servers; rm -rf "$work"' EXIT
-
-free_port() {
-  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
 
 # start_server SHAPE: `senti serve` with engine.actors x engine.threads_per_actor = SHAPE (e.g.
 # 2x1) on a free loopback port; returns once /readyz answers 200.
@@ -97,17 +81,7 @@ server_cpu_ticks() {
     read -r -a fields <<<"${line##*) }"
     model=$((model + fields[11] + fields[12]))
   done
-  line=$(<"/proc/$1/stat")
-  read -r -a fields <<<"${line##*) }"
-  echo "$model $((fields[11] + fields[12]))"
-}
-
-# machine_busy_ticks: CPU ticks (1/100 s) all cores spent busy so far, from /proc/stat (user,
-# nice, system, irq, softirq; idle, iowait and the hypervisor's steal left out).
-machine_busy_ticks() {
-  local label user nice system idle iowait irq softirq rest
-  read -r label user nice system idle iowait irq softirq rest </proc/stat
-  echo $((user + nice + system + irq + softirq))
+  echo "$model $(cpu_ticks "$1")"
 }
 
 # loadgen SHAPE OUT ARGS...: one closed-loop run against that shape's server, JSON into OUT with

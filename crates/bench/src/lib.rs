@@ -23,3 +23,14 @@ pub use load::{ErrorKind, LoadPlan, LoadReport, Pacing, Route};
 pub use payload::{default_payload_path, mix, read_texts, PayloadError};
 pub use raw::{median_round, RawConfig, RawResult};
 pub use target::{loopback_url, TargetError};
+
+/// A bin's exit: success, or the error's chain on stderr after the program name, and failure.
+pub fn exit_code(program: &str, result: anyhow::Result<()>) -> std::process::ExitCode {
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("{program}: {err:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

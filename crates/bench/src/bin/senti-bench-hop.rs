@@ -86,13 +86,7 @@ struct Samples {
 }
 
 fn main() -> std::process::ExitCode {
-    match run(Cli::parse()) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(err) => {
-            eprintln!("senti-bench-hop: {err:#}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    senti_bench::exit_code("senti-bench-hop", run(Cli::parse()))
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {

@@ -88,13 +88,7 @@ struct ModelInfo {
 }
 
 fn main() -> std::process::ExitCode {
-    match run(Cli::parse()) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(err) => {
-            eprintln!("senti-bench-raw: {err:#}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    senti_bench::exit_code("senti-bench-raw", run(Cli::parse()))
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {

@@ -131,14 +131,11 @@ struct Settings {
 }
 
 fn main() -> std::process::ExitCode {
-    match run(Cli::parse()) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(err) => {
-            kill_all_children();
-            eprintln!("senti-cluster-probe: {err:#}");
-            std::process::ExitCode::FAILURE
-        }
+    let result = run(Cli::parse());
+    if result.is_err() {
+        kill_all_children();
     }
+    senti_bench::exit_code("senti-cluster-probe", result)
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {

@@ -94,13 +94,7 @@ struct Output<'a> {
 }
 
 fn main() -> std::process::ExitCode {
-    match run(Cli::parse()) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(err) => {
-            eprintln!("senti-loadgen: {err:#}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    senti_bench::exit_code("senti-loadgen", run(Cli::parse()))
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {

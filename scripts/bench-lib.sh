@@ -1,0 +1,43 @@
+# Shell helpers shared by the benchmark scripts (sourced, not run): stopping started servers,
+# free loopback ports, and CPU tick counters from /proc.
+
+# stop_all ARRAY: SIGTERM every pid in the associative array named ARRAY, wait up to 30 s for
+# each, then SIGKILL what is left, and empty the array.
+stop_all() {
+  local -n pids=$1
+  local key pid
+  for key in "${!pids[@]}"; do
+    kill -TERM "${pids[$key]}" 2>/dev/null || true
+  done
+  for key in "${!pids[@]}"; do
+    pid=${pids[$key]}
+    for _ in $(seq 300); do
+      kill -0 "$pid" 2>/dev/null || break
+      sleep 0.1
+    done
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+    unset "pids[$key]"
+  done
+}
+
+# free_port: a free TCP port on 127.0.0.1 (bound, then released).
+free_port() {
+  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# cpu_ticks PID: CPU ticks (1/100 s, user + system) of the process so far.
+cpu_ticks() {
+  local line fields
+  line=$(<"/proc/$1/stat")
+  read -r -a fields <<<"${line##*) }"
+  echo $((fields[11] + fields[12]))
+}
+
+# machine_busy_ticks: CPU ticks (1/100 s) all cores spent busy so far, from /proc/stat (user,
+# nice, system, irq, softirq; idle, iowait and the hypervisor's steal left out).
+machine_busy_ticks() {
+  local label user nice system idle iowait irq softirq rest
+  read -r label user nice system idle iowait irq softirq rest </proc/stat
+  echo $((user + nice + system + irq + softirq))
+}
