@@ -395,7 +395,7 @@ impl GatewayState {
 
     /// Whether any target has not been tried for `job` yet.
     fn has_untried(&self, job: &Job) -> bool {
-        let tried = job.tried();
+        let tried = job.tried.lock().expect("job lock poisoned. This is a bug.");
         self.targets.iter().any(|t| !tried.contains(&t.target.id))
     }
 
@@ -485,18 +485,9 @@ impl GatewayState {
 
     fn set_remote(&mut self, remote: Vec<Target>) {
         let now = now();
-        let mut previous: Vec<TargetState> = Vec::new();
-        self.targets.retain_mut(|t| {
-            if matches!(t.target.load, LoadSource::Local(_)) {
-                return true;
-            }
-            previous.push(TargetState {
-                target: t.target.clone(),
-                outstanding: t.outstanding,
-                health: t.health.clone(),
-            });
-            false
-        });
+        let (local, mut previous): (Vec<TargetState>, Vec<TargetState>) =
+            std::mem::take(&mut self.targets).into_iter().partition(|t| matches!(t.target.load, LoadSource::Local(_)));
+        self.targets = local;
         for target in remote {
             if let LoadSource::Gossiped { as_of, .. } = &target.load {
                 metrics::histogram!("senti_gossip_load_age_seconds")
