@@ -41,3 +41,23 @@ machine_busy_ticks() {
   read -r label user nice system idle iowait irq softirq rest </proc/stat
   echo $((user + nice + system + irq + softirq))
 }
+
+# wait_ready URL PID LOG WHAT: returns once URL/readyz answers 200; exits the script with the log
+# tail if the process PID exits first or after READY_TIMEOUT seconds (default 120).
+wait_ready() {
+  local url=$1 pid=$2 log=$3 what=$4 i
+  for ((i = 0; i < ${READY_TIMEOUT:-120} * 10; i++)); do
+    if curl -fsS -o /dev/null "$url/readyz" 2>/dev/null; then
+      return 0
+    fi
+    if ! kill -0 "$pid" 2>/dev/null; then
+      tail -n 20 "$log" >&2
+      echo "$what: exited before it was ready" >&2
+      exit 1
+    fi
+    sleep 0.1
+  done
+  tail -n 20 "$log" >&2
+  echo "$what: not ready after ${READY_TIMEOUT:-120} s" >&2
+  exit 1
+}

@@ -55,20 +55,7 @@ start_server() {
   pid=$!
   server_pid[$shape]=$pid
   server_url[$shape]=$url
-  for _ in $(seq 600); do
-    if curl -fsS -o /dev/null "$url/readyz" 2>/dev/null; then
-      return 0
-    fi
-    if ! kill -0 "$pid" 2>/dev/null; then
-      cat "$log" >&2
-      echo "bench-node: senti ($shape) exited before it was ready" >&2
-      exit 1
-    fi
-    sleep 0.1
-  done
-  tail -n 20 "$log" >&2
-  echo "bench-node: senti ($shape) was not ready after 60 s" >&2
-  exit 1
+  wait_ready "$url" "$pid" "$log" "bench-node: senti ($shape)"
 }
 
 # server_cpu_ticks PID: "MODEL TOTAL" CPU ticks (1/100 s, user + system) of senti's model

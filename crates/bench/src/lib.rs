@@ -6,7 +6,10 @@
 //!   (`ab -c N`) or open loop at a fixed arrival rate (wrk2: latency counted from the scheduled
 //!   send time, so a stalled server shows up as latency rather than as fewer samples).
 //!
-//! Both read real Chinese reviews ([`payload`]) and summarise latencies with an HdrHistogram
+//! - `senti-bench-accuracy`: accuracy of each variant of a model (fp32, int8) on labeled reviews,
+//!   and how often they agree: what the faster variant costs.
+//!
+//! All read real Chinese reviews ([`payload`]) and summarise latencies with an HdrHistogram
 //! ([`latency`]). `scripts/bench-node.sh` runs both side by side and compares them;
 //! docs/benchmarks.md records the figures.
 #![forbid(unsafe_code)]
@@ -20,7 +23,7 @@ pub mod target;
 
 pub use latency::{LatencyRecorder, LatencySummary};
 pub use load::{ErrorKind, LoadPlan, LoadReport, Pacing, Route};
-pub use payload::{default_payload_path, mix, read_texts, PayloadError};
+pub use payload::{default_payload_path, mix, read_labeled, read_texts, PayloadError};
 pub use raw::{median_round, RawConfig, RawResult};
 pub use target::{loopback_url, TargetError};
 

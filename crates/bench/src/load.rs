@@ -212,6 +212,8 @@ pub struct LoadReport {
     pub texts_per_s: f64,
     /// Latency of successful requests, milliseconds.
     pub latency_ms: LatencySummary,
+    /// Latency of failed requests (any kind), milliseconds: how fast a refusal comes back.
+    pub error_latency_ms: LatencySummary,
 }
 
 /// An HTTP/1.1 client whose keep-alive pool holds `connections` connections, with no proxy, and
@@ -273,6 +275,7 @@ struct Shared {
 #[derive(Default)]
 struct Tally {
     latency: LatencyRecorder,
+    error_latency: LatencyRecorder,
     sent: u64,
     samples: u64,
     ok: u64,
@@ -283,6 +286,7 @@ struct Tally {
 impl Tally {
     fn merge(&mut self, other: &Tally) {
         self.latency.merge(&other.latency);
+        self.error_latency.merge(&other.error_latency);
         self.sent += other.sent;
         self.samples += other.samples;
         self.ok += other.ok;
@@ -329,7 +333,10 @@ async fn worker(shared: Arc<Shared>) -> Tally {
                     tally.ok += 1;
                     tally.latency.record(done - start);
                 }
-                Err(kind) => *tally.errors.entry(kind).or_default() += 1,
+                Err(kind) => {
+                    *tally.errors.entry(kind).or_default() += 1;
+                    tally.error_latency.record(done - start);
+                }
             }
         }
         if outcome == Err(ErrorKind::Connect) {
@@ -387,6 +394,7 @@ fn report(base: &Url, plan: &LoadPlan, shared: &Shared, total: &Tally) -> LoadRe
         ok_qps: per_second(total.ok),
         texts_per_s: per_second(total.ok * texts as u64),
         latency_ms: total.latency.summary(),
+        error_latency_ms: total.error_latency.summary(),
     }
 }
 

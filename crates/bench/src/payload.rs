@@ -21,8 +21,10 @@ pub enum PayloadError {
         /// Why.
         source: std::io::Error,
     },
-    /// The header has no `text` column.
-    #[error("payload file {path} has no `text` column in its header (columns: {columns})")]
+    /// The header has no `text` column (or, for labeled reads, no `label` column).
+    #[error(
+        "payload file {path} lacks a `text` (or, for accuracy, `label`) column in its header (columns: {columns})"
+    )]
     NoTextColumn {
         /// The file.
         path: PathBuf,
@@ -52,9 +54,40 @@ pub fn read_texts(path: &Path) -> Result<Vec<String>, PayloadError> {
     })
 }
 
-/// The texts in a pseudo-random order fixed by `seed` (Fisher-Yates with splitmix64), so that
+/// Every row with a non-empty `text` and a `label` of 0 (negative) or 1 (positive), in file
+/// order: the texts of [`read_texts`] with their labels, for accuracy checks. Rows whose label is
+/// missing or not 0/1 are left out (so the result may be shorter than [`read_texts`]'s).
+pub fn read_labeled(path: &Path) -> Result<Vec<(String, bool)>, PayloadError> {
+    let content =
+        std::fs::read_to_string(path).map_err(|source| PayloadError::Read { path: path.to_owned(), source })?;
+    let mut lines = content.lines();
+    let header: Vec<&str> = lines.next().unwrap_or("").split('\t').map(str::trim).collect();
+    let (Some(text_col), Some(label_col)) =
+        (header.iter().position(|c| *c == "text"), header.iter().position(|c| *c == "label"))
+    else {
+        return Err(PayloadError::NoTextColumn { path: path.to_owned(), columns: header.join(", ") });
+    };
+    let rows: Vec<(String, bool)> = lines
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split('\t').collect();
+            let text = fields.get(text_col)?.trim();
+            let positive = match fields.get(label_col)?.trim() {
+                "1" => true,
+                "0" => false,
+                _ => return None,
+            };
+            (!text.is_empty()).then(|| (text.to_owned(), positive))
+        })
+        .collect();
+    if rows.is_empty() {
+        return Err(PayloadError::Empty { path: path.to_owned() });
+    }
+    Ok(rows)
+}
+
+/// The items in a pseudo-random order fixed by `seed` (Fisher-Yates with splitmix64), so that
 /// runs are reproducible and comparable with each other.
-pub fn mix(mut texts: Vec<String>, seed: u64) -> Vec<String> {
+pub fn mix<T>(mut texts: Vec<T>, seed: u64) -> Vec<T> {
     let mut state = seed;
     for i in (1..texts.len()).rev() {
         let j = (splitmix64(&mut state) % (i as u64 + 1)) as usize;
@@ -111,6 +144,19 @@ mod tests {
     fn a_header_without_text_is_an_error() {
         assert!(matches!(parse_tsv("label\tbody\n1\tx\n"), Err(ParseError::NoTextColumn(c)) if c == "label, body"));
         assert!(matches!(parse_tsv("text\n\n"), Err(ParseError::Empty)));
+    }
+
+    #[test]
+    fn labeled_rows_keep_text_and_label_and_skip_the_rest() {
+        let dir = std::env::temp_dir().join(format!("senti-payload-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("val.tsv");
+        std::fs::write(&path, "label\ttext\n1\t很好\n0\t太差了\nx\t不知道\n1\t\n").unwrap();
+        let rows = read_labeled(&path).unwrap();
+        assert_eq!(rows, vec![("很好".to_owned(), true), ("太差了".to_owned(), false)]);
+        std::fs::write(&path, "text\n很好\n").unwrap();
+        assert!(matches!(read_labeled(&path), Err(PayloadError::NoTextColumn { .. })), "no label column");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -6,12 +6,15 @@
 //!                                    │ BatchDone <──────────────┘
 //!                                    └─> reply: Ok(scores) | Err(InferError)
 //! ```
-//! While the model thread runs one batch, new texts wait in the [`BatchQueue`]; when it finishes,
-//! the actor takes the next batch from everything that has arrived meanwhile (dynamic batching).
+//! While the model thread runs one batch, new texts wait in the [`BatchQueue`]; the actor keeps
+//! one more batch staged in the model thread's channel (`engine.batches_ahead`, default 2), so the
+//! thread starts its next batch the moment it finishes one instead of idling through an actor
+//! round trip (measured: docs/benchmarks.md); the batch after that is taken from everything that
+//! has arrived meanwhile (dynamic batching).
 //! Expired texts and texts of requests whose caller has gone are dropped before inference.
 //! A failing batch answers each of its requests with the error; the actor itself keeps going.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -62,6 +65,8 @@ pub struct InferenceArgs {
     pub limits: BatchLimits,
     /// Most texts queued at once.
     pub capacity: usize,
+    /// Batches handed to the model thread at once (running + staged), at least 1.
+    pub batches_ahead: usize,
     /// Shared with readers of this actor's load.
     pub gauge: Arc<LoadGauge>,
 }
@@ -96,12 +101,13 @@ pub struct InferenceState {
     manifest: Arc<Manifest>,
     limits: BatchLimits,
     capacity: usize,
+    batches_ahead: usize,
     gauge: Arc<LoadGauge>,
     queue: BatchQueue<Slot>,
     pending: HashMap<u64, Pending>,
     next_request: u64,
-    /// The batch on the model thread; `None` when the thread is idle.
-    in_flight: Option<InFlight>,
+    /// Batches handed to the model thread, oldest (running) first; at most `batches_ahead`.
+    in_flight: VecDeque<InFlight>,
     /// Batches to the model thread; dropping it ends the thread.
     to_model: mpsc::Sender<Vec<Vec<u32>>>,
 }
@@ -127,11 +133,12 @@ impl Actor for InferenceActor {
             manifest: args.manifest,
             limits: args.limits,
             capacity: args.capacity,
+            batches_ahead: args.batches_ahead.max(1),
             gauge: args.gauge,
             queue: BatchQueue::default(),
             pending: HashMap::new(),
             next_request: 0,
-            in_flight: None,
+            in_flight: VecDeque::new(),
             to_model,
         })
     }
@@ -205,11 +212,15 @@ impl InferenceState {
         self.publish_queue();
     }
 
-    /// Starts the next batch if the model thread is idle.
+    /// Hands the model thread batches until it has `batches_ahead` or the queue is empty.
     fn dispatch(&mut self) {
-        if self.in_flight.is_some() || self.queue.is_empty() {
-            return;
+        while self.in_flight.len() < self.batches_ahead && !self.queue.is_empty() {
+            self.dispatch_one();
         }
+    }
+
+    /// Takes one batch from the queue (dropping abandoned and expired texts) and sends it.
+    fn dispatch_one(&mut self) {
         self.drop_abandoned();
         let taken = self.queue.next_batch(Instant::now(), self.limits);
         for entry in taken.expired {
@@ -234,22 +245,25 @@ impl InferenceState {
         }
         metrics::histogram!("senti_batch_size").record(keys.len() as f64);
         metrics::histogram!("senti_batch_padded_tokens").record(padded_tokens as f64);
-        self.gauge.set_running(keys.len(), padded_tokens);
-        self.in_flight = Some(InFlight { keys, padded_tokens });
+        self.in_flight.push_back(InFlight { keys, padded_tokens });
+        self.publish_running();
         if self.to_model.send(ids).is_err() {
             // The model thread is gone (it only exits when this sender drops or the actor
-            // stops); answer the batch rather than leave it waiting.
-            self.finish_batch(Err(ModelError::Inference("model thread stopped".into())), Duration::ZERO);
+            // stops); answer every batch handed to it rather than leave them waiting.
+            while !self.in_flight.is_empty() {
+                self.finish_batch(Err(ModelError::Inference("model thread stopped".into())), Duration::ZERO);
+            }
         }
         self.publish_queue();
     }
 
     fn finish_batch(&mut self, result: Result<Vec<Vec<f32>>, ModelError>, elapsed: Duration) {
-        let Some(batch) = self.in_flight.take() else {
+        // The model thread runs batches in the order it received them.
+        let Some(batch) = self.in_flight.pop_front() else {
             tracing::error!(actor = %self.name, "batch finished but none was in flight. This is a bug.");
             return;
         };
-        self.gauge.set_running(0, 0);
+        self.publish_running();
         metrics::histogram!("senti_inference_seconds").record(elapsed.as_secs_f64());
         match result {
             Ok(rows) if rows.len() == batch.keys.len() => {
@@ -309,6 +323,13 @@ impl InferenceState {
             self.pending.remove(&request);
             self.queue.remove_where(|slot| slot.request == request);
         }
+    }
+
+    /// Texts and padded tokens handed to the model thread (running or staged).
+    fn publish_running(&self) {
+        let texts = self.in_flight.iter().map(|b| b.keys.len()).sum();
+        let tokens = self.in_flight.iter().map(|b| b.padded_tokens).sum();
+        self.gauge.set_running(texts, tokens);
     }
 
     fn publish_queue(&self) {

@@ -136,6 +136,7 @@ impl Engine {
                 manifest: Arc::new(bundle.manifest().clone()),
                 limits,
                 capacity: config.queue_capacity,
+                batches_ahead: config.batches_ahead,
                 gauge: gauge.clone(),
             };
             let (actor, handle) =

@@ -26,9 +26,9 @@ pub struct Load {
     pub queued_texts: usize,
     /// Tokens waiting in the queue.
     pub queued_tokens: usize,
-    /// Texts in the batch on the model thread.
+    /// Texts handed to the model thread (the batch it runs and the one staged behind it).
     pub running_texts: usize,
-    /// Padded tokens in the batch on the model thread.
+    /// Padded tokens handed to the model thread.
     pub running_tokens: usize,
     /// Recent tokens per second (0 before the first batch).
     pub tokens_per_sec: f64,

@@ -8,12 +8,13 @@ use senti_engine::{Engine, InferError};
 use senti_model::{ModelBundle, ModelSource};
 
 async fn engine(actors: usize) -> Engine {
+    engine_with(EngineConfig { actors, threads_per_actor: 1, ..EngineConfig::default() }).await
+}
+
+async fn engine_with(engine: EngineConfig) -> Engine {
     senti_model::init_runtime(None).expect("ONNX Runtime: run `make setup`");
     let bundle = ModelBundle::load(&ModelSource::Embedded, None).unwrap();
-    let mut config = Config {
-        engine: EngineConfig { actors, threads_per_actor: 1, ..EngineConfig::default() },
-        ..Config::default()
-    };
+    let mut config = Config { engine, ..Config::default() };
     config.server.node_id = Some("n1".into());
     Engine::start(bundle, &config).await.unwrap()
 }
@@ -38,7 +39,17 @@ fn later() -> Instant {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_batched_answers_equal_lone_answers() {
-    let engine = std::sync::Arc::new(engine(1).await);
+    // Batches of mixed lengths, one at a time on the model thread and staged behind each other:
+    // every answer must still reach its own request.
+    for (max_batch_size, batches_ahead) in [(8, 1), (1, 2), (8, 2), (4, 3)] {
+        let config =
+            EngineConfig { actors: 1, threads_per_actor: 1, max_batch_size, batches_ahead, ..Default::default() };
+        concurrent_answers_equal_lone_answers(engine_with(config).await).await;
+    }
+}
+
+async fn concurrent_answers_equal_lone_answers(engine: Engine) {
+    let engine = std::sync::Arc::new(engine);
     let mut alone = Vec::new();
     for text in texts() {
         alone.push(engine.classify(vec![text], later()).await.unwrap().scores.remove(0));

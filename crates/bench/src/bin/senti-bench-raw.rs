@@ -57,6 +57,10 @@ struct Cli {
     /// Write the results as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Write the token count of every payload text (after truncation), one per line, to this
+    /// file (benches/peers/flops.py turns it into the model's arithmetic per text).
+    #[arg(long)]
+    lengths_out: Option<PathBuf>,
 }
 
 /// The JSON written by `--json`.
@@ -117,6 +121,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let texts = mix(read_texts(&payload)?, cli.seed);
     let (encoded, tokenize_seconds) = tokenize(&bundle, &texts)?;
     let mean_tokens = encoded.iter().map(Vec::len).sum::<usize>() as f64 / encoded.len() as f64;
+    if let Some(path) = &cli.lengths_out {
+        let lines: String = encoded.iter().map(|ids| format!("{}\n", ids.len())).collect();
+        std::fs::write(path, lines).with_context(|| format!("cannot write {}", path.display()))?;
+    }
     eprintln!(
         "senti-bench-raw: model {} {} ({}), {} texts, {mean_tokens:.1} tokens on average, tokenized at {:.0} texts/s",
         bundle.manifest().name,

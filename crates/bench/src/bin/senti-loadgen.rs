@@ -223,7 +223,9 @@ fn human(r: &LoadReport) -> String {
     let errors = if r.errors.is_empty() {
         "none".to_owned()
     } else {
-        r.errors.iter().map(|(k, n)| format!("{k}: {n}")).collect::<Vec<_>>().join(", ")
+        let e = &r.error_latency_ms;
+        let kinds = r.errors.iter().map(|(k, n)| format!("{k}: {n}")).collect::<Vec<_>>().join(", ");
+        format!("{kinds} (answered in p50 {:.2} ms, p99 {:.2}, max {:.2})", e.p50, e.p99, e.max)
     };
     let l = &r.latency_ms;
     format!(

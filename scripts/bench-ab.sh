@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# A/B of two senti settings on the same binary, model and cores (`make bench-ab`): the "before and
+# after" of a change that can be switched by configuration, measured side by side in one run.
+#
+#   A="SENTI__ENGINE__BATCHES_AHEAD=1" B="SENTI__ENGINE__BATCHES_AHEAD=2" make bench-ab
+#
+# Starts `senti serve` twice on free loopback ports, once with the variables of A and once with
+# those of B (space-separated NAME=value words), waits for /readyz, then for each round and each
+# concurrency runs senti-loadgen closed loop against A, then B (alternating, so a slow minute on a
+# shared machine hits both). Prints per concurrency the median over rounds of texts/s, p50 and
+# p99 of each side and B ÷ A, and writes every run to bench-results/ab-<UTC time>.json.
+#
+# Environment: ROUNDS (3), CONCURRENCIES ("1 5 20"), ROUTE (analyze|classify), TEXTS (texts per
+# request, classify only; 1), DURATION (10) and WARMUP (2) seconds per run, MODEL=dir and
+# VARIANT=fp32|int8, CARGO. Loopback only; about ROUNDS x concurrencies x 2 x (DURATION + WARMUP).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+: "${A:?set A to the first setting, e.g. A=SENTI__ENGINE__BATCHES_AHEAD=1}"
+: "${B:?set B to the second setting, e.g. B=SENTI__ENGINE__BATCHES_AHEAD=2}"
+ROUNDS=${ROUNDS:-3}
+read -r -a CONCURRENCIES <<<"${CONCURRENCIES:-1 5 20}"
+ROUTE=${ROUTE:-analyze}
+TEXTS=${TEXTS:-1}
+DURATION=${DURATION:-10}
+WARMUP=${WARMUP:-2}
+MODEL_ARGS=()
+[[ -n ${MODEL:-} ]] && MODEL_ARGS+=(--model "$MODEL")
+[[ -n ${VARIANT:-} ]] && MODEL_ARGS+=(--variant "$VARIANT")
+read -r -a CARGO_CMD <<<"${CARGO:-cargo}"
+
+# shellcheck source=scripts/bench-lib.sh
+source scripts/bench-lib.sh
+
+stamp=$(date -u +%Y%m%dT%H%M%SZ)
+work=$(mktemp -d)
+declare -A server_pid server_url
+trap 'stop_all server_pid; rm -rf "$work"' EXIT
+
+"${CARGO_CMD[@]}" build --release -p senti-node --bin senti -p senti-bench --bin senti-loadgen
+
+for side in A B; do
+  read -r -a vars <<<"${!side}"
+  port=$(free_port)
+  env "${vars[@]}" RUST_LOG="warn" target/release/senti serve --listen "127.0.0.1:$port" "${MODEL_ARGS[@]}" \
+    2>"$work/senti-$side.log" &
+  server_pid[$side]=$!
+  server_url[$side]="http://127.0.0.1:$port"
+done
+for side in A B; do
+  wait_ready "${server_url[$side]}" "${server_pid[$side]}" "$work/senti-$side.log" "bench-ab ($side)"
+done
+
+texts_args=()
+[[ $ROUTE == classify ]] && texts_args=(--texts-per-request "$TEXTS")
+for round in $(seq "$ROUNDS"); do
+  for c in "${CONCURRENCIES[@]}"; do
+    for side in A B; do
+      echo "bench-ab: round $round, concurrency $c, $side (${!side})" >&2
+      target/release/senti-loadgen --url "${server_url[$side]}" --route "$ROUTE" "${texts_args[@]}" \
+        --concurrency "$c" --duration "$DURATION" --warmup "$WARMUP" \
+        --json "$work/run-$side-c$c-r$round.json" >/dev/null
+      jq --arg side "$side" --argjson round "$round" '. + {side: $side, round: $round}' \
+        "$work/run-$side-c$c-r$round.json" >"$work/tagged-$side-c$c-r$round.json"
+    done
+  done
+done
+stop_all server_pid
+
+mkdir -p bench-results
+result="bench-results/ab-$stamp.json"
+jq -s --arg a "$A" --arg b "$B" --arg date "$stamp" --arg model "${MODEL:-embedded}" --arg variant "${VARIANT:-default}" '
+  def median: sort | if length == 0 then null else .[(length - 1) / 2 | floor] end;
+  {date: $date, a: $a, b: $b, model: $model, variant: $variant, runs: .,
+   summary: (group_by(.concurrency) | map(
+     . as $runs
+     | def side(s): [$runs[] | select(.side == s)]
+         | {texts_per_s: (map(.texts_per_s) | median), p50_ms: (map(.latency_ms.p50) | median),
+            p99_ms: (map(.latency_ms.p99) | median), errors: (map(.errors | add // 0) | add)};
+     {concurrency: .[0].concurrency, a: side("A"), b: side("B")}
+     | . + {texts_per_s_b_over_a: (.b.texts_per_s / .a.texts_per_s)}))}' \
+  "$work"/tagged-*.json >"$result"
+
+jq -r '
+  def f2: . * 100 | round / 100 | tostring;
+  "## senti A/B \(.date): model \(.model) (\(.variant)), \(.runs[0].route), medians of \(.runs | map(.round) | max) rounds",
+  "",
+  "A: `\(.a)`  ",
+  "B: `\(.b)`",
+  "",
+  "| concurrency | A texts/s | B texts/s | B ÷ A | A p50 ms | B p50 ms | A p99 ms | B p99 ms | errors A / B |",
+  "|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+  (.summary[] | "| \(.concurrency) | \(.a.texts_per_s | round) | \(.b.texts_per_s | round) | \(.texts_per_s_b_over_a | f2) | \(.a.p50_ms | f2) | \(.b.p50_ms | f2) | \(.a.p99_ms | f2) | \(.b.p99_ms | f2) | \(.a.errors) / \(.b.errors) |")
+' "$result"
+echo "bench-ab: results in $result" >&2
