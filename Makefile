@@ -5,7 +5,7 @@ CARGO ?= cargo
 TRAIN_VENV := .cache/venv-train
 TRAIN_PY := $(TRAIN_VENV)/bin/python
 
-.PHONY: run test setup build lint cluster simulate sim-report model model-sweep bench-model bench bench-node bench-cluster bench-cluster-shape web-test clean-cache
+.PHONY: run test setup build lint cluster simulate sim-report model model-sweep bench-model bench bench-node bench-ab bench-cluster bench-cluster-shape web-test clean-cache
 
 ## Serve the embedded default model on http://127.0.0.1:8080
 run: setup
@@ -54,9 +54,20 @@ model-sweep: $(TRAIN_PY)
 bench-model: $(TRAIN_PY)
 	$(TRAIN_PY) models/export/export.py --random-base models/bench/structbert-base-random
 
+## senti against the recipe it replaces (Flask + gunicorn + nginx peers, benches/peers/) and against
+## the hardware, on the default and the StructBERT-base-sized model; installs nginx and the peers'
+## Python packages; tables and plots into bench-results/ (about 25 minutes; QUICK=1 smoke run)
+bench: setup
+	CARGO="$(CARGO)" bash scripts/bench.sh
+
 ## Raw ONNX Runtime vs senti over HTTP, side by side (about 5 minutes; QUICK=1 for a smoke run)
 bench-node: setup
 	CARGO="$(CARGO)" bash scripts/bench-node.sh
+
+## Two settings of one binary side by side, e.g. A="SENTI__ENGINE__BATCHES_AHEAD=1" B="SENTI__ENGINE__BATCHES_AHEAD=2"
+## (ROUNDS=3 CONCURRENCIES="1 5 20" ROUTE=analyze; about ROUNDS x concurrencies x 24 s)
+bench-ab: setup
+	CARGO="$(CARGO)" bash scripts/bench-ab.sh
 
 ## Gossip failure detector of a 3-node loopback cluster per interval x phi (about 6 minutes; QUICK=1 for a smoke run)
 bench-cluster: setup

@@ -1,11 +1,16 @@
 #!/usr/bin/env bash
-# A/B of two senti settings on the same binary, model and cores (`make bench-ab`): the "before and
-# after" of a change that can be switched by configuration, measured side by side in one run.
+# A/B of two senti settings on the same model and cores (`make bench-ab`): the "before and after"
+# of a change, measured side by side in one run. Either two settings of one binary:
 #
 #   A="SENTI__ENGINE__BATCHES_AHEAD=1" B="SENTI__ENGINE__BATCHES_AHEAD=2" make bench-ab
 #
+# or two binaries (A_BIN, B_BIN; e.g. a copy of target/release/senti built before a change), with
+# A and B then naming what differs (any words; NAME=value words are also set in the environment):
+#
+#   A_BIN=/tmp/senti-before A="before" B="after" make bench-ab
+#
 # Starts `senti serve` twice on free loopback ports, once with the variables of A and once with
-# those of B (space-separated NAME=value words), waits for /readyz, then for each round and each
+# those of B (space-separated NAME=value words; other words are labels), waits for an answer, then for each round and each
 # concurrency runs senti-loadgen closed loop against A, then B (alternating, so a slow minute on a
 # shared machine hits both). Prints per concurrency the median over rounds of texts/s, p50 and
 # p99 of each side and B ÷ A, and writes every run to bench-results/ab-<UTC time>.json.
@@ -40,15 +45,21 @@ trap 'stop_all server_pid; rm -rf "$work"' EXIT
 "${CARGO_CMD[@]}" build --release -p senti-node --bin senti -p senti-bench --bin senti-loadgen
 
 for side in A B; do
-  read -r -a vars <<<"${!side}"
+  read -r -a words <<<"${!side}"
+  vars=()
+  for word in "${words[@]}"; do
+    [[ $word == *=* ]] && vars+=("$word")
+  done
+  bin_var="${side}_BIN"
+  bin=${!bin_var:-target/release/senti}
   port=$(free_port)
-  env "${vars[@]}" RUST_LOG="warn" target/release/senti serve --listen "127.0.0.1:$port" "${MODEL_ARGS[@]}" \
+  env "${vars[@]}" RUST_LOG="warn" "$bin" serve --listen "127.0.0.1:$port" "${MODEL_ARGS[@]}" \
     2>"$work/senti-$side.log" &
   server_pid[$side]=$!
   server_url[$side]="http://127.0.0.1:$port"
 done
 for side in A B; do
-  wait_ready "${server_url[$side]}" "${server_pid[$side]}" "$work/senti-$side.log" "bench-ab ($side)"
+  wait_answer "${server_url[$side]}" "${server_pid[$side]}" "$work/senti-$side.log" "bench-ab ($side)"
 done
 
 texts_args=()

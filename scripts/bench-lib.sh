@@ -42,22 +42,24 @@ machine_busy_ticks() {
   echo $((user + nice + system + irq + softirq))
 }
 
-# wait_ready URL PID LOG WHAT: returns once URL/readyz answers 200; exits the script with the log
-# tail if the process PID exits first or after READY_TIMEOUT seconds (default 120).
-wait_ready() {
+# wait_answer URL PID LOG WHAT: returns once POST URL/analyze answers 200; exits the script with
+# the log tail if PID exits first or after READY_TIMEOUT seconds (default 120). For models that
+# fail senti's known-answer check by design (the random StructBERT-base-sized benchmark model:
+# /readyz stays 503 while /analyze serves).
+wait_answer() {
   local url=$1 pid=$2 log=$3 what=$4 i
   for ((i = 0; i < ${READY_TIMEOUT:-120} * 10; i++)); do
-    if curl -fsS -o /dev/null "$url/readyz" 2>/dev/null; then
+    if curl -fsS -o /dev/null -X POST -H 'content-type: application/json' -d '{"text":"很好"}' "$url/analyze" 2>/dev/null; then
       return 0
     fi
     if ! kill -0 "$pid" 2>/dev/null; then
       tail -n 20 "$log" >&2
-      echo "$what: exited before it was ready" >&2
+      echo "$what: exited before it answered" >&2
       exit 1
     fi
     sleep 0.1
   done
   tail -n 20 "$log" >&2
-  echo "$what: not ready after ${READY_TIMEOUT:-120} s" >&2
+  echo "$what: no answer after ${READY_TIMEOUT:-120} s" >&2
   exit 1
 }

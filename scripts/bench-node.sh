@@ -55,7 +55,7 @@ start_server() {
   pid=$!
   server_pid[$shape]=$pid
   server_url[$shape]=$url
-  wait_ready "$url" "$pid" "$log" "bench-node: senti ($shape)"
+  wait_answer "$url" "$pid" "$log" "bench-node: senti ($shape)"
 }
 
 # server_cpu_ticks PID: "MODEL TOTAL" CPU ticks (1/100 s, user + system) of senti's model

@@ -26,7 +26,13 @@ pub struct RawConfig {
     pub threads: usize,
     /// Texts per batch.
     pub batch: usize,
+    /// Batches of near-equal lengths ([`batches`]) rather than consecutive texts.
+    pub grouped: bool,
 }
+
+/// Texts a grouped batch is chosen from, in batches: senti's queue looks at `4 x max_batch_size`
+/// waiting texts for the closest lengths (crates/engine/src/lib.rs), so grouping here does the same.
+pub const GROUP_WINDOW_BATCHES: usize = 4;
 
 impl RawConfig {
     /// `runners x threads`, e.g. `1x2` or `2x1`, the notation of `engine.actors` x
@@ -47,6 +53,8 @@ pub struct RawResult {
     pub threads: usize,
     /// Texts per batch.
     pub batch: usize,
+    /// Whether batches held near-equal lengths (see [`RawConfig::grouped`]).
+    pub grouped: bool,
     /// Texts counted.
     pub texts: u64,
     /// Batches counted.
@@ -76,13 +84,17 @@ pub fn median_round(mut rounds: Vec<RawResult>) -> Option<RawResult> {
 }
 
 /// Consecutive batches of `size` texts; a short tail is dropped unless it is the only batch.
-pub fn batches(encoded: &[Vec<u32>], size: usize) -> Vec<Vec<&[u32]>> {
+pub fn batches(encoded: &[Vec<u32>], size: usize, grouped: bool) -> Vec<Vec<&[u32]>> {
     let size = size.max(1);
-    let mut out: Vec<Vec<&[u32]>> = encoded
-        .chunks(size)
-        .filter(|chunk| chunk.len() == size)
-        .map(|chunk| chunk.iter().map(Vec::as_slice).collect())
-        .collect();
+    let window = if grouped { size * GROUP_WINDOW_BATCHES } else { size };
+    let mut out: Vec<Vec<&[u32]>> = Vec::new();
+    for texts in encoded.chunks(window) {
+        let mut texts: Vec<&[u32]> = texts.iter().map(Vec::as_slice).collect();
+        if grouped {
+            texts.sort_by_key(|ids| ids.len());
+        }
+        out.extend(texts.chunks(size).filter(|chunk| chunk.len() == size).map(<[&[u32]]>::to_vec));
+    }
     if out.is_empty() && !encoded.is_empty() {
         out.push(encoded.iter().map(Vec::as_slice).collect());
     }
@@ -98,7 +110,7 @@ pub fn measure(
     warmup: Duration,
     seconds: Duration,
 ) -> Result<RawResult, ModelError> {
-    let batches = batches(encoded, config.batch);
+    let batches = batches(encoded, config.batch, config.grouped);
     if batches.is_empty() {
         return Err(ModelError::Inference("no texts to run".into()));
     }
@@ -198,6 +210,7 @@ fn result(config: RawConfig, total: &Lane) -> RawResult {
         runners: config.runners,
         threads: config.threads,
         batch: config.batch,
+        grouped: config.grouped,
         texts: total.texts,
         batches: total.batches,
         seconds,
@@ -219,18 +232,24 @@ mod tests {
     #[test]
     fn batches_are_consecutive_and_full() {
         let encoded: Vec<Vec<u32>> = (0..7).map(|i| vec![i; i as usize + 1]).collect();
-        let b = batches(&encoded, 3);
+        let b = batches(&encoded, 3, false);
         assert_eq!(b.len(), 2);
         assert_eq!(b[1][0], &[3, 3, 3, 3][..]);
-        assert_eq!(batches(&encoded[..2], 8).len(), 1, "fewer texts than a batch: one short batch");
-        assert!(batches(&[], 8).is_empty());
+        assert_eq!(batches(&encoded[..2], 8, false).len(), 1, "fewer texts than a batch: one short batch");
+        assert!(batches(&[], 8, false).is_empty());
+        let reversed: Vec<Vec<u32>> = encoded.iter().rev().cloned().collect();
+        let grouped = batches(&reversed, 2, true);
+        assert_eq!(grouped.iter().map(Vec::len).sum::<usize>(), encoded.len() / 2 * 2, "every whole batch kept");
+        for batch in &grouped {
+            assert!(batch[0].len() <= batch[1].len(), "sorted within its window");
+        }
     }
 
     #[test]
     fn the_median_round_keeps_every_rate() {
         let round = |rate: f64| RawResult {
             texts_per_s: rate,
-            ..result(RawConfig { runners: 1, threads: 1, batch: 1 }, &Lane::default())
+            ..result(RawConfig { runners: 1, threads: 1, batch: 1, grouped: false }, &Lane::default())
         };
         let median = median_round(vec![round(500.0), round(100.0), round(480.0)]).unwrap();
         assert_eq!(median.texts_per_s, 480.0);
@@ -240,6 +259,6 @@ mod tests {
 
     #[test]
     fn shape_reads_like_the_engine_config() {
-        assert_eq!(RawConfig { runners: 2, threads: 1, batch: 8 }.shape(), "2x1");
+        assert_eq!(RawConfig { runners: 2, threads: 1, batch: 8, grouped: false }.shape(), "2x1");
     }
 }

@@ -117,6 +117,10 @@ pub struct EngineConfig {
     /// behind it, so it starts the next batch without waiting for an actor round trip. 1 turns
     /// staging off (the thread idles between batches); more than 2 only fixes batches earlier.
     pub batches_ahead: usize,
+    /// Whether ONNX Runtime's intra-op threads spin-wait between operators (its default) when
+    /// `threads_per_actor > 1`. Spinning lowers one session's latency but holds cores that
+    /// other actors and the HTTP threads need.
+    pub intra_op_spinning: bool,
 }
 
 impl Default for EngineConfig {
@@ -133,6 +137,7 @@ impl Default for EngineConfig {
             max_batch_size: 1,
             queue_capacity: 2048,
             batches_ahead: 2,
+            intra_op_spinning: true,
         }
     }
 }

@@ -122,9 +122,9 @@ impl Engine {
         let mut handles = Vec::new();
         let mut targets = Vec::new();
         for i in 0..config.actors {
-            let threads = config.threads_per_actor;
+            let (threads, spinning) = (config.threads_per_actor, config.intra_op_spinning);
             let b = bundle.clone();
-            let runner = tokio::task::spawn_blocking(move || b.runner(threads))
+            let runner = tokio::task::spawn_blocking(move || b.runner_with_spinning(threads, spinning))
                 .await
                 .map_err(|err| EngineError::Spawn(err.to_string()))??;
             let gauge = Arc::new(LoadGauge::default());

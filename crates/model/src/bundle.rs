@@ -94,6 +94,13 @@ impl ModelBundle {
 
     /// A new ONNX Runtime session with `threads` intra-op threads.
     pub fn runner(&self, threads: usize) -> Result<Runner, ModelError> {
+        self.runner_with_spinning(threads, true)
+    }
+
+    /// [`Self::runner`], choosing whether ONNX Runtime's intra-op threads spin between operators
+    /// (its default: lower latency for one session alone, but a spinning thread holds a core
+    /// that other sessions or the HTTP threads may need).
+    pub fn runner_with_spinning(&self, threads: usize, spinning: bool) -> Result<Runner, ModelError> {
         let environment = crate::runtime::environment()?;
         fn session_err<R>(err: ort::Error<R>) -> ModelError {
             ModelError::Session(err.to_string())
@@ -101,7 +108,12 @@ impl ModelBundle {
         let builder = Session::builder(&environment).map_err(session_err)?;
         let builder = builder.with_optimization_level(GraphOptimizationLevel::Level3).map_err(session_err)?;
         let builder = builder.with_intra_threads(threads).map_err(session_err)?;
-        let mut builder = builder.with_inter_threads(1).map_err(session_err)?;
+        let builder = builder.with_inter_threads(1).map_err(session_err)?;
+        let mut builder = if threads > 1 && !spinning {
+            builder.with_intra_op_spinning(false).map_err(session_err)?
+        } else {
+            builder
+        };
         let session = builder.commit_from_memory(&self.onnx).map_err(session_err)?;
         let io = &self.manifest.io;
         let names: Vec<&str> = session.inputs().iter().map(|i| i.name()).collect();

@@ -41,6 +41,10 @@ struct Cli {
     /// Batch sizes to measure.
     #[arg(long, value_delimiter = ',', default_values_t = [1, 8, 32, 64])]
     batches: Vec<usize>,
+    /// Also measure every batch size above 1 with batches of near-equal lengths (each batch
+    /// from 4 batches' worth of consecutive texts sorted by length, as senti's queue groups them).
+    #[arg(long)]
+    grouped: bool,
     /// Intra-op thread counts to measure with one session.
     #[arg(long, value_delimiter = ',', default_values_t = [1, 2])]
     threads: Vec<usize>,
@@ -141,9 +145,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         .iter()
         .enumerate()
         .flat_map(|(set, (threads, runners))| {
-            cli.batches.iter().map(move |&batch| {
-                let config = RawConfig { runners: runners.len(), threads: *threads, batch };
-                (set, config)
+            let grouped = cli.grouped;
+            cli.batches.iter().flat_map(move |&batch| {
+                let modes: &[bool] = if grouped && batch > 1 { &[false, true] } else { &[false] };
+                modes
+                    .iter()
+                    .map(move |&grouped| (set, RawConfig { runners: runners.len(), threads: *threads, batch, grouped }))
             })
         })
         .collect();
@@ -163,7 +170,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 
     let best = results.iter().max_by(|a, b| a.texts_per_s.total_cmp(&b.texts_per_s)).cloned();
     if let Some(best) = &best {
-        println!("\nbest: {:.0} texts/s with {} threads, batch {}", best.texts_per_s, best.shape, best.batch);
+        let grouped = if best.grouped { " grouped" } else { "" };
+        println!("\nbest: {:.0} texts/s with {} threads, batch {}{grouped}", best.texts_per_s, best.shape, best.batch);
     }
     let single_inference_ms: BTreeMap<String, f64> = results
         .iter()
@@ -228,13 +236,14 @@ fn session_sets(bundle: &ModelBundle, threads: &[usize], parallel: usize) -> any
 
 fn print_table(results: &[RawResult]) {
     println!("| shape | batch | texts/s (median round) | rounds texts/s | batch p50 ms | batch p99 ms | padding efficiency |");
-    println!("|---|---:|---:|---|---:|---:|---:|");
+    println!("|---|---|---:|---|---:|---:|---:|");
     for r in results {
         let rounds: Vec<String> = r.rounds_texts_per_s.iter().map(|t| format!("{t:.0}")).collect();
         println!(
-            "| {} | {} | {:.0} | {} | {:.2} | {:.2} | {:.2} |",
+            "| {} | {}{} | {:.0} | {} | {:.2} | {:.2} | {:.2} |",
             r.shape,
             r.batch,
+            if r.grouped { " grouped" } else { "" },
             r.texts_per_s,
             rounds.join(", "),
             r.batch_ms.p50,
