@@ -47,13 +47,23 @@ fn rust_matches_python_tokens_and_logits_alone_and_batched() {
         let refs: Vec<&[u32]> = ids.iter().map(Vec::as_slice).collect();
         let batched = runner.logits(&refs).unwrap();
         let expected = expected_logits(&p, variant);
+        // fp32 is the parity check proper: the same kernels on every x86 CPU, so Rust must equal
+        // Python. ONNX Runtime's int8 MatMulInteger picks its kernel by instruction set, and they
+        // round differently: AVX2's vpmaddubsw saturates u8 x s8 pair sums to i16, AVX-VNNI and AMX
+        // accumulate in i32. parity.json was written on an AVX2 CPU; on an AMX CPU Python ONNX
+        // Runtime itself differs from it by 0.104 in a logit (measured, 2026-11-24). So int8 is held
+        // to the labels and to a bound that covers the kernels, not to 1e-4.
+        let tolerance = if variant == "fp32" { 1e-4 } else { 0.2 };
         let alone_diff = max_abs_diff(&alone, &expected);
-        assert!(alone_diff <= 1e-4, "{variant}: alone differs from Python by {alone_diff}");
+        assert!(alone_diff <= tolerance, "{variant}: alone differs from Python by {alone_diff}");
+        let same_labels = alone.iter().zip(&expected).all(|(a, b)| (a[1] > a[0]) == (b[1] > b[0]));
+        assert!(same_labels, "{variant}: a label differs from Python's");
         // fp32 is exactly batch-invariant. Dynamic int8 quantizes activations with one scale per
         // tensor, computed over the whole batch (padding included), so batch-mates shift an int8
         // logit slightly (measured: up to ~0.01, i.e. ~0.001 in probability). Bound it.
+        // Compared with this machine's own alone logits, so the kernel choice cancels out.
         let batch_tolerance = if variant == "fp32" { 1e-4 } else { 3e-2 };
-        let batched_diff = max_abs_diff(&batched, &expected);
+        let batched_diff = max_abs_diff(&batched, &alone);
         assert!(batched_diff <= batch_tolerance, "{variant}: padding changed logits by {batched_diff}");
         let same_labels = batched.iter().zip(&expected).all(|(a, b)| (a[1] > a[0]) == (b[1] > b[0]));
         assert!(same_labels, "{variant}: batching changed a label");
