@@ -184,10 +184,13 @@ impl InferenceState {
             let _ = reply.send(Ok(Vec::new()));
             return;
         }
+        let now = Instant::now();
+        if deadline <= now {
+            let _ = reply.send(Err(InferError::DeadlineExceeded));
+            return;
+        }
         if self.queue.len() + texts.len() > self.capacity {
-            let retry_after = self.gauge.snapshot().expected_drain();
-            metrics::counter!("senti_queue_rejections_total", "actor" => self.name.clone()).increment(1);
-            let _ = reply.send(Err(InferError::QueueFull { retry_after }));
+            self.reject(reply, "capacity");
             return;
         }
         let mut encoded = Vec::with_capacity(texts.len());
@@ -200,6 +203,13 @@ impl InferenceState {
                 }
             }
         }
+        // Beyond capacity the answer is a fast 429, not a 504 after the whole deadline spent
+        // waiting: refuse what the backlog would not let finish in time.
+        let tokens = encoded.iter().map(Vec::len).sum();
+        if !self.gauge.snapshot().finishes_within(tokens, deadline - now) {
+            self.reject(reply, "deadline");
+            return;
+        }
         let request = self.next_request;
         self.next_request += 1;
         for (index, ids) in encoded.into_iter().enumerate() {
@@ -210,6 +220,14 @@ impl InferenceState {
             Pending { reply, results: vec![None; texts.len()], remaining: texts.len(), enqueued: Instant::now() },
         );
         self.publish_queue();
+    }
+
+    /// Answers 429: the queue is full (`capacity`) or too long to finish before the deadline.
+    fn reject(&self, reply: RpcReplyPort<InferResult>, reason: &'static str) {
+        let retry_after = self.gauge.snapshot().expected_drain();
+        metrics::counter!("senti_queue_rejections_total", "actor" => self.name.clone(), "reason" => reason)
+            .increment(1);
+        let _ = reply.send(Err(InferError::QueueFull { retry_after }));
     }
 
     /// Hands the model thread batches until it has `batches_ahead` or the queue is empty.

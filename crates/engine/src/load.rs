@@ -48,6 +48,16 @@ impl Load {
         let rate = if self.tokens_per_sec > 0.0 { self.tokens_per_sec } else { INITIAL_TOKENS_PER_SEC };
         Duration::from_secs_f64(self.backlog_tokens() as f64 / rate)
     }
+
+    /// Whether `tokens` more, queued behind the current backlog, can be finished within
+    /// `time_left` at the recent throughput. An idle actor, or one that has not measured its
+    /// throughput yet, takes anything: the estimate means something only with both.
+    pub fn finishes_within(&self, tokens: usize, time_left: Duration) -> bool {
+        if self.backlog_tokens() == 0 || self.tokens_per_sec <= 0.0 {
+            return true;
+        }
+        (self.backlog_tokens() + tokens) as f64 / self.tokens_per_sec <= time_left.as_secs_f64()
+    }
 }
 
 impl LoadGauge {
@@ -96,5 +106,19 @@ mod tests {
         assert_eq!(gauge.snapshot().expected_drain(), Duration::from_secs(1), "2000 tokens at the initial 2000/s");
         gauge.record_batch(4_000, Duration::from_secs(1));
         assert_eq!(gauge.snapshot().expected_drain(), Duration::from_millis(500));
+    }
+
+    #[test]
+    fn admission_compares_the_finish_time_with_the_time_left() {
+        let gauge = LoadGauge::default();
+        assert!(gauge.snapshot().finishes_within(10_000, Duration::ZERO), "idle: anything goes");
+        gauge.set_queue(10, 1_000);
+        assert!(gauge.snapshot().finishes_within(10_000, Duration::ZERO), "no measured throughput yet");
+        gauge.record_batch(1_000, Duration::from_secs(1));
+        gauge.set_running(1, 500);
+        let load = gauge.snapshot();
+        assert!(load.finishes_within(500, Duration::from_secs(2)), "1500 + 500 tokens at 1000/s: 2 s");
+        assert!(!load.finishes_within(501, Duration::from_secs(2)));
+        assert!(!load.finishes_within(0, Duration::from_millis(1_499)));
     }
 }

@@ -103,3 +103,27 @@ async fn shutdown_refuses_new_work() {
     engine.begin_shutdown();
     assert_eq!(engine.classify(texts(), later()).await.unwrap_err(), InferError::ShuttingDown);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_the_backlog_would_make_late_is_refused_at_once() {
+    let engine = std::sync::Arc::new(engine(1).await);
+    // One answered request measures the actor's throughput; then two thousand texts of backlog
+    // (about a second of work, within engine.queue_capacity) queue behind it.
+    engine.classify(texts(), later()).await.unwrap();
+    let backlog: Vec<_> = (0..2)
+        .map(|_| {
+            let engine = engine.clone();
+            let many: Vec<String> = (0..170).flat_map(|_| texts()).take(1000).collect();
+            tokio::spawn(async move { engine.classify(many, later()).await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let short = engine.classify(texts(), Instant::now() + Duration::from_millis(50)).await;
+    assert!(matches!(short, Err(InferError::QueueFull { .. })), "{short:?}");
+    // A request with time enough is still taken, and everything accepted is answered.
+    let patient = engine.classify(texts(), later()).await.unwrap();
+    assert_eq!(patient.scores.len(), texts().len());
+    for handle in backlog {
+        assert_eq!(handle.await.unwrap().unwrap().scores.len(), 1000);
+    }
+}

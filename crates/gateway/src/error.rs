@@ -172,7 +172,9 @@ impl ApiError {
                 StatusCode::TOO_MANY_REQUESTS,
                 "queue_full",
                 format!(
-                    "the inference queues are full (`engine.queue_capacity` texts per actor); retry after {} s",
+                    "the inference queues are full: each holds `engine.queue_capacity` texts or more work than \
+                     it can finish before the request's deadline (`limits.request_timeout_ms` or the request's \
+                     timeout); retry after {} s",
                     retry_after_secs(*after)
                 ),
                 None,
