@@ -121,6 +121,11 @@ pub struct EngineConfig {
     /// `threads_per_actor > 1`. Spinning lowers one session's latency but holds cores that
     /// other actors and the HTTP threads need.
     pub intra_op_spinning: bool,
+    /// Intra-op threads for a batch that starts while no other batch runs on this node (0: off).
+    /// Each actor then also holds a second session with this many threads (spinning off) and
+    /// runs such a batch on it, so a lone request gets every core while a busy node keeps one
+    /// single-threaded session per core. Costs a second copy of the model's weights per actor.
+    pub threads_when_alone: usize,
 }
 
 impl Default for EngineConfig {
@@ -138,6 +143,7 @@ impl Default for EngineConfig {
             queue_capacity: 2048,
             batches_ahead: 2,
             intra_op_spinning: true,
+            threads_when_alone: 2,
         }
     }
 }
@@ -385,6 +391,7 @@ impl Config {
         at_least("engine.max_batch_tokens", e.max_batch_tokens as u64, 16)?;
         at_least("engine.queue_capacity", e.queue_capacity as u64, 1)?;
         fraction("engine.batches_ahead", e.batches_ahead as f64, 1.0, 8.0)?;
+        fraction("engine.threads_when_alone", e.threads_when_alone as f64, 0.0, 256.0)?;
         let l = &self.limits;
         at_least("limits.max_text_chars", l.max_text_chars as u64, 1)?;
         at_least("limits.max_texts", l.max_texts as u64, 1)?;

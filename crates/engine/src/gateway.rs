@@ -542,7 +542,10 @@ async fn attempt(
     // The port's timeout bounds the wire bridge's wait when the target is remote.
     let port = RpcReplyPort::from((tx, attempt_deadline.saturating_duration_since(started)));
     let mut cancelled = job.cancelled.clone();
-    let result = match target.hop.send(job.texts.to_vec(), job.deadline, port) {
+    // The target gets the attempt's deadline, not the request's: work it cannot finish before
+    // this attempt is abandoned is refused at once (429, so another target can be tried), and
+    // queued texts expire when the attempt does.
+    let result = match target.hop.send(job.texts.to_vec(), attempt_deadline.into_std(), port) {
         Err(err) => Err(err),
         Ok(()) => {
             let hedge = async {

@@ -15,6 +15,7 @@
 //! A failing batch answers each of its requests with the error; the actor itself keeps going.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::AtomicUsize;
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -24,6 +25,7 @@ use senti_model::{Manifest, ModelError, Runner, Scores, TextEncoder};
 
 use crate::load::LoadGauge;
 use crate::queue::{BatchLimits, BatchQueue, Entry};
+use crate::sessions::Sessions;
 use crate::InferError;
 
 /// What an inference returns: one [`Scores`] per text, in request order.
@@ -57,6 +59,11 @@ pub struct InferenceArgs {
     pub name: String,
     /// The session; moved onto the model thread.
     pub runner: Runner,
+    /// A session with more threads, for batches that start while no other batch runs on the
+    /// node (`engine.threads_when_alone`).
+    pub runner_alone: Option<Runner>,
+    /// Batches running on this node's model threads, shared by its actors.
+    pub node_running: Arc<AtomicUsize>,
     /// Tokenizer with the model's truncation.
     pub encoder: TextEncoder,
     /// Labels and temperature.
@@ -123,10 +130,10 @@ impl Actor for InferenceActor {
         args: Self::Arguments,
     ) -> Result<Self::State, ActorProcessingErr> {
         let (to_model, batches) = mpsc::channel::<Vec<Vec<u32>>>();
-        let runner = args.runner;
+        let sessions = Sessions { shared: args.runner, alone: args.runner_alone, node_running: args.node_running };
         std::thread::Builder::new()
             .name(format!("senti-model-{}", args.name))
-            .spawn(move || model_thread(runner, batches, myself))?;
+            .spawn(move || model_thread(sessions, batches, myself))?;
         Ok(InferenceState {
             name: args.name,
             encoder: args.encoder,
@@ -166,11 +173,11 @@ impl Actor for InferenceActor {
 }
 
 /// Runs batches until the actor drops its sender.
-fn model_thread(mut runner: Runner, batches: mpsc::Receiver<Vec<Vec<u32>>>, actor: ActorRef<InferenceMsg>) {
+fn model_thread(mut sessions: Sessions, batches: mpsc::Receiver<Vec<Vec<u32>>>, actor: ActorRef<InferenceMsg>) {
     for batch in batches {
         let started = Instant::now();
         let refs: Vec<&[u32]> = batch.iter().map(Vec::as_slice).collect();
-        let result = runner.logits(&refs);
+        let result = sessions.logits(&refs);
         let elapsed = started.elapsed();
         if actor.cast(InferenceMsg::BatchDone { result, elapsed }).is_err() {
             break;

@@ -19,9 +19,10 @@ mod hop;
 mod inference;
 mod load;
 mod queue;
+mod sessions;
 mod wire;
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -121,17 +122,46 @@ impl Engine {
         let mut actors = Vec::new();
         let mut handles = Vec::new();
         let mut targets = Vec::new();
+        let node_running = Arc::new(AtomicUsize::new(0));
+        // Decided on the first actor's sessions, then the same for every actor.
+        let mut keep_alone_opt: Option<bool> = None;
         for i in 0..config.actors {
             let (threads, spinning) = (config.threads_per_actor, config.intra_op_spinning);
+            let alone_threads = config.threads_when_alone;
             let b = bundle.clone();
-            let runner = tokio::task::spawn_blocking(move || b.runner_with_spinning(threads, spinning))
-                .await
-                .map_err(|err| EngineError::Spawn(err.to_string()))??;
+            let (runner, runner_alone, keep_alone) = tokio::task::spawn_blocking(move || {
+                let mut runner = b.runner_with_spinning(threads, spinning)?;
+                if alone_threads <= threads || keep_alone_opt == Some(false) {
+                    return Ok::<_, ModelError>((runner, None, false));
+                }
+                let mut alone = b.runner_with_spinning(alone_threads, false)?;
+                if keep_alone_opt.is_none() {
+                    let ids = b.encoder().encode(sessions::PROBE_TEXT)?;
+                    let speedup = sessions::speedup(&mut runner, &mut alone, &ids)?;
+                    let keep = speedup >= sessions::KEEP_IF_FASTER;
+                    tracing::info!(
+                        threads_when_alone = alone_threads,
+                        speedup = format!("{speedup:.2}"),
+                        kept = keep,
+                        "a lone batch on {alone_threads} threads against {threads}: kept if at least {}x faster",
+                        sessions::KEEP_IF_FASTER
+                    );
+                    if !keep {
+                        return Ok((runner, None, false));
+                    }
+                }
+                Ok((runner, Some(alone), true))
+            })
+            .await
+            .map_err(|err| EngineError::Spawn(err.to_string()))??;
+            keep_alone_opt = Some(keep_alone);
             let gauge = Arc::new(LoadGauge::default());
             let name = format!("a{i}");
             let args = InferenceArgs {
                 name: name.clone(),
                 runner,
+                runner_alone,
+                node_running: node_running.clone(),
                 encoder: bundle.encoder().clone(),
                 manifest: Arc::new(bundle.manifest().clone()),
                 limits,
@@ -155,7 +185,7 @@ impl Engine {
         let (gateway, handle) =
             Actor::spawn(None, GatewayActor, args).await.map_err(|err| EngineError::Spawn(err.to_string()))?;
         handles.push(handle);
-        tracing::info!(actors = config.actors, threads_per_actor = config.threads_per_actor, model = %bundle.manifest().name, variant = bundle.variant(), "engine started");
+        tracing::info!(actors = config.actors, threads_per_actor = config.threads_per_actor, threads_when_alone = config.threads_when_alone, model = %bundle.manifest().name, variant = bundle.variant(), "engine started");
         Ok(Self { gateway, actors, handles, bundle, shutting_down: Arc::new(AtomicBool::new(false)) })
     }
 
