@@ -1,7 +1,7 @@
 """Trains senti's default Chinese sentiment model from scratch, then exports, checks and ships it.
 
 One command does it all (`make model`, which runs this file with the pinned virtualenv):
-    data -> tokenizer -> optional masked-language-model pre-training -> fine-tuning ->
+    data -> tokenizer -> optional masked-language-model pre-training -> fine-tuning -> n-gram head ->
     calibration -> ONNX fp32 + int8 export -> parity and agreement checks -> latency ->
     models/<name>/ (model.onnx, model.int8.onnx, tokenizer.json, model.toml, MODEL_CARD.md, metrics.json)
 
@@ -30,6 +30,7 @@ from transformers import BertConfig, BertForMaskedLM, BertForSequenceClassificat
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "export"))
+import ngram  # noqa: E402
 import senti_export as sx  # noqa: E402
 
 SIZES = {
@@ -55,10 +56,12 @@ def parse_args():
     p.add_argument("--lr", type=float, default=3e-4)
     p.add_argument("--mlm-lr", type=float, default=7e-4)
     p.add_argument("--max-length", type=int, default=256, help="tokens, [CLS] and [SEP] included")
-    p.add_argument("--train-limit", type=int, default=0, help="use only the first N training rows (smoke tests)")
+    p.add_argument("--train-limit", type=int, default=0, help="use only N training rows, a seeded sample (smoke tests)")
     p.add_argument("--seed", type=int, default=20261123)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--no-export", action="store_true", help="stop after training and evaluation (size sweeps)")
+    p.add_argument("--ngram-buckets", type=int, default=20, help="log2 of the n-gram head's table rows (0: no head; see ngram.py)")
+    p.add_argument("--ngram-c", type=float, default=8.0, help="inverse L2 strength of the n-gram head's logistic regression")
     return p.parse_args()
 
 
@@ -212,6 +215,29 @@ def per_source_accuracy(pred, labels, sources):
     return {s: {"rows": counts[s], "accuracy": hits[s] / counts[s]} for s in sorted(counts)}
 
 
+def add_ngram_head(out, train_ids, train_labels, val_ids, val_labels, encoder_logits, args, vocab):
+    """Fits the hashed n-gram head (ngram.py) on train, weighs it against the encoder on val, and
+    adds its nodes to both exported graphs in place."""
+    started = time.time()
+    head, info = ngram.fit(train_ids, train_labels, vocab, 1 << args.ngram_buckets, args.ngram_c, args.seed)
+    scores = head.scores(val_ids)
+    head.alpha = ngram.best_alpha(encoder_logits["fp32"], scores, val_labels)
+    info.update(
+        {
+            "alpha": head.alpha,
+            "table_mb": head.table.nbytes / 1e6,
+            "val_accuracy_head_alone": float(((scores > 0) == val_labels).mean()),
+            "val_accuracy_encoder_alone": {v: float((l.argmax(1) == val_labels).mean()) for v, l in encoder_logits.items()},
+            "val_accuracy_cross_fitted": ngram.cross_fitted_accuracy(encoder_logits["fp32"], scores, val_labels),
+            "minutes": (time.time() - started) / 60,
+        }
+    )
+    log.info("n-gram head %s", info)
+    for file in ("model.onnx", "model.int8.onnx"):
+        ngram.attach(out / file, out / file, head)
+    return head, info
+
+
 def main():
     args = parse_args()
     torch.set_num_threads(args.threads)
@@ -234,7 +260,9 @@ def main():
     data = args.data / "sentiment"
     train_texts, train_labels, _ = read_labeled(data / "train.tsv")
     if args.train_limit:
-        train_texts, train_labels = train_texts[: args.train_limit], train_labels[: args.train_limit]
+        # A seeded sample, not the first rows: the file is sorted by label.
+        pick = sorted(random.Random(args.seed).sample(range(len(train_texts)), args.train_limit))
+        train_texts, train_labels = [train_texts[i] for i in pick], train_labels[pick]
     val_texts, val_labels, val_sources = read_labeled(data / "val.tsv")
     tokenizer = sx.build_bert_chinese_tokenizer(args.data / "vocab" / "bert-base-chinese-vocab.txt")
     train_ids = sx.encode(tokenizer, train_texts, args.max_length)
@@ -304,13 +332,27 @@ def main():
     sx.export_onnx(model, fp32, config.vocab_size)
     sx.quantize_int8(fp32, int8)
 
-    # Checks: fp32 ONNX against PyTorch, int8 against fp32.
+    # Checks on the encoder alone: fp32 ONNX against PyTorch.
+    encoder_logits = {"fp32": sx.ort_logits(sx.ort_session(fp32), val_ids), "int8": sx.ort_logits(sx.ort_session(int8), val_ids)}
+    max_diff = float(np.abs(encoder_logits["fp32"] - torch_val_logits).max())
+    log.info("fp32 onnx vs torch max |diff| %.2e", max_diff)
+    assert max_diff <= 1e-4, f"fp32 ONNX logits differ from PyTorch by {max_diff}"
+
+    head, head_info = None, None
+    if args.ngram_buckets:
+        head, head_info = add_ngram_head(out, train_ids, train_labels, val_ids, val_labels, encoder_logits, args, config.vocab_size)
+
+    # Checks on the shipped graphs: the head's nodes compute what ngram.py computes; int8 against fp32.
     fp32_logits = sx.ort_logits(sx.ort_session(fp32), val_ids)
     int8_logits = sx.ort_logits(sx.ort_session(int8), val_ids)
-    max_diff = float(np.abs(fp32_logits - torch_val_logits).max())
+    if head is not None:
+        delta = head.delta(val_ids)
+        head_diff = max(float(np.abs(fp32_logits - encoder_logits["fp32"] - delta).max()), float(np.abs(int8_logits - encoder_logits["int8"] - delta).max()))
+        log.info("n-gram head: ONNX vs numpy max |diff| %.2e", head_diff)
+        assert head_diff <= 1e-4, f"the n-gram head's ONNX nodes differ from ngram.py by {head_diff}"
+        head_info["onnx_vs_numpy_max_abs_diff"] = head_diff
     agreement = float((int8_logits.argmax(1) == fp32_logits.argmax(1)).mean())
-    log.info("fp32 onnx vs torch max |diff| %.2e; int8 label agreement %.4f", max_diff, agreement)
-    assert max_diff <= 1e-4, f"fp32 ONNX logits differ from PyTorch by {max_diff}"
+    log.info("int8 label agreement %.4f", agreement)
     assert agreement >= 0.995, f"int8 agrees with fp32 on only {agreement:.4f} of val"
 
     variants = {"fp32": "model.onnx", "int8": "model.int8.onnx"}
@@ -333,6 +375,7 @@ def main():
         {
             "fp32_vs_torch_max_abs_diff": max_diff,
             "int8_label_agreement": agreement,
+            "ngram_head": head_info,
             "variants": results,
             "default_variant": default,
             "minutes_total": (time.time() - started) / 60,
