@@ -48,9 +48,9 @@ def parse_args():
     p.add_argument("--data", type=Path, default=HERE.parents[2] / "shared" / "data")
     p.add_argument("--out", type=Path, default=HERE.parent / "senti-zh-small")
     p.add_argument("--name", default="senti-zh-small")
-    p.add_argument("--version", default="1.0.0")
+    p.add_argument("--version", default="1.1.0")
     p.add_argument("--size", choices=sorted(SIZES), default="small")
-    p.add_argument("--mlm-epochs", type=float, default=1.0, help="MLM pre-training epochs over unlabeled+train text (0: none)")
+    p.add_argument("--mlm-epochs", type=float, default=2.0, help="MLM pre-training epochs over unlabeled+train text (0: none)")
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--lr", type=float, default=3e-4)
@@ -343,9 +343,11 @@ def main():
         head, head_info = add_ngram_head(out, train_ids, train_labels, val_ids, val_labels, encoder_logits, args, config.vocab_size)
 
     # Checks on the shipped graphs: the head's nodes compute what ngram.py computes; int8 against fp32.
-    fp32_logits = sx.ort_logits(sx.ort_session(fp32), val_ids)
-    int8_logits = sx.ort_logits(sx.ort_session(int8), val_ids)
-    if head is not None:
+    if head is None:
+        fp32_logits, int8_logits = encoder_logits["fp32"], encoder_logits["int8"]
+    else:
+        fp32_logits = sx.ort_logits(sx.ort_session(fp32), val_ids)
+        int8_logits = sx.ort_logits(sx.ort_session(int8), val_ids)
         delta = head.delta(val_ids)
         head_diff = max(float(np.abs(fp32_logits - encoder_logits["fp32"] - delta).max()), float(np.abs(int8_logits - encoder_logits["int8"] - delta).max()))
         log.info("n-gram head: ONNX vs numpy max |diff| %.2e", head_diff)
