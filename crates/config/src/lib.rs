@@ -126,6 +126,11 @@ pub struct EngineConfig {
     /// runs such a batch on it, so a lone request gets every core while a busy node keeps one
     /// single-threaded session per core. Costs a second copy of the model's weights per actor.
     pub threads_when_alone: usize,
+    /// Share of a request's time left that the work queued ahead of it, at the actor's measured
+    /// tokens/s, may fill; beyond it the actor answers a fast 429 instead of a 504 later. Below 1
+    /// it keeps a margin for what the estimate misses (long texts cost more per token than the
+    /// average batch, the rate moves); 1 admits whatever the estimate says finishes just in time.
+    pub admission_headroom: f64,
 }
 
 impl Default for EngineConfig {
@@ -144,6 +149,7 @@ impl Default for EngineConfig {
             batches_ahead: 2,
             intra_op_spinning: true,
             threads_when_alone: 2,
+            admission_headroom: 1.0,
         }
     }
 }
@@ -392,6 +398,7 @@ impl Config {
         at_least("engine.queue_capacity", e.queue_capacity as u64, 1)?;
         fraction("engine.batches_ahead", e.batches_ahead as f64, 1.0, 8.0)?;
         fraction("engine.threads_when_alone", e.threads_when_alone as f64, 0.0, 256.0)?;
+        fraction("engine.admission_headroom", e.admission_headroom, 0.05, 1.0)?;
         let l = &self.limits;
         at_least("limits.max_text_chars", l.max_text_chars as u64, 1)?;
         at_least("limits.max_texts", l.max_texts as u64, 1)?;
@@ -551,6 +558,8 @@ mod tests {
         assert_eq!(err, "invalid config: `engine.actors` must be at least 1, got 0");
         let err = Config::from_toml("[limits]\nmax_texts = 5000\n").unwrap_err().to_string();
         assert!(err.contains("`limits.max_texts`"), "{err}");
+        let err = Config::from_toml("[engine]\nadmission_headroom = 1.5\n").unwrap_err().to_string();
+        assert_eq!(err, "invalid config: `engine.admission_headroom` must be between 0.05 and 1, got 1.5");
     }
 
     #[test]

@@ -74,6 +74,9 @@ pub struct InferenceArgs {
     pub capacity: usize,
     /// Batches handed to the model thread at once (running + staged), at least 1.
     pub batches_ahead: usize,
+    /// Share of a request's time left that the backlog ahead of it may fill
+    /// (`engine.admission_headroom`).
+    pub admission_headroom: f64,
     /// Shared with readers of this actor's load.
     pub gauge: Arc<LoadGauge>,
 }
@@ -109,6 +112,7 @@ pub struct InferenceState {
     limits: BatchLimits,
     capacity: usize,
     batches_ahead: usize,
+    admission_headroom: f64,
     gauge: Arc<LoadGauge>,
     queue: BatchQueue<Slot>,
     pending: HashMap<u64, Pending>,
@@ -141,6 +145,7 @@ impl Actor for InferenceActor {
             limits: args.limits,
             capacity: args.capacity,
             batches_ahead: args.batches_ahead.max(1),
+            admission_headroom: args.admission_headroom,
             gauge: args.gauge,
             queue: BatchQueue::default(),
             pending: HashMap::new(),
@@ -213,7 +218,7 @@ impl InferenceState {
         // Beyond capacity the answer is a fast 429, not a 504 after the whole deadline spent
         // waiting: refuse what the backlog would not let finish in time.
         let tokens = encoded.iter().map(Vec::len).sum();
-        if !self.gauge.snapshot().finishes_within(tokens, deadline - now) {
+        if !self.gauge.snapshot().finishes_within(tokens, (deadline - now).mul_f64(self.admission_headroom)) {
             self.reject(reply, "deadline");
             return;
         }

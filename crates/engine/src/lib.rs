@@ -167,6 +167,7 @@ impl Engine {
                 limits,
                 capacity: config.queue_capacity,
                 batches_ahead: config.batches_ahead,
+                admission_headroom: config.admission_headroom,
                 gauge: gauge.clone(),
             };
             let (actor, handle) =
