@@ -11,20 +11,33 @@
 #
 # Starts `senti serve` twice on free loopback ports, once with the variables of A and once with
 # those of B (space-separated NAME=value words; other words are labels), waits for an answer, then for each round and each
-# concurrency runs senti-loadgen closed loop against A, then B (alternating, so a slow minute on a
-# shared machine hits both). Prints per concurrency the median over rounds of texts/s, p50 and
-# p99 of each side and B ÷ A, and writes every run to bench-results/ab-<UTC time>.json.
+# load runs senti-loadgen against A, then B (alternating, so a slow minute on a
+# shared machine hits both). Prints per load the median over rounds of texts/s, p50 and p99 of
+# each side and B ÷ A, and the errors of all rounds by kind, and writes every run to
+# bench-results/ab-<UTC time>.json.
 #
-# Environment: ROUNDS (3), CONCURRENCIES ("1 5 20"), ROUTE (analyze|classify), TEXTS (texts per
-# request, classify only; 1), DURATION (10) and WARMUP (2) seconds per run, MODEL=dir and
-# VARIANT=fp32|int8, CARGO. Loopback only; about ROUNDS x concurrencies x 2 x (DURATION + WARMUP).
+# With RATES set (requests/s, e.g. RATES=54) the loads are open loop at those arrival rates
+# instead (up to OPEN_CONNECTIONS, 256, in flight): how each side behaves in overload, e.g.
+#
+#   MODEL=models/bench/structbert-base-random VARIANT=fp32 RATES=54 ROUNDS=2 DURATION=20 WARMUP=3 \
+#     A="SENTI__ENGINE__ADMISSION_HEADROOM=1.0" B="SENTI__ENGINE__ADMISSION_HEADROOM=0.8" make bench-ab
+#
+# Environment: ROUNDS (3), CONCURRENCIES ("1 5 20"), RATES (none), ROUTE (analyze|classify),
+# TEXTS (texts per request, classify only; 1), DURATION (10) and WARMUP (2) seconds per run,
+# MODEL=dir and VARIANT=fp32|int8, CARGO. Loopback only; about ROUNDS x loads x 2 x (DURATION +
+# WARMUP).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 : "${A:?set A to the first setting, e.g. A=SENTI__ENGINE__BATCHES_AHEAD=1}"
 : "${B:?set B to the second setting, e.g. B=SENTI__ENGINE__BATCHES_AHEAD=2}"
 ROUNDS=${ROUNDS:-3}
-read -r -a CONCURRENCIES <<<"${CONCURRENCIES:-1 5 20}"
+# Each load is "c<N>" (closed loop, N in flight) or "r<R>" (open loop, R requests/s).
+if [[ -n ${RATES:-} ]]; then
+  read -r -a LOADS <<<"$(printf 'r%s ' $RATES)"
+else
+  read -r -a LOADS <<<"$(printf 'c%s ' ${CONCURRENCIES:-1 5 20})"
+fi
 ROUTE=${ROUTE:-analyze}
 TEXTS=${TEXTS:-1}
 DURATION=${DURATION:-10}
@@ -65,14 +78,20 @@ done
 texts_args=()
 [[ $ROUTE == classify ]] && texts_args=(--texts-per-request "$TEXTS")
 for round in $(seq "$ROUNDS"); do
-  for c in "${CONCURRENCIES[@]}"; do
+  for load in "${LOADS[@]}"; do
+    case $load in
+      c*) load_args=(--concurrency "${load#c}") ;;
+      r*) load_args=(--mode open --rate "${load#r}" --concurrency "${OPEN_CONNECTIONS:-256}") ;;
+    esac
     for side in A B; do
-      echo "bench-ab: round $round, concurrency $c, $side (${!side})" >&2
+      echo "bench-ab: round $round, load $load, $side (${!side})" >&2
+      run="$work/run-$side-$load-r$round.json"
+      # An overloaded side may answer nothing in time: senti-loadgen then exits non-zero, but
+      # its JSON is the result.
       target/release/senti-loadgen --url "${server_url[$side]}" --route "$ROUTE" "${texts_args[@]}" \
-        --concurrency "$c" --duration "$DURATION" --warmup "$WARMUP" \
-        --json "$work/run-$side-c$c-r$round.json" >/dev/null
-      jq --arg side "$side" --argjson round "$round" '. + {side: $side, round: $round}' \
-        "$work/run-$side-c$c-r$round.json" >"$work/tagged-$side-c$c-r$round.json"
+        "${load_args[@]}" --duration "$DURATION" --warmup "$WARMUP" --json "$run" >/dev/null || [[ -s $run ]]
+      jq --arg side "$side" --argjson round "$round" --arg load "$load" '. + {side: $side, round: $round, load: $load}' \
+        "$run" >"$work/tagged-$side-$load-r$round.json"
     done
   done
 done
@@ -83,12 +102,13 @@ result="bench-results/ab-$stamp.json"
 jq -s --arg a "$A" --arg b "$B" --arg date "$stamp" --arg model "${MODEL:-embedded}" --arg variant "${VARIANT:-default}" '
   def median: sort | if length == 0 then null else .[(length - 1) / 2 | floor] end;
   {date: $date, a: $a, b: $b, model: $model, variant: $variant, runs: .,
-   summary: (group_by(.concurrency) | map(
+   summary: (group_by(.load) | map(
      . as $runs
      | def side(s): [$runs[] | select(.side == s)]
          | {texts_per_s: (map(.texts_per_s) | median), p50_ms: (map(.latency_ms.p50) | median),
-            p99_ms: (map(.latency_ms.p99) | median), errors: (map(.errors | add // 0) | add)};
-     {concurrency: .[0].concurrency, a: side("A"), b: side("B")}
+            p99_ms: (map(.latency_ms.p99) | median),
+            errors: (reduce (.[].errors | to_entries[]) as $e ({}; .[$e.key] += $e.value))};
+     {load: .[0].load, a: side("A"), b: side("B")}
      | . + {texts_per_s_b_over_a: (.b.texts_per_s / .a.texts_per_s)}))}' \
   "$work"/tagged-*.json >"$result"
 
@@ -99,8 +119,10 @@ jq -r '
   "A: `\(.a)`  ",
   "B: `\(.b)`",
   "",
-  "| concurrency | A texts/s | B texts/s | B ÷ A | A p50 ms | B p50 ms | A p99 ms | B p99 ms | errors A / B |",
+  def kinds: if length == 0 then "0" else to_entries | map("\(.key | sub("status_"; "")): \(.value)") | join(", ") end;
+  def load: if startswith("c") then "c=\(.[1:])" else "\(.[1:])/s open" end;
+  "| load | A texts/s | B texts/s | B ÷ A | A p50 ms | B p50 ms | A p99 ms | B p99 ms | errors A / B |",
   "|---:|---:|---:|---:|---:|---:|---:|---:|---|",
-  (.summary[] | "| \(.concurrency) | \(.a.texts_per_s | round) | \(.b.texts_per_s | round) | \(.texts_per_s_b_over_a | f2) | \(.a.p50_ms | f2) | \(.b.p50_ms | f2) | \(.a.p99_ms | f2) | \(.b.p99_ms | f2) | \(.a.errors) / \(.b.errors) |")
+  (.summary[] | "| \(.load | load) | \(.a.texts_per_s | round) | \(.b.texts_per_s | round) | \(.texts_per_s_b_over_a | f2) | \(.a.p50_ms | f2) | \(.b.p50_ms | f2) | \(.a.p99_ms | f2) | \(.b.p99_ms | f2) | \(.a.errors | kinds) / \(.b.errors | kinds) |")
 ' "$result"
 echo "bench-ab: results in $result" >&2

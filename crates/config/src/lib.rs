@@ -130,8 +130,7 @@ pub struct EngineConfig {
     /// tokens/s, may fill; beyond it the actor answers a fast 429 instead of a 504 later. Below 1
     /// it keeps a margin for what the estimate misses (long texts cost more per token than the
     /// average batch, the rate moves); 1 admits whatever the estimate says finishes just in time.
-    /// 0.8 measured against 1.0 on the StructBERT-base-sized model in overload: no 504 instead of
-    /// 22 and 56, and more answers (docs/benchmarks.md).
+    /// 0.8 is measured against 1.0 in overload in docs/benchmarks.md.
     pub admission_headroom: f64,
 }
 

@@ -218,7 +218,7 @@ impl InferenceState {
         // Beyond capacity the answer is a fast 429, not a 504 after the whole deadline spent
         // waiting: refuse what the backlog would not let finish in time.
         let tokens = encoded.iter().map(Vec::len).sum();
-        if !self.gauge.snapshot().finishes_within(tokens, (deadline - now).mul_f64(self.admission_headroom)) {
+        if !self.gauge.snapshot().finishes_within(tokens, deadline - now, self.admission_headroom) {
             self.reject(reply, "deadline");
             return;
         }

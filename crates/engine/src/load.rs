@@ -49,14 +49,16 @@ impl Load {
         Duration::from_secs_f64(self.backlog_tokens() as f64 / rate)
     }
 
-    /// Whether `tokens` more, queued behind the current backlog, can be finished within
-    /// `time_left` at the recent throughput. An idle actor, or one that has not measured its
-    /// throughput yet, takes anything: the estimate means something only with both.
-    pub fn finishes_within(&self, tokens: usize, time_left: Duration) -> bool {
+    /// Whether `tokens` more, queued behind the current backlog, can be finished within the
+    /// share `headroom` (0 to 1, `engine.admission_headroom`) of `time_left` at the recent
+    /// throughput; the rest is a margin for what the estimate misses. An idle actor, or one that
+    /// has not measured its throughput yet, takes anything: the estimate means something only
+    /// with both.
+    pub fn finishes_within(&self, tokens: usize, time_left: Duration, headroom: f64) -> bool {
         if self.backlog_tokens() == 0 || self.tokens_per_sec <= 0.0 {
             return true;
         }
-        (self.backlog_tokens() + tokens) as f64 / self.tokens_per_sec <= time_left.as_secs_f64()
+        (self.backlog_tokens() + tokens) as f64 / self.tokens_per_sec <= headroom * time_left.as_secs_f64()
     }
 }
 
@@ -111,14 +113,18 @@ mod tests {
     #[test]
     fn admission_compares_the_finish_time_with_the_time_left() {
         let gauge = LoadGauge::default();
-        assert!(gauge.snapshot().finishes_within(10_000, Duration::ZERO), "idle: anything goes");
+        assert!(gauge.snapshot().finishes_within(10_000, Duration::ZERO, 0.8), "idle: anything goes");
         gauge.set_queue(10, 1_000);
-        assert!(gauge.snapshot().finishes_within(10_000, Duration::ZERO), "no measured throughput yet");
+        assert!(gauge.snapshot().finishes_within(10_000, Duration::ZERO, 0.8), "no measured throughput yet");
         gauge.record_batch(1_000, Duration::from_secs(1));
         gauge.set_running(1, 500);
         let load = gauge.snapshot();
-        assert!(load.finishes_within(500, Duration::from_secs(2)), "1500 + 500 tokens at 1000/s: 2 s");
-        assert!(!load.finishes_within(501, Duration::from_secs(2)));
-        assert!(!load.finishes_within(0, Duration::from_millis(1_499)));
+        assert!(load.finishes_within(500, Duration::from_secs(2), 1.0), "1500 + 500 tokens at 1000/s: 2 s");
+        assert!(!load.finishes_within(501, Duration::from_secs(2), 1.0));
+        assert!(!load.finishes_within(0, Duration::from_millis(1_499), 1.0));
+        // With headroom 0.8 the same 2 s of work needs 2.5 s left.
+        assert!(!load.finishes_within(500, Duration::from_secs(2), 0.8));
+        assert!(load.finishes_within(500, Duration::from_millis(2_500), 0.8));
+        assert!(!load.finishes_within(500, Duration::from_millis(2_499), 0.8));
     }
 }
