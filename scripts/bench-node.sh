@@ -210,7 +210,7 @@ jq -r '
     "|---|---:|---:|---|---:|---:|---:|",
     (.raw.results[] | "| \(.shape) | \(.batch) | \(.texts_per_s | f0) | \(.rounds_texts_per_s | map(f0) | join(", ")) | \(.batch_ms.p50 | f2) | \(.batch_ms.p99 | f2) | \(.padding_efficiency | f2) |"),
     "",
-    "Tokenization alone (one thread): \(.raw.tokenize_texts_per_s | f0) texts/s.",
+    "Tokenization alone (one thread): \(.raw.tokenize_texts_per_s | f0) texts/s (the tokenizers crate itself, same ids: \(.raw.tokenize_tokenizers_texts_per_s // 0 | f0)).",
     "",
     "### senti over HTTP (senti-loadgen, closed loop)",
     "",

@@ -12,6 +12,7 @@ mod embedded;
 mod manifest;
 mod runtime;
 mod scores;
+mod wordpiece;
 
 use std::path::PathBuf;
 

@@ -77,6 +77,8 @@ struct Output {
     mean_tokens: f64,
     /// One thread, the whole payload: the tokenization work senti's actors do per text.
     tokenize_texts_per_s: f64,
+    /// The same with `tokenizers` itself (the reference senti's ids-only BERT path must equal).
+    tokenize_tokenizers_texts_per_s: f64,
     seconds: f64,
     rounds: usize,
     warmup: f64,
@@ -123,19 +125,22 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let bundle = ModelBundle::load(&source, cli.variant.as_deref()).context("cannot load the model")?;
     let payload = cli.payload.clone().unwrap_or_else(senti_bench::default_payload_path);
     let texts = mix(read_texts(&payload)?, cli.seed);
-    let (encoded, tokenize_seconds) = tokenize(&bundle, &texts)?;
+    let (encoded, tokenization) = tokenize(&bundle, &texts)?;
     let mean_tokens = encoded.iter().map(Vec::len).sum::<usize>() as f64 / encoded.len() as f64;
     if let Some(path) = &cli.lengths_out {
         let lines: String = encoded.iter().map(|ids| format!("{}\n", ids.len())).collect();
         std::fs::write(path, lines).with_context(|| format!("cannot write {}", path.display()))?;
     }
     eprintln!(
-        "senti-bench-raw: model {} {} ({}), {} texts, {mean_tokens:.1} tokens on average, tokenized at {:.0} texts/s",
+        "senti-bench-raw: model {} {} ({}), {} texts, {mean_tokens:.1} tokens on average, tokenized at {:.0} texts/s \
+         (one thread; `tokenizers` alone: {:.0} texts/s, same ids; fast path: {})",
         bundle.manifest().name,
         bundle.manifest().version,
         bundle.variant(),
         texts.len(),
-        texts.len() as f64 / tokenize_seconds
+        tokenization.senti,
+        tokenization.tokenizers,
+        tokenization.fast_path,
     );
 
     let warmup = Duration::from_secs_f64(cli.warmup);
@@ -190,7 +195,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             seed: cli.seed,
             texts: texts.len(),
             mean_tokens,
-            tokenize_texts_per_s: texts.len() as f64 / tokenize_seconds,
+            tokenize_texts_per_s: tokenization.senti,
+            tokenize_tokenizers_texts_per_s: tokenization.tokenizers,
             seconds: cli.seconds,
             rounds: cli.rounds,
             warmup: cli.warmup,
@@ -204,20 +210,43 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Token ids of every text, and the seconds a second, warm pass took on this one thread (the
-/// first pass pays for cold caches and allocations that a serving process has long paid).
-fn tokenize(bundle: &ModelBundle, texts: &[String]) -> anyhow::Result<(Vec<Vec<u32>>, f64)> {
-    let encode_all = || {
-        texts
-            .iter()
-            .map(|text| bundle.encoder().encode(text))
-            .collect::<Result<Vec<_>, _>>()
-            .context("cannot tokenize the payload")
+/// Token ids of every text, and the texts/s of senti's encoder and of `tokenizers` itself on this
+/// one thread (median of 3 alternating warm passes each; the first pass pays for cold caches and
+/// allocations that a serving process has long paid). Fails if the two disagree on any text.
+fn tokenize(bundle: &ModelBundle, texts: &[String]) -> anyhow::Result<(Vec<Vec<u32>>, Tokenization)> {
+    let encoder = bundle.encoder();
+    let pass = |encode: &dyn Fn(&str) -> Result<Vec<u32>, senti_model::ModelError>| {
+        let started = Instant::now();
+        let ids = texts.iter().map(|text| encode(text)).collect::<Result<Vec<_>, _>>();
+        (ids, texts.len() as f64 / started.elapsed().as_secs_f64().max(1e-9))
     };
-    encode_all()?;
-    let started = Instant::now();
-    let encoded = encode_all()?;
-    Ok((encoded, started.elapsed().as_secs_f64().max(1e-9)))
+    let senti = |text: &str| encoder.encode(text);
+    let reference = |text: &str| encoder.encode_with_tokenizers(text);
+    let (encoded, _) = pass(&senti);
+    let encoded = encoded.context("cannot tokenize the payload")?;
+    let (expected, _) = pass(&reference);
+    let expected = expected.context("cannot tokenize the payload")?;
+    let differing = encoded.iter().zip(&expected).filter(|(a, b)| a != b).count();
+    anyhow::ensure!(differing == 0, "senti's tokenizer and `tokenizers` disagree on {differing} texts");
+    let (mut fast, mut slow) = (Vec::new(), Vec::new());
+    for _ in 0..3 {
+        fast.push(pass(&senti).1);
+        slow.push(pass(&reference).1);
+    }
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    Ok((encoded, Tokenization { senti: median(fast), tokenizers: median(slow), fast_path: encoder.is_fast() }))
+}
+
+/// Tokenization texts/s on one thread.
+struct Tokenization {
+    /// senti's encoder (the ids-only BERT path when `fast_path`).
+    senti: f64,
+    /// `tokenizers`' `encode_fast`, the same ids.
+    tokenizers: f64,
+    fast_path: bool,
 }
 
 /// One session per thread count in `threads`, then `parallel` sessions of one thread each
