@@ -117,6 +117,12 @@ pub struct EngineConfig {
     /// behind it, so it starts the next batch without waiting for an actor round trip. 1 turns
     /// staging off (the thread idles between batches); more than 2 only fixes batches earlier.
     pub batches_ahead: usize,
+    /// Expected milliseconds of work (at the actor's measured tokens/s) that may go to the model
+    /// thread in one hand-off when a request's texts come out of the queue one batch after
+    /// another: the thread runs them back to back and reports once, so the actor wakes once per
+    /// hand-off instead of once per batch. Only texts of one request go together, so no other
+    /// request waits for them; 0 hands over one batch at a time.
+    pub handoff_ms: u64,
     /// Whether ONNX Runtime's intra-op threads spin-wait between operators (its default) when
     /// `threads_per_actor > 1`. Spinning lowers one session's latency but holds cores that
     /// other actors and the HTTP threads need.
@@ -148,6 +154,7 @@ impl Default for EngineConfig {
             max_batch_size: 1,
             queue_capacity: 2048,
             batches_ahead: 2,
+            handoff_ms: 20,
             intra_op_spinning: true,
             threads_when_alone: 2,
             admission_headroom: 0.8,
@@ -398,6 +405,7 @@ impl Config {
         at_least("engine.max_batch_tokens", e.max_batch_tokens as u64, 16)?;
         at_least("engine.queue_capacity", e.queue_capacity as u64, 1)?;
         fraction("engine.batches_ahead", e.batches_ahead as f64, 1.0, 8.0)?;
+        fraction("engine.handoff_ms", e.handoff_ms as f64, 0.0, 10_000.0)?;
         fraction("engine.threads_when_alone", e.threads_when_alone as f64, 0.0, 256.0)?;
         fraction("engine.admission_headroom", e.admission_headroom, 0.05, 1.0)?;
         let l = &self.limits;

@@ -1,16 +1,19 @@
 //! The inference actor: one ONNX Runtime session on its own thread, fed by a batching queue.
 //!
 //! ```text
-//!  Infer{texts, deadline, reply} ──> InferenceActor ──Batch──> model thread (Runner::logits)
-//!                                    │ tokenizes, queues        │
-//!                                    │ BatchDone <──────────────┘
+//!  Infer{texts, deadline, reply} ──> InferenceActor ──Handoff──> model thread (Runner::logits
+//!                                    │ tokenizes, queues          │  per batch of the hand-off)
+//!                                    │ BatchDone <────────────────┘
 //!                                    └─> reply: Ok(scores) | Err(InferError)
 //! ```
-//! While the model thread runs one batch, new texts wait in the [`BatchQueue`]; the actor keeps
-//! one more batch staged in the model thread's channel (`engine.batches_ahead`, default 2), so the
+//! While the model thread runs, new texts wait in the [`BatchQueue`]; the actor keeps one more
+//! hand-off staged in the model thread's channel (`engine.batches_ahead`, default 2), so the
 //! thread starts its next batch the moment it finishes one instead of idling through an actor
 //! round trip (measured: docs/benchmarks.md); the batch after that is taken from everything that
-//! has arrived meanwhile (dynamic batching).
+//! has arrived meanwhile (dynamic batching). A hand-off is one batch, or several batches of one
+//! request back to back, up to `engine.handoff_ms` of expected work: the thread then reports
+//! once for all of them, which spares the actor (and the core the model thread shares with it)
+//! a wake-up per batch.
 //! Expired texts and texts of requests whose caller has gone are dropped before inference.
 //! A failing batch answers each of its requests with the error; the actor itself keeps going.
 
@@ -31,6 +34,13 @@ use crate::InferError;
 /// What an inference returns: one [`Scores`] per text, in request order.
 pub type InferResult = Result<Vec<Scores>, InferError>;
 
+/// One batch run by the model thread: logits per text (or the error that failed the batch), and
+/// the time spent in ONNX Runtime.
+pub type BatchResult = (Result<Vec<Vec<f32>>, ModelError>, Duration);
+
+/// Batches the model thread runs back to back before it reports (token ids per text).
+type Handoff = Vec<Vec<Vec<u32>>>;
+
 /// Messages of [`InferenceActor`].
 pub enum InferenceMsg {
     /// Classify these texts before `deadline`.
@@ -42,13 +52,10 @@ pub enum InferenceMsg {
         /// Where the answer goes; if the caller drops its end, the texts are not run.
         reply: RpcReplyPort<InferResult>,
     },
-    /// From the model thread: the batch in flight finished.
-    BatchDone {
-        /// Logits per text of the batch, or the error that failed it.
-        result: Result<Vec<Vec<f32>>, ModelError>,
-        /// Time spent in ONNX Runtime.
-        elapsed: Duration,
-    },
+    /// From the model thread: the oldest hand-off in flight finished; per batch of it, in order,
+    /// the logits per text (or the error that failed the batch) and the time spent in ONNX
+    /// Runtime.
+    BatchDone(Vec<BatchResult>),
 }
 
 // `ractor::Message` is implemented in `wire.rs`: `Infer` can cross the network.
@@ -72,8 +79,11 @@ pub struct InferenceArgs {
     pub limits: BatchLimits,
     /// Most texts queued at once.
     pub capacity: usize,
-    /// Batches handed to the model thread at once (running + staged), at least 1.
+    /// Hand-offs to the model thread at once (running + staged), at least 1.
     pub batches_ahead: usize,
+    /// Expected work of one request's consecutive batches handed over together
+    /// (`engine.handoff_ms`; zero: one batch per hand-off).
+    pub handoff: Duration,
     /// Share of a request's time left that the backlog ahead of it may fill
     /// (`engine.admission_headroom`).
     pub admission_headroom: f64,
@@ -99,8 +109,12 @@ struct Pending {
     enqueued: Instant,
 }
 
+/// One hand-off to the model thread.
 struct InFlight {
+    /// (request, index) of every text, batch after batch.
     keys: Vec<(u64, usize)>,
+    /// Texts and padded tokens of each batch.
+    batches: Vec<(usize, usize)>,
     padded_tokens: usize,
 }
 
@@ -112,15 +126,16 @@ pub struct InferenceState {
     limits: BatchLimits,
     capacity: usize,
     batches_ahead: usize,
+    handoff: Duration,
     admission_headroom: f64,
     gauge: Arc<LoadGauge>,
     queue: BatchQueue<Slot>,
     pending: HashMap<u64, Pending>,
     next_request: u64,
-    /// Batches handed to the model thread, oldest (running) first; at most `batches_ahead`.
+    /// Hand-offs to the model thread, oldest (running) first; at most `batches_ahead`.
     in_flight: VecDeque<InFlight>,
-    /// Batches to the model thread; dropping it ends the thread.
-    to_model: mpsc::Sender<Vec<Vec<u32>>>,
+    /// Hand-offs to the model thread; dropping it ends the thread.
+    to_model: mpsc::Sender<Handoff>,
 }
 
 impl Actor for InferenceActor {
@@ -133,11 +148,11 @@ impl Actor for InferenceActor {
         myself: ActorRef<Self::Msg>,
         args: Self::Arguments,
     ) -> Result<Self::State, ActorProcessingErr> {
-        let (to_model, batches) = mpsc::channel::<Vec<Vec<u32>>>();
+        let (to_model, handoffs) = mpsc::channel::<Handoff>();
         let sessions = Sessions { shared: args.runner, alone: args.runner_alone, node_running: args.node_running };
         std::thread::Builder::new()
             .name(format!("senti-model-{}", args.name))
-            .spawn(move || model_thread(sessions, batches, myself))?;
+            .spawn(move || model_thread(sessions, handoffs, myself))?;
         Ok(InferenceState {
             name: args.name,
             encoder: args.encoder,
@@ -145,6 +160,7 @@ impl Actor for InferenceActor {
             limits: args.limits,
             capacity: args.capacity,
             batches_ahead: args.batches_ahead.max(1),
+            handoff: args.handoff,
             admission_headroom: args.admission_headroom,
             gauge: args.gauge,
             queue: BatchQueue::default(),
@@ -163,7 +179,7 @@ impl Actor for InferenceActor {
     ) -> Result<(), ActorProcessingErr> {
         match message {
             InferenceMsg::Infer { texts, deadline, reply } => state.enqueue(texts, deadline, reply),
-            InferenceMsg::BatchDone { result, elapsed } => state.finish_batch(result, elapsed),
+            InferenceMsg::BatchDone(results) => state.finish_handoff(results),
         }
         state.dispatch();
         Ok(())
@@ -177,14 +193,18 @@ impl Actor for InferenceActor {
     }
 }
 
-/// Runs batches until the actor drops its sender.
-fn model_thread(mut sessions: Sessions, batches: mpsc::Receiver<Vec<Vec<u32>>>, actor: ActorRef<InferenceMsg>) {
-    for batch in batches {
-        let started = Instant::now();
-        let refs: Vec<&[u32]> = batch.iter().map(Vec::as_slice).collect();
-        let result = sessions.logits(&refs);
-        let elapsed = started.elapsed();
-        if actor.cast(InferenceMsg::BatchDone { result, elapsed }).is_err() {
+/// Runs hand-offs until the actor drops its sender, reporting once per hand-off.
+fn model_thread(mut sessions: Sessions, handoffs: mpsc::Receiver<Handoff>, actor: ActorRef<InferenceMsg>) {
+    for handoff in handoffs {
+        let results = handoff
+            .iter()
+            .map(|batch| {
+                let started = Instant::now();
+                let refs: Vec<&[u32]> = batch.iter().map(Vec::as_slice).collect();
+                (sessions.logits(&refs), started.elapsed())
+            })
+            .collect();
+        if actor.cast(InferenceMsg::BatchDone(results)).is_err() {
             break;
         }
     }
@@ -242,75 +262,116 @@ impl InferenceState {
         let _ = reply.send(Err(InferError::QueueFull { retry_after }));
     }
 
-    /// Hands the model thread batches until it has `batches_ahead` or the queue is empty.
+    /// Hands the model thread work until it has `batches_ahead` hand-offs or the queue is empty.
     fn dispatch(&mut self) {
         while self.in_flight.len() < self.batches_ahead && !self.queue.is_empty() {
             self.dispatch_one();
         }
     }
 
-    /// Takes one batch from the queue (dropping abandoned and expired texts) and sends it.
+    /// Takes one hand-off from the queue (dropping abandoned and expired texts) and sends it: a
+    /// batch, then more batches while they hold only texts of that batch's request and the
+    /// expected work stays within `handoff`.
     fn dispatch_one(&mut self) {
         self.drop_abandoned();
-        let taken = self.queue.next_batch(Instant::now(), self.limits);
-        for entry in taken.expired {
-            self.fail(entry.payload.request, InferError::DeadlineExceeded);
+        let now = Instant::now();
+        let tokens_per_sec = self.gauge.snapshot().tokens_per_sec;
+        let mut handoff = InFlight { keys: Vec::new(), batches: Vec::new(), padded_tokens: 0 };
+        let mut ids: Handoff = Vec::new();
+        let mut request = None;
+        loop {
+            let taken = self.queue.next_batch(now, self.limits);
+            for entry in taken.expired {
+                self.fail(entry.payload.request, InferError::DeadlineExceeded);
+            }
+            if taken.batch.is_empty() {
+                break;
+            }
+            let longest = taken.batch.iter().map(|e| e.tokens).max().unwrap_or(0);
+            let padded_tokens = longest * taken.batch.len();
+            let first = *request.get_or_insert(taken.batch[0].payload.request);
+            let one_request = taken.batch.iter().all(|e| e.payload.request == first);
+            let mut batch = Vec::with_capacity(taken.batch.len());
+            for entry in taken.batch {
+                if let Some(pending) = self.pending.get(&entry.payload.request) {
+                    metrics::histogram!("senti_queue_wait_seconds")
+                        .record(now.duration_since(pending.enqueued).as_secs_f64());
+                }
+                handoff.keys.push((entry.payload.request, entry.payload.index));
+                batch.push(entry.payload.ids);
+            }
+            metrics::histogram!("senti_batch_size").record(batch.len() as f64);
+            metrics::histogram!("senti_batch_padded_tokens").record(padded_tokens as f64);
+            handoff.batches.push((batch.len(), padded_tokens));
+            handoff.padded_tokens += padded_tokens;
+            ids.push(batch);
+            // One more batch only if it is this request's and fits the hand-off's expected time.
+            let next_same = self.queue.front().is_some_and(|e| e.payload.request == first);
+            let expected = |tokens: usize| Duration::from_secs_f64(tokens as f64 / tokens_per_sec.max(1e-9));
+            let next_tokens = self.queue.front().map_or(0, |e| e.tokens);
+            if !one_request
+                || !next_same
+                || tokens_per_sec <= 0.0
+                || expected(handoff.padded_tokens + next_tokens) > self.handoff
+            {
+                break;
+            }
         }
-        if taken.batch.is_empty() {
+        if ids.is_empty() {
             self.publish_queue();
             return;
         }
-        let longest = taken.batch.iter().map(|e| e.tokens).max().unwrap_or(0);
-        let padded_tokens = longest * taken.batch.len();
-        let now = Instant::now();
-        let mut keys = Vec::with_capacity(taken.batch.len());
-        let mut ids = Vec::with_capacity(taken.batch.len());
-        for entry in taken.batch {
-            if let Some(pending) = self.pending.get(&entry.payload.request) {
-                metrics::histogram!("senti_queue_wait_seconds")
-                    .record(now.duration_since(pending.enqueued).as_secs_f64());
-            }
-            keys.push((entry.payload.request, entry.payload.index));
-            ids.push(entry.payload.ids);
-        }
-        metrics::histogram!("senti_batch_size").record(keys.len() as f64);
-        metrics::histogram!("senti_batch_padded_tokens").record(padded_tokens as f64);
-        self.in_flight.push_back(InFlight { keys, padded_tokens });
+        self.in_flight.push_back(handoff);
         self.publish_running();
         if self.to_model.send(ids).is_err() {
             // The model thread is gone (it only exits when this sender drops or the actor
-            // stops); answer every batch handed to it rather than leave them waiting.
-            while !self.in_flight.is_empty() {
-                self.finish_batch(Err(ModelError::Inference("model thread stopped".into())), Duration::ZERO);
+            // stops); answer every hand-off given to it rather than leave them waiting.
+            while let Some(lost) = self.in_flight.front() {
+                let failed = lost
+                    .batches
+                    .iter()
+                    .map(|_| (Err(ModelError::Inference("model thread stopped".into())), Duration::ZERO))
+                    .collect();
+                self.finish_handoff(failed);
             }
         }
         self.publish_queue();
     }
 
-    fn finish_batch(&mut self, result: Result<Vec<Vec<f32>>, ModelError>, elapsed: Duration) {
-        // The model thread runs batches in the order it received them.
-        let Some(batch) = self.in_flight.pop_front() else {
+    /// Answers the texts of the oldest hand-off from its batches' results.
+    fn finish_handoff(&mut self, results: Vec<BatchResult>) {
+        // The model thread runs hand-offs in the order it received them.
+        let Some(handoff) = self.in_flight.pop_front() else {
             tracing::error!(actor = %self.name, "batch finished but none was in flight. This is a bug.");
             return;
         };
         self.publish_running();
-        metrics::histogram!("senti_inference_seconds").record(elapsed.as_secs_f64());
-        match result {
-            Ok(rows) if rows.len() == batch.keys.len() => {
-                self.gauge.record_batch(batch.padded_tokens, elapsed);
-                for ((request, index), logits) in batch.keys.into_iter().zip(rows) {
-                    let scores = Scores::from_logits(&logits, &self.manifest);
-                    self.complete(request, index, scores);
+        if results.len() != handoff.batches.len() {
+            let err = format!("model thread returned {} batches for {}", results.len(), handoff.batches.len());
+            self.fail_all(&handoff.keys, InferError::Model(err));
+            return;
+        }
+        let mut keys = handoff.keys.into_iter();
+        for ((texts, padded_tokens), (result, elapsed)) in handoff.batches.into_iter().zip(results) {
+            let batch_keys: Vec<(u64, usize)> = keys.by_ref().take(texts).collect();
+            metrics::histogram!("senti_inference_seconds").record(elapsed.as_secs_f64());
+            match result {
+                Ok(rows) if rows.len() == batch_keys.len() => {
+                    self.gauge.record_batch(padded_tokens, elapsed);
+                    for ((request, index), logits) in batch_keys.into_iter().zip(rows) {
+                        let scores = Scores::from_logits(&logits, &self.manifest);
+                        self.complete(request, index, scores);
+                    }
                 }
-            }
-            Ok(rows) => {
-                let err =
-                    InferError::Model(format!("model returned {} rows for {} texts", rows.len(), batch.keys.len()));
-                self.fail_all(&batch.keys, err);
-            }
-            Err(err) => {
-                tracing::warn!(actor = %self.name, error = %err, "batch failed");
-                self.fail_all(&batch.keys, InferError::Model(err.to_string()));
+                Ok(rows) => {
+                    let err =
+                        InferError::Model(format!("model returned {} rows for {} texts", rows.len(), batch_keys.len()));
+                    self.fail_all(&batch_keys, err);
+                }
+                Err(err) => {
+                    tracing::warn!(actor = %self.name, error = %err, "batch failed");
+                    self.fail_all(&batch_keys, InferError::Model(err.to_string()));
+                }
             }
         }
     }

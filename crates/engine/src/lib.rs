@@ -167,6 +167,7 @@ impl Engine {
                 limits,
                 capacity: config.queue_capacity,
                 batches_ahead: config.batches_ahead,
+                handoff: Duration::from_millis(config.handoff_ms),
                 admission_headroom: config.admission_headroom,
                 gauge: gauge.clone(),
             };

@@ -73,6 +73,11 @@ impl<P> BatchQueue<P> {
         self.entries.is_empty()
     }
 
+    /// The oldest entry: the one the next batch starts with.
+    pub fn front(&self) -> Option<&Entry<P>> {
+        self.entries.front()
+    }
+
     /// Tokens waiting (unpadded).
     pub fn tokens(&self) -> usize {
         self.tokens

@@ -48,6 +48,41 @@ async fn concurrent_batched_answers_equal_lone_answers() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_of_many_texts_handed_over_together_get_their_own_answers_in_order() {
+    // engine.handoff_ms: a request's consecutive batches go to the model thread in one hand-off
+    // (1 s of expected work: all of them), answered per batch; 0 hands over one batch at a time.
+    for (handoff_ms, max_batch_size) in [(1_000, 1), (1_000, 4), (0, 1)] {
+        let config = EngineConfig { actors: 1, threads_per_actor: 1, max_batch_size, handoff_ms, ..Default::default() };
+        let engine = std::sync::Arc::new(engine_with(config).await);
+        let mut alone = Vec::new();
+        for text in texts() {
+            alone.push(engine.classify(vec![text], later()).await.unwrap().scores.remove(0));
+        }
+        // Requests of 1 to 6 texts, rotated so every text sits at every position, all at once.
+        let requests: Vec<Vec<usize>> =
+            (0..12).map(|r| (0..1 + r % texts().len()).map(|i| (i + r) % texts().len()).collect()).collect();
+        let handles: Vec<_> = requests
+            .iter()
+            .map(|indices| {
+                let engine = engine.clone();
+                let batch: Vec<String> = indices.iter().map(|&i| texts()[i].clone()).collect();
+                tokio::spawn(async move { engine.classify(batch, later()).await })
+            })
+            .collect();
+        for (indices, handle) in requests.iter().zip(handles) {
+            let scores = handle.await.unwrap().unwrap().scores;
+            assert_eq!(scores.len(), indices.len());
+            for (got, &i) in scores.iter().zip(indices) {
+                assert_eq!(got.label, alone[i].label, "handoff_ms {handoff_ms}, text {i}");
+                for (a, b) in got.probabilities.iter().zip(&alone[i].probabilities) {
+                    assert!((a - b).abs() < 5e-3, "handoff_ms {handoff_ms}, text {i}: {a} vs {b}");
+                }
+            }
+        }
+    }
+}
+
 async fn concurrent_answers_equal_lone_answers(engine: Engine) {
     let engine = std::sync::Arc::new(engine);
     let mut alone = Vec::new();
