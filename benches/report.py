@@ -235,7 +235,9 @@ def targets(model, systems, raws, accuracy, checks):
                     worst = q if worst is None else max(worst, q)
             checks.append(("small: senti p99 ÷ peer p99, worst concurrency", f"{f(worst, 2)} (target <= 0.5)", worst is not None and worst <= 0.5))
         r = ratio(best("senti-int8"), raw_best(raws.get("int8")))
-        checks.append(("small: senti int8 best closed-loop texts/s ÷ raw int8 ceiling", f"{f(r, 2)} (issue 3 target >= 0.95)", r is not None and r >= 0.95))
+        # Not a target of this benchmark: one text per request pays HTTP and JSON per text.
+        # Issue 3's 0.95 of raw is measured at saturation with multi-text requests (make bench-node).
+        checks.append(("small: senti int8 best closed-loop texts/s on /analyze (one text per request) ÷ raw int8 ceiling", f"{f(r, 2)} (no target here; saturation with several texts per request: make bench-node)", None))
         if accuracy:
             v = {x["variant"]: x["accuracy"] for x in accuracy["variants"]}
             if "int8" in v and "fp32" in v:
@@ -303,7 +305,7 @@ def main():
             model_section(out, model, peak, lines, checks)
     lines += ["## Against the targets", "", "| target | measured | met |", "|---|---|---|"]
     for name, measured, met in checks:
-        lines.append(f"| {name} | {measured} | {'yes' if met else '**no**'} |")
+        lines.append(f"| {name} | {measured} | {'-' if met is None else 'yes' if met else '**no**'} |")
     lines.append("")
     text = "\n".join(lines)
     (out / "report.md").write_text(text, encoding="utf-8")

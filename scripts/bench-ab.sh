@@ -22,9 +22,16 @@
 #   MODEL=models/bench/structbert-base-random VARIANT=fp32 RATES=54 ROUNDS=2 DURATION=20 WARMUP=3 \
 #     A="SENTI__ENGINE__ADMISSION_HEADROOM=1.0" B="SENTI__ENGINE__ADMISSION_HEADROOM=0.8" make bench-ab
 #
+# Either side may instead be the ONNX Runtime peer of benches/peers (Flask + gunicorn + nginx, on
+# the same model file; POST /analyze only), to settle a close comparison from `make bench` with
+# rounds instead of one run:
+#
+#   MODEL=models/bench/structbert-base-random VARIANT=fp32 A_PEER=onnx A="onnx peer" B="senti" \
+#     CONCURRENCIES=5 ROUNDS=3 DURATION=20 make bench-ab
+#
 # Environment: ROUNDS (3), CONCURRENCIES ("1 5 20"), RATES (none), ROUTE (analyze|classify),
 # TEXTS (texts per request, classify only; 1), DURATION (10) and WARMUP (2) seconds per run,
-# MODEL=dir and VARIANT=fp32|int8, CARGO. Loopback only; about ROUNDS x loads x 2 x (DURATION +
+# MODEL=dir and VARIANT=fp32|int8, A_PEER / B_PEER (onnx), PEER_INSTANCES (nproc), CARGO. Loopback only; about ROUNDS x loads x 2 x (DURATION +
 # WARMUP).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -52,12 +59,29 @@ source scripts/bench-lib.sh
 
 stamp=$(date -u +%Y%m%dT%H%M%SZ)
 work=$(mktemp -d)
-declare -A server_pid server_url
-trap 'stop_all server_pid; rm -rf "$work"' EXIT
+declare -A server_pid server_url peer_dir
+stop_peers() {
+  local dir
+  for dir in "${peer_dir[@]}"; do bash benches/peers/peers.sh stop "$dir" || true; done
+  peer_dir=()
+}
+trap 'stop_all server_pid; stop_peers; rm -rf "$work"' EXIT
 
 "${CARGO_CMD[@]}" build --release -p senti-node --bin senti -p senti-bench --bin senti-loadgen
 
 for side in A B; do
+  peer_var="${side}_PEER"
+  if [[ -n ${!peer_var:-} ]]; then
+    [[ ${!peer_var} == onnx && $ROUTE == analyze ]] || { echo "bench-ab: ${peer_var} must be onnx, with ROUTE=analyze" >&2; exit 2; }
+    bash benches/peers/peers.sh install
+    port=$(free_port)
+    peer_dir[$side]="$work/peer-$side"
+    mkdir -p "${peer_dir[$side]}"
+    bash benches/peers/peers.sh start "${peer_dir[$side]}" onnx "${MODEL:-models/senti-zh-small}" "${VARIANT:-int8}" \
+      "${PEER_INSTANCES:-$(nproc)}" "$port"
+    server_url[$side]="http://127.0.0.1:$port"
+    continue
+  fi
   read -r -a words <<<"${!side}"
   vars=()
   for word in "${words[@]}"; do
@@ -71,7 +95,7 @@ for side in A B; do
   server_pid[$side]=$!
   server_url[$side]="http://127.0.0.1:$port"
 done
-for side in A B; do
+for side in "${!server_pid[@]}"; do
   wait_answer "${server_url[$side]}" "${server_pid[$side]}" "$work/senti-$side.log" "bench-ab ($side)"
 done
 
@@ -96,6 +120,7 @@ for round in $(seq "$ROUNDS"); do
   done
 done
 stop_all server_pid
+stop_peers
 
 mkdir -p bench-results
 result="bench-results/ab-$stamp.json"
