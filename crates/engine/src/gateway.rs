@@ -7,12 +7,15 @@
 //! client leaving, and reports back with [`GatewayMsg::AttemptEnded`].
 //! ```text
 //!  Classify ──place──> attempt task ──Hop::send──> inference actor (local or remote)
-//!     ▲                  │ slower than the recent p95: Hedge ──place (other actor)──> 2nd task
+//!     ▲                  │ slower than the recent p95: Hedge ──place (other node)──> 2nd task
 //!     │                  │ failed / timed out, none in flight: Retry ──place (not tried)──>
 //!     └── AttemptEnded <─┘ outstanding -1, latency window, outlier detector
 //! ```
 //! Rules: never the same actor twice for one request; retries and hedges are drawn from budgets
-//! (`routing.retry_budget_ratio`, `routing.hedge_budget_ratio`); at most one hedge per request;
+//! (`routing.retry_budget_ratio`, `routing.hedge_budget_ratio`); at most one hedge per request,
+//! and only to another node: the actors of one node share its cores, so a hedge to a sibling
+//! computes the same text twice on the same cores and can only slow the node down (measured:
+//! docs/benchmarks.md, "Hedges stay off the node"); a retry may go anywhere not tried;
 //! the first answer wins and the caller dropping its future cancels every attempt. Local targets
 //! come from the engine; remote ones are replaced wholesale by the cluster layer
 //! ([`GatewayMsg::SetRemoteTargets`]), keeping the counters of targets that stay.
@@ -359,7 +362,7 @@ impl Actor for GatewayActor {
             GatewayMsg::Hedge(job) => {
                 if job.is_done()
                     || job.in_flight.load(Ordering::Acquire) == 0
-                    || !state.has_untried(&job)
+                    || !state.has_untried_node(&job)
                     || !state.hedge_budget.try_withdraw()
                 {
                     return Ok(());
@@ -399,13 +402,22 @@ impl GatewayState {
         self.targets.iter().any(|t| !tried.contains(&t.target.id))
     }
 
+    /// Whether any target is on a node that no attempt of `job` has been on (where a hedge may go).
+    fn has_untried_node(&self, job: &Job) -> bool {
+        let tried = job.tried.lock().expect("job lock poisoned. This is a bug.");
+        self.targets.iter().any(|t| !tried.iter().any(|id| id.node == t.target.id.node))
+    }
+
     fn place(&mut self, job: Arc<Job>, placement: Placement, myself: ActorRef<GatewayMsg>) {
         if job.is_done() {
             return;
         }
         let now = now();
         let tried = job.tried();
-        let untried = |t: &&TargetState| !tried.contains(&t.target.id);
+        let untried = |t: &&TargetState| match placement {
+            Placement::Hedge => !tried.iter().any(|id| id.node == t.target.id.node),
+            Placement::First | Placement::Retry => !tried.contains(&t.target.id),
+        };
         let healthy: Vec<Candidate> = self
             .targets
             .iter()

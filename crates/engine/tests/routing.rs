@@ -249,7 +249,8 @@ async fn once_latency_is_known_a_hanging_attempt_is_abandoned_at_ten_times_the_p
         hedge_budget_ratio: 0.0,
         ..never_eject()
     };
-    let gw = gateway(vec![local(&first), local(&second)], routing).await;
+    let gw = gateway(vec![local(&first)], routing).await;
+    gw.cast(GatewayMsg::SetRemoteTargets(vec![remote(&second, 0.0)])).unwrap();
     for i in 0..30 {
         classify(&gw, &format!("warm-{i}"), ms(10_000)).await.unwrap();
     }
@@ -259,7 +260,8 @@ async fn once_latency_is_known_a_hanging_attempt_is_abandoned_at_ten_times_the_p
     let err = classify(&gw, "stuck", ms(10_000)).await.unwrap_err();
     assert_eq!(err, InferError::AttemptTimedOut);
     let elapsed = start.elapsed();
-    // The first attempt is hedged at 5 ms (the hedge reserve); both give up 50 ms after they started.
+    // The first attempt is hedged to the other node at 5 ms (the hedge reserve); both give up 50 ms
+    // after they started.
     assert!(elapsed >= ms(50) && elapsed < ms(60), "attempts of 50 ms, not 3 s: got {elapsed:?}");
     assert_eq!((first.attempts(), second.attempts()), (31, 1), "sequential warm-up all on `a`; then `a` and its hedge");
 }
@@ -301,7 +303,8 @@ async fn a_slow_first_attempt_is_hedged_and_the_fast_answer_wins() {
     let first = TestHop::new("a", Behaviour::AnswerAfter(ms(50)));
     let backup = TestHop::new("b", Behaviour::Answer);
     let routing = RoutingConfig { hedge_min_delay_ms: 5, ..never_eject() };
-    let gw = gateway(vec![local(&first), local(&backup)], routing).await;
+    let gw = gateway(vec![local(&first)], routing).await;
+    gw.cast(GatewayMsg::SetRemoteTargets(vec![remote(&backup, 0.0)])).unwrap();
 
     // No latency samples yet: no hedging, the slow answer is awaited.
     let cold = classify(&gw, "cold", ms(10_000)).await.unwrap();
@@ -319,12 +322,43 @@ async fn a_slow_first_attempt_is_hedged_and_the_fast_answer_wins() {
     let start = tokio::time::Instant::now();
     let hedged = classify(&gw, "hedged", ms(10_000)).await.unwrap();
     let elapsed = start.elapsed();
-    assert_eq!((hedged.served_by.as_str(), hedged.attempts), ("n1/b", 2));
+    assert_eq!((hedged.served_by.as_str(), hedged.attempts), ("n2/b", 2));
     assert!(elapsed >= ms(5) && elapsed < ms(10), "answered by the hedge, got {elapsed:?}");
     assert_eq!(snapshot(&gw).await.hedges, 1);
     assert_eq!(backup.received(), ["hedged"]);
     // The losing attempt is cancelled once the caller has its answer.
     wait_idle(&gw).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hedge_never_goes_to_another_actor_of_the_same_node() {
+    // Two actors of this node share its cores: a hedge to the sibling would compute the text twice
+    // on them. Paused time: the slow answer arrives at exactly 2 s.
+    let first = TestHop::new("a", Behaviour::Answer);
+    let sibling = TestHop::new("b", Behaviour::Answer);
+    let routing = RoutingConfig { hedge_min_delay_ms: 5, ..never_eject() };
+    let gw = gateway(vec![local(&first), local(&sibling)], routing).await;
+    for i in 0..30 {
+        classify(&gw, &format!("warm-{i}"), ms(10_000)).await.unwrap();
+        wait_idle(&gw).await;
+    }
+    first.set(Behaviour::AnswerAfter(ms(2_000)));
+    sibling.set(Behaviour::AnswerAfter(ms(2_000)));
+    let start = tokio::time::Instant::now();
+    let answered = classify(&gw, "slow", ms(10_000)).await.unwrap();
+    assert_eq!(answered.attempts, 1, "no hedge on this node");
+    assert_eq!(start.elapsed(), ms(2_000));
+    assert_eq!(snapshot(&gw).await.hedges, 0);
+    assert_eq!(first.attempts() + sibling.attempts(), 31, "one attempt per request");
+
+    // A target on another node appears: the next slow request is hedged there, and the budget
+    // left untouched above pays for it.
+    let other_node = TestHop::new("c", Behaviour::Answer);
+    gw.cast(GatewayMsg::SetRemoteTargets(vec![remote(&other_node, 0.0)])).unwrap();
+    wait_idle(&gw).await;
+    let hedged = classify(&gw, "slow again", ms(10_000)).await.unwrap();
+    assert_eq!((hedged.served_by.as_str(), hedged.attempts), ("n2/c", 2));
+    assert_eq!(snapshot(&gw).await.hedges, 1);
 }
 
 #[tokio::test(start_paused = true)]
@@ -334,7 +368,8 @@ async fn hedges_stay_within_the_hedge_budget() {
     let first = TestHop::new("a", Behaviour::Answer);
     let backup = TestHop::new("b", Behaviour::Answer);
     let routing = RoutingConfig { hedge_budget_ratio: 0.05, ..never_eject() };
-    let gw = gateway(vec![local(&first), local(&backup)], routing).await;
+    let gw = gateway(vec![local(&first)], routing).await;
+    gw.cast(GatewayMsg::SetRemoteTargets(vec![remote(&backup, 0.0)])).unwrap();
     for i in 0..30 {
         classify(&gw, &format!("warm-{i}"), ms(10_000)).await.unwrap();
     }
