@@ -115,7 +115,12 @@ struct InFlight {
     keys: Vec<(u64, usize)>,
     /// Texts and padded tokens of each batch.
     batches: Vec<(usize, usize)>,
-    padded_tokens: usize,
+}
+
+impl InFlight {
+    fn padded_tokens(&self) -> usize {
+        self.batches.iter().map(|&(_, tokens)| tokens).sum()
+    }
 }
 
 /// State of one inference actor; only its own handler touches it.
@@ -276,7 +281,7 @@ impl InferenceState {
         self.drop_abandoned();
         let now = Instant::now();
         let tokens_per_sec = self.gauge.snapshot().tokens_per_sec;
-        let mut handoff = InFlight { keys: Vec::new(), batches: Vec::new(), padded_tokens: 0 };
+        let mut handoff = InFlight { keys: Vec::new(), batches: Vec::new() };
         let mut ids: Handoff = Vec::new();
         let mut request = None;
         loop {
@@ -303,17 +308,13 @@ impl InferenceState {
             metrics::histogram!("senti_batch_size").record(batch.len() as f64);
             metrics::histogram!("senti_batch_padded_tokens").record(padded_tokens as f64);
             handoff.batches.push((batch.len(), padded_tokens));
-            handoff.padded_tokens += padded_tokens;
             ids.push(batch);
             // One more batch only if it is this request's and fits the hand-off's expected time.
-            let next_same = self.queue.front().is_some_and(|e| e.payload.request == first);
-            let expected = |tokens: usize| Duration::from_secs_f64(tokens as f64 / tokens_per_sec.max(1e-9));
-            let next_tokens = self.queue.front().map_or(0, |e| e.tokens);
-            if !one_request
-                || !next_same
-                || tokens_per_sec <= 0.0
-                || expected(handoff.padded_tokens + next_tokens) > self.handoff
-            {
+            let Some(next) = self.queue.front().filter(|e| one_request && e.payload.request == first) else {
+                break;
+            };
+            let expected_secs = (handoff.padded_tokens() + next.tokens) as f64 / tokens_per_sec;
+            if tokens_per_sec <= 0.0 || expected_secs > self.handoff.as_secs_f64() {
                 break;
             }
         }
@@ -419,7 +420,7 @@ impl InferenceState {
     /// Texts and padded tokens handed to the model thread (running or staged).
     fn publish_running(&self) {
         let texts = self.in_flight.iter().map(|b| b.keys.len()).sum();
-        let tokens = self.in_flight.iter().map(|b| b.padded_tokens).sum();
+        let tokens = self.in_flight.iter().map(InFlight::padded_tokens).sum();
         self.gauge.set_running(texts, tokens);
     }
 
