@@ -64,7 +64,7 @@ bench: setup
 bench-node: setup
 	CARGO="$(CARGO)" bash scripts/bench-node.sh
 
-## Two settings of one binary side by side, e.g. A="SENTI__ENGINE__BATCHES_AHEAD=1" B="SENTI__ENGINE__BATCHES_AHEAD=2"
+## Two settings of one binary side by side, e.g. A="SENTI__ADVANCED__BATCHES_AHEAD=1" B="SENTI__ADVANCED__BATCHES_AHEAD=2"
 ## (ROUNDS=3 CONCURRENCIES="1 5 20" or RATES="54" for open loop, ROUTE=analyze; about ROUNDS x loads x 24 s)
 bench-ab: setup
 	CARGO="$(CARGO)" bash scripts/bench-ab.sh

@@ -2,7 +2,7 @@
 # A/B of two senti settings on the same model and cores (`make bench-ab`): the "before and after"
 # of a change, measured side by side in one run. Either two settings of one binary:
 #
-#   A="SENTI__ENGINE__BATCHES_AHEAD=1" B="SENTI__ENGINE__BATCHES_AHEAD=2" make bench-ab
+#   A="SENTI__ADVANCED__BATCHES_AHEAD=1" B="SENTI__ADVANCED__BATCHES_AHEAD=2" make bench-ab
 #
 # or two binaries (A_BIN, B_BIN; e.g. a copy of target/release/senti built before a change), with
 # A and B then naming what differs (any words; NAME=value words are also set in the environment):
@@ -20,7 +20,7 @@
 # instead (up to OPEN_CONNECTIONS, 256, in flight): how each side behaves in overload, e.g.
 #
 #   MODEL=models/bench/structbert-base-random VARIANT=fp32 RATES=54 ROUNDS=2 DURATION=20 WARMUP=3 \
-#     A="SENTI__ENGINE__ADMISSION_HEADROOM=1.0" B="SENTI__ENGINE__ADMISSION_HEADROOM=0.8" make bench-ab
+#     A="SENTI__ADVANCED__ADMISSION_HEADROOM=1.0" B="SENTI__ADVANCED__ADMISSION_HEADROOM=0.8" make bench-ab
 #
 # Either side may instead be the ONNX Runtime peer of benches/peers (Flask + gunicorn + nginx, on
 # the same model file; POST /analyze only), to settle a close comparison from `make bench` with
@@ -36,8 +36,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-: "${A:?set A to the first setting, e.g. A=SENTI__ENGINE__BATCHES_AHEAD=1}"
-: "${B:?set B to the second setting, e.g. B=SENTI__ENGINE__BATCHES_AHEAD=2}"
+: "${A:?set A to the first setting, e.g. A=SENTI__ADVANCED__BATCHES_AHEAD=1}"
+: "${B:?set B to the second setting, e.g. B=SENTI__ADVANCED__BATCHES_AHEAD=2}"
 ROUNDS=${ROUNDS:-3}
 # Each load is "c<N>" (closed loop, N in flight) or "r<R>" (open loop, R requests/s).
 if [[ -n ${RATES:-} ]]; then

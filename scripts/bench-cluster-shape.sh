@@ -172,7 +172,7 @@ start_cluster() {
 # then keeps the remote actor out of the rotation (docs/benchmarks.md), and a hedge that wins
 # would be filed as a remote answer whose latency includes the hedge delay.
 echo "bench-cluster-shape: 2. remote hop: cluster a + b (not pinned), hedging and p99 timeout off" >&2
-start_cluster hop 0,1 0,1 SENTI__ROUTING__HEDGE_BUDGET_RATIO=0 SENTI__ROUTING__ATTEMPT_TIMEOUT_P99_FACTOR=0
+start_cluster hop 0,1 0,1 SENTI__ADVANCED__HEDGE_BUDGET_RATIO=0 SENTI__ADVANCED__ATTEMPT_TIMEOUT_P99_FACTOR=0
 target/release/senti-bench-hop --url "${node_url[hopa]}" --local-node a --concurrency "$HOP_CONCURRENCY" \
   --requests "$HOP_REQUESTS" --json "$work/hop.json" >&2
 curl -fsS "${node_url[hopa]}/v1/cluster" >"$work/hop-cluster-view.json"

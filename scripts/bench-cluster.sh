@@ -11,7 +11,7 @@
 #
 # Writes bench-results/cluster-<UTC time>.json (ignored by git) and prints a markdown table.
 # docs/cluster.md records the results. All of it is done by senti-cluster-probe
-# (crates/bench/src/bin/senti-cluster-probe.rs, `--help` for every option); this script builds
+# (benches/tools/src/bin/senti-cluster-probe.rs, `--help` for every option); this script builds
 # the release binaries and runs it.
 #
 # About 6 minutes for the default sweep (100,200,500 ms x phi 6,8,12, 20 s of load per point).

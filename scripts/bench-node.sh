@@ -17,7 +17,7 @@
 # About 7 minutes. Environment: QUICK=1 shortens every run (smoke test, about a minute);
 # DURATION / WARMUP (seconds per HTTP run), RAW_SECONDS; MODEL=dir and VARIANT=fp32|int8 pick
 # the model (default: the embedded one); CARGO (e.g. "nice -n 10 cargo"). Other SENTI__* variables
-# reach senti unchanged (e.g. SENTI__ENGINE__MAX_BATCH_SIZE=1) and are recorded. Loopback only.
+# reach senti unchanged (e.g. SENTI__ADVANCED__MAX_BATCH_SIZE=1) and are recorded. Loopback only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use ractor::RpcReplyPort;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
-use senti_engine::{InferError, InferResult, LoadGauge};
+use senti_engine::{EncodedTexts, InferError, InferResult, LoadGauge};
 use senti_model::Scores;
 use tokio::sync::mpsc;
 
@@ -25,7 +25,7 @@ pub const TOKENS_PER_TEXT: usize = 32;
 /// Work for an actor.
 pub struct Work {
     /// Texts (their count sets the service time).
-    pub texts: Vec<String>,
+    pub texts: Arc<EncodedTexts>,
     /// Answered `DeadlineExceeded` if it expires in the queue.
     pub deadline: Instant,
     /// Where the answer goes.

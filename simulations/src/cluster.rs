@@ -20,11 +20,15 @@ use chitchat::{spawn_chitchat, ChitchatHandle, ChitchatId};
 use ractor::{Actor, ActorRef};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
+use senti_cluster::ModelId;
 use senti_cluster::{
     chitchat_config, initial_keys, publish_loads, refresh_loop, ActorEntry, PublishPolicy, RemoteActor,
 };
-use senti_config::{ClusterConfig, RoutingConfig};
-use senti_engine::{GatewayActor, GatewayArgs, GatewayMsg, Job, LoadSource, RoutingSnapshot, Target, TargetId};
+use senti_config::{ClusterConfig, Config};
+use senti_engine::{EncodedTexts, RequestId};
+use senti_routing::{
+    GatewayActor, GatewayArgs, GatewayMsg, Job, LoadSource, RoutingParams, RoutingSnapshot, Target, TargetId,
+};
 use tokio::sync::{oneshot, watch};
 
 use crate::actor::SimActor;
@@ -33,7 +37,9 @@ use crate::net::{SimNet, SimTransport};
 use crate::trace::{Event, Outcome, Trace};
 
 /// The model every simulated node announces.
-const MODEL: &str = "sim@1";
+fn model() -> ModelId {
+    ModelId { name: "sim".into(), version: "1".into() }
+}
 
 /// Settings of one simulated cluster.
 #[derive(Debug, Clone)]
@@ -54,10 +60,9 @@ pub struct SimConfig {
     pub hop_delay: Duration,
     /// One-way latency of a gossip datagram.
     pub gossip_delay: Duration,
-    /// Gossip settings (addresses and cookie are set by the simulation).
-    pub cluster: ClusterConfig,
-    /// The gateways' routing policy.
-    pub routing: RoutingConfig,
+    /// Each node's configuration, as `senti serve` would read it: gossip, routing and the
+    /// advanced tuning values (addresses and cookie are set by the simulation).
+    pub node: Config,
     /// A deliberate break for invariant tests: the gateway is given a deadline this much later
     /// than the client's. Zero in every real scenario.
     pub broken_deadline_slack: Duration,
@@ -74,8 +79,11 @@ impl Default for SimConfig {
             request_timeout: Duration::from_secs(2),
             hop_delay: Duration::from_micros(200),
             gossip_delay: Duration::from_millis(1),
-            cluster: ClusterConfig::default(),
-            routing: RoutingConfig { attempt_timeout_ms: 500, ..RoutingConfig::default() },
+            node: {
+                let mut node = Config::default();
+                node.routing.attempt_timeout_ms = 500;
+                node
+            },
             broken_deadline_slack: Duration::ZERO,
         }
     }
@@ -207,34 +215,32 @@ impl SimCluster {
                 load: LoadSource::Local(actor.gauge.clone()),
             })
             .collect();
-        let args = GatewayArgs { local, routing: self.config.routing.clone(), seed: node_seed };
+        let args = GatewayArgs { local, params: RoutingParams::from_config(&self.config.node), seed: node_seed };
         let (gateway, _) = Actor::spawn(None, GatewayActor, args).await.expect("gateway starts. This is a bug.");
 
         let addr = gossip_addr(i);
-        let cluster_config = ClusterConfig {
+        let mut node_config = self.config.node.clone();
+        node_config.cluster = ClusterConfig {
             enabled: true,
             gossip_listen: addr,
             seeds: [0, 1].iter().filter(|&&s| s != i).map(|&s| gossip_addr(s).to_string()).collect(),
             cookie: "sim".into(),
-            ..self.config.cluster.clone()
+            ..self.config.node.cluster.clone()
         };
         let entries: Vec<ActorEntry> =
             (0..actors.len()).map(|k| ActorEntry { name: format!("a{k}"), pid: k as u64 }).collect();
-        let mut keys = initial_keys(None, addr, MODEL, &entries);
+        let mut keys = initial_keys(None, addr, &model(), &entries);
         keys.retain(|(k, _)| k != "ready");
         keys.push(("ready".into(), "true".into()));
         let chitchat_id = ChitchatId::new(id.as_str(), generation, addr);
-        let chitchat = spawn_chitchat(
-            chitchat_config(&cluster_config, chitchat_id),
-            keys,
-            &SimTransport::new(self.net.clone(), i),
-        )
-        .await
-        .expect("simulated gossip starts. This is a bug.");
+        let chitchat =
+            spawn_chitchat(chitchat_config(&node_config, chitchat_id), keys, &SimTransport::new(self.net.clone(), i))
+                .await
+                .expect("simulated gossip starts. This is a bug.");
         let state = chitchat.chitchat();
         let watcher = state.lock().await.live_nodes_watcher();
         let gauges = actors.iter().enumerate().map(|(k, a)| (format!("a{k}"), a.gauge.clone())).collect();
-        let policy = PublishPolicy::from_config(&cluster_config);
+        let policy = PublishPolicy::from_config(&node_config.advanced);
         let (registry, net, trace) = (self.registry.clone(), self.net.clone(), self.trace.clone());
         let reachable = move || {
             let list = reachable_actors(&registry, &net, &trace, i);
@@ -242,7 +248,7 @@ impl SimCluster {
         };
         let tasks = vec![
             tokio::spawn(publish_loads(state, gauges, policy)),
-            tokio::spawn(refresh_loop(watcher, reachable, gateway.clone(), id.clone(), MODEL.into())),
+            tokio::spawn(refresh_loop(watcher, reachable, gateway.clone(), id.clone(), model())),
         ];
         self.registry.lock().expect("registry lock poisoned. This is a bug.")[i] = Some((id, actors.clone()));
         let node = &mut self.nodes[i];
@@ -331,7 +337,9 @@ impl SimCluster {
         let (tx, rx) = oneshot::channel();
         let (cancel, cancelled) = watch::channel(());
         let gateway_deadline = deadline + self.config.broken_deadline_slack;
-        let job = Job::new(vec![format!("r{request}")], gateway_deadline.into_std(), tx, cancelled);
+        let texts = Arc::new(EncodedTexts::from_texts([vec![101, 102]]));
+        let id = RequestId::parse(&format!("r{request}")).expect("a short ASCII id. This is a bug.");
+        let job = Job::new(texts, gateway_deadline.into_std(), id, tx, cancelled);
         let trace = self.trace.clone();
         if gateway.cast(GatewayMsg::Classify(job)).is_err() {
             trace.record(Event::EntryLost { request });
@@ -347,7 +355,9 @@ impl SimCluster {
                     return;
                 }
                 answer = rx => match answer {
-                    Ok(Ok(classified)) => Outcome::Ok { served_by: classified.served_by, attempts: classified.attempts },
+                    Ok(Ok(classified)) => {
+                        Outcome::Ok { served_by: classified.served_by.to_string(), attempts: classified.attempts }
+                    }
                     Ok(Err(err)) => Outcome::Err(err.to_string()),
                     Err(_) if *crashed_now.borrow() => {
                         trace.record(Event::EntryLost { request });

@@ -1,15 +1,17 @@
 //! The inter-node hop over the simulated network: the same `Hop` trait the real ractor_cluster
-//! transport implements (`ActorRef<InferenceMsg>` in `senti-engine`).
+//! transport implements (`ActorRef<InferenceMsg>`, `senti-routing`'s `hop.rs`).
 //!
 //! Delivered messages arrive after the hop delay and their answers come back after it too, each
 //! checked against the network at that moment (a partition may start mid-flight). A refused
 //! message (crashed peer) fails at once like a dropped TCP session; a swallowed one (partition,
 //! hung peer) is never answered. Every send is written to the trace.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use ractor::RpcReplyPort;
-use senti_engine::{Hop, InferError, InferResult};
+use senti_engine::{EncodedTexts, InferError, InferResult, RequestId};
+use senti_routing::Hop;
 
 use crate::actor::{SimActor, Work};
 use crate::net::{Link, SimNet};
@@ -32,13 +34,20 @@ pub struct SimHop {
 }
 
 impl Hop for SimHop {
-    fn send(&self, texts: Vec<String>, deadline: Instant, reply: RpcReplyPort<InferResult>) -> Result<(), InferError> {
+    fn send(
+        &self,
+        texts: Arc<EncodedTexts>,
+        deadline: Instant,
+        request_id: RequestId,
+        reply: RpcReplyPort<InferResult>,
+    ) -> Result<(), InferError> {
         if self.net.link(self.from, self.from) == Link::Refused {
             // The sending node has crashed: a dead process sends nothing (its leftover attempt
             // tasks in this shared process must not either).
             return Err(InferError::Unavailable);
         }
-        let request = texts.first().and_then(|t| t.strip_prefix('r')).and_then(|n| n.parse().ok()).unwrap_or(u64::MAX);
+        // The simulation names request n `rn`.
+        let request = request_id.as_str().strip_prefix('r').and_then(|n| n.parse().ok()).unwrap_or(u64::MAX);
         self.trace.record(Event::Sent { request, from: self.from, to: self.to, actor: self.actor });
         match self.net.link(self.from, self.to) {
             Link::Refused => Err(InferError::Unavailable),

@@ -4,7 +4,6 @@
 
 use std::time::Duration;
 
-use senti_config::RoutingConfig;
 use senti_simulations::{run_blocking, Bounds, Op, Report, Scenario, SimConfig, Violation};
 
 fn secs(s: f64) -> Duration {
@@ -21,31 +20,31 @@ fn run(config: SimConfig, ops: Vec<Op>) -> Report {
 fn an_unbounded_retry_policy_breaks_the_retry_budget() {
     // Queues of one text under a load above capacity: most first attempts meet a full queue, and an
     // unbounded policy retries far more than 20% of requests.
-    let routing = RoutingConfig { retry_budget_ratio: 1.0, retry_min_reserve: 1e5, ..SimConfig::default().routing };
-    let config = SimConfig { nodes: 3, seed: 3, routing, queue_capacity: 1, ..SimConfig::default() };
+    let mut config = SimConfig { nodes: 3, seed: 3, queue_capacity: 1, ..SimConfig::default() };
+    config.node.advanced.retry_budget_ratio = 1.0;
+    config.node.advanced.retry_min_reserve = 1e5;
     let report = run(config, vec![Op::Rate(8_000.0), Op::Wait(secs(2.0))]);
     assert!(report.violations.iter().any(|v| matches!(v, Violation::RetryBudget { .. })), "{report}");
 }
 
 #[test]
 fn an_unbounded_hedging_policy_breaks_the_hedge_budget() {
-    let routing = RoutingConfig { hedge_budget_ratio: 1.0, ..SimConfig::default().routing };
-    let config = SimConfig { nodes: 3, seed: 5, routing, ..SimConfig::default() };
+    let mut config = SimConfig { nodes: 3, seed: 5, ..SimConfig::default() };
+    config.node.advanced.hedge_budget_ratio = 1.0;
     let report = run(config, vec![Op::Rate(2_000.0), Op::Slow(1, 20.0), Op::Wait(secs(3.0))]);
     assert!(report.violations.iter().any(|v| matches!(v, Violation::HedgeBudget { .. })), "{report}");
 }
 
 #[test]
 fn a_gateway_that_ignores_the_client_deadline_answers_late() {
-    let routing = RoutingConfig { attempt_timeout_ms: 5_000, ..SimConfig::default().routing };
-    let config = SimConfig {
+    let mut config = SimConfig {
         nodes: 3,
         seed: 9,
-        routing,
         request_timeout: secs(1.0),
         broken_deadline_slack: secs(3.0),
         ..SimConfig::default()
     };
+    config.node.routing.attempt_timeout_ms = 5_000;
     let report = run(config, vec![Op::Rate(500.0), Op::Hang(1), Op::Wait(secs(2.0))]);
     assert!(report.violations.iter().any(|v| matches!(v, Violation::Late { .. })), "{report}");
 }
@@ -53,8 +52,8 @@ fn a_gateway_that_ignores_the_client_deadline_answers_late() {
 #[test]
 fn a_failure_detector_that_never_fires_routes_to_the_dead() {
     let mut config = SimConfig { nodes: 3, seed: 21, ..SimConfig::default() };
-    config.cluster.phi_threshold = 1_000.0; // effectively never
-                                            // A hung node keeps its TCP session: only gossip can tell it is gone.
+    // Effectively never fires. A hung node keeps its TCP session: only gossip can tell it is gone.
+    config.node.advanced.phi_threshold = 1_000.0;
     let report = run(config, vec![Op::Rate(1_000.0), Op::Hang(2), Op::Wait(secs(20.0))]);
     assert!(report.violations.iter().any(|v| matches!(v, Violation::RoutedToDead { .. })), "{report}");
 }

@@ -1,4 +1,4 @@
-// Browser test of the page senti serves at GET / (crates/gateway/src/ui/index.html).
+// Browser test of the page senti serves at GET / (crates/http/src/ui/index.html).
 //
 // Drives Debian's headless Chromium through playwright-core against a running server:
 //   SENTI_URL=http://127.0.0.1:18080 node --test tests/web/page.test.mjs
@@ -188,7 +188,7 @@ test("(f) a 401 missing_token asks for a bearer token and sends it next time", a
   const { context, page, seen } = await openPage();
   try {
     // The server under test runs without tokens, so its first answer is replaced by the 401
-    // that senti gives when `auth.tokens` is set (crates/gateway/src/error.rs); later requests
+    // that senti gives when `auth.tokens` is set (crates/http/src/error.rs); later requests
     // go through to the real server, which ignores the header when auth is off.
     let refused = false;
     await page.route(SAME_ORIGIN + "v1/classify", async (route) => {

@@ -39,6 +39,30 @@ pub fn load_key(actor: &str) -> String {
     format!("{LOAD_PREFIX}{actor}")
 }
 
+/// Which model a node serves, as the `model` key says: `name@version`. Gateways only place work
+/// on actors of their own model, so that ids tokenized here mean the same thing there.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ModelId {
+    /// `name` from model.toml.
+    pub name: String,
+    /// `version` from model.toml.
+    pub version: String,
+}
+
+impl ModelId {
+    /// Parses `name@version`; `None` if malformed.
+    pub fn parse(value: &str) -> Option<Self> {
+        let (name, version) = value.rsplit_once('@')?;
+        (!name.is_empty() && !version.is_empty()).then(|| Self { name: name.to_owned(), version: version.to_owned() })
+    }
+}
+
+impl std::fmt::Display for ModelId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}@{}", self.name, self.version)
+    }
+}
+
 /// An inference actor as its node announces it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ActorEntry {
@@ -130,7 +154,7 @@ pub struct NodeKeys {
     /// `actor_addr`
     pub actor_addr_opt: Option<SocketAddr>,
     /// `model`
-    pub model_opt: Option<String>,
+    pub model_opt: Option<ModelId>,
     /// `actors`
     pub actors: Vec<ActorEntry>,
     /// `load.<actor>` of each listed actor that has published one.
@@ -152,7 +176,7 @@ impl NodeKeys {
             ready: state.get(READY) == Some("true"),
             http_addr_opt: state.get(HTTP_ADDR).and_then(|v| v.parse().ok()),
             actor_addr_opt: state.get(ACTOR_ADDR).and_then(|v| v.parse().ok()),
-            model_opt: state.get(MODEL).map(str::to_owned),
+            model_opt: state.get(MODEL).and_then(ModelId::parse),
             actors,
             loads,
         }
@@ -177,6 +201,16 @@ mod tests {
         assert_eq!(parse_actors("a0=12,a1=13"), Some(actors));
         assert_eq!(parse_actors("a0=x"), None);
         assert_eq!(parse_actors("a0"), None);
+    }
+
+    #[test]
+    fn model_ids_round_trip_and_garbage_is_refused() {
+        let id = ModelId::parse("senti-zh-small@1.1.0").unwrap();
+        assert_eq!((id.name.as_str(), id.version.as_str()), ("senti-zh-small", "1.1.0"));
+        assert_eq!(id.to_string(), "senti-zh-small@1.1.0");
+        assert_eq!(ModelId::parse("no-version"), None);
+        assert_eq!(ModelId::parse("@1"), None);
+        assert_eq!(ModelId::parse("m@"), None);
     }
 
     #[test]

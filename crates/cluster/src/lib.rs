@@ -31,12 +31,14 @@ use chitchat::transport::UdpTransport;
 use chitchat::{spawn_chitchat, Chitchat, ChitchatConfig, ChitchatHandle, ChitchatId, FailureDetectorConfig};
 use ractor::ActorRef;
 use ractor_cluster::NodeServerMessage;
-use senti_config::{ClusterConfig, Config};
-use senti_engine::{ActorInfo, Engine, GatewayMsg, LoadGauge};
-use serde::Serialize;
+use senti_config::Config;
+use senti_engine::{Engine, LoadGauge, Readiness};
+use senti_routing::{Gateway, GatewayMsg};
+use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
+use utoipa::ToSchema;
 
-pub use keys::{set_ready, unix_ms_now, ActorEntry, GossipedLoad, NodeKeys};
+pub use keys::{set_ready, unix_ms_now, ActorEntry, GossipedLoad, ModelId, NodeKeys};
 pub use publish::{should_publish, PublishPolicy, Published};
 pub use sessions::INFERENCE_GROUP;
 pub use view::{exclusion_reason, members, remote_targets, Member, RemoteActor};
@@ -51,12 +53,12 @@ pub struct Cluster {
     node_server: ActorRef<NodeServerMessage>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     self_id: ChitchatId,
-    model: String,
+    model: ModelId,
     gossip_interval: Duration,
 }
 
 /// `/v1/cluster`'s view of the membership.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ClusterReport {
     /// This node's id.
     pub node_id: String,
@@ -69,24 +71,27 @@ pub struct ClusterReport {
 }
 
 /// One live member.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct MemberReport {
     /// Node id.
     pub node_id: String,
     /// Incarnation (start time, unix ms).
     pub generation: u64,
     /// Gossip address.
+    #[schema(value_type = String, example = "127.0.0.1:7280")]
     pub gossip_addr: SocketAddr,
     /// `ready` key.
     pub ready: bool,
     /// HTTP address.
+    #[schema(value_type = Option<String>, example = "127.0.0.1:7280")]
     pub http_addr: Option<SocketAddr>,
     /// ractor_cluster address.
+    #[schema(value_type = Option<String>, example = "127.0.0.1:7280")]
     pub actor_addr: Option<SocketAddr>,
     /// `name@version`.
     pub model: Option<String>,
     /// Why it serves no traffic from this node, if it does not.
-    pub excluded: Option<&'static str>,
+    pub excluded: Option<String>,
     /// A remote-actor session with it is up (always true for this node itself).
     pub session: bool,
     /// Its inference actors and their gossiped load.
@@ -94,7 +99,7 @@ pub struct MemberReport {
 }
 
 /// One actor of a member.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ActorReport {
     /// Name on its node.
     pub name: String,
@@ -109,7 +114,7 @@ pub struct ActorReport {
 }
 
 /// A dead node.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct DeadReport {
     /// Node id.
     pub node_id: String,
@@ -118,31 +123,39 @@ pub struct DeadReport {
 }
 
 impl Cluster {
-    /// Joins the cluster: starts gossip (not ready yet), the node server, and the tasks that
-    /// publish load and keep the gateway's remote targets current.
-    pub async fn start(config: &Config, engine: &Engine, http_addr: SocketAddr) -> anyhow::Result<Self> {
+    /// Joins the cluster: starts gossip, the node server, and the tasks that publish readiness
+    /// and load and keep the gateway's remote targets current. The `ready` key follows
+    /// `readiness` from then on.
+    pub async fn start(
+        config: &Config,
+        engine: &Engine,
+        gateway: &Gateway,
+        readiness: Readiness,
+        http_addr: SocketAddr,
+    ) -> anyhow::Result<Self> {
         let c = &config.cluster;
+        let a = &config.advanced;
         let node_id = config.node_id();
         let manifest = engine.bundle().manifest();
-        let model = format!("{}@{}", manifest.name, manifest.version);
-        let actors: Vec<ActorInfo> = engine.actors().cloned().collect();
-        ractor::pg::join(INFERENCE_GROUP.to_owned(), actors.iter().map(|a| a.cell.clone()).collect());
+        let model = ModelId { name: manifest.name.clone(), version: manifest.version.clone() };
+        let actors = engine.actors();
+        ractor::pg::join(INFERENCE_GROUP.to_owned(), actors.iter().map(|a| a.actor.get_cell()).collect());
 
         let (node_server, server_task) = sessions::start_node_server(&node_id, &c.cookie, c.actor_listen).await?;
         let generation = keys::unix_ms_now();
         let self_id = ChitchatId::new(node_id.as_str(), generation, c.gossip_advertise_addr());
         let entries: Vec<ActorEntry> =
-            actors.iter().map(|a| ActorEntry { name: a.name.clone(), pid: a.cell.get_id().pid() }).collect();
+            actors.iter().map(|a| ActorEntry { name: a.name.clone(), pid: a.actor.get_id().pid() }).collect();
         let initial = initial_keys(Some(http_addr), c.actor_advertise_addr(), &model, &entries);
-        let gossip_interval = Duration::from_millis(c.gossip_interval_ms);
-        let chitchat = spawn_chitchat(chitchat_config(c, self_id.clone()), initial, &UdpTransport)
+        let gossip_interval = Duration::from_millis(a.gossip_interval_ms);
+        let chitchat = spawn_chitchat(chitchat_config(config, self_id.clone()), initial, &UdpTransport)
             .await
             .with_context(|| format!("cannot start gossip on {} (`cluster.gossip_listen`)", c.gossip_listen))?;
         let state = chitchat.chitchat();
         let watcher = state.lock().await.live_nodes_watcher();
 
-        let policy = PublishPolicy::from_config(c);
-        let redial = Duration::from_millis(c.redial_interval_ms);
+        let policy = PublishPolicy::from_config(a);
+        let redial = Duration::from_millis(a.redial_interval_ms);
         let gauges = actors.iter().map(|a| (a.name.clone(), a.gauge.clone())).collect();
         let server = node_server.clone();
         let remote_actors = move || {
@@ -151,23 +164,13 @@ impl Cluster {
         };
         let tasks = vec![
             server_task,
+            tokio::spawn(publish_readiness(state.clone(), readiness)),
             tokio::spawn(publish_loads(state.clone(), gauges, policy)),
             tokio::spawn(dial_loop(state.clone(), node_server.clone(), node_id.clone(), redial)),
-            tokio::spawn(refresh_loop(
-                watcher,
-                remote_actors,
-                engine.gateway().clone(),
-                node_id.clone(),
-                model.clone(),
-            )),
+            tokio::spawn(refresh_loop(watcher, remote_actors, gateway.actor().clone(), node_id.clone(), model.clone())),
         ];
         tracing::info!(node = %node_id, generation, gossip = %c.gossip_listen, actors = %c.actor_listen, seeds = ?c.seeds, "joined the cluster");
         Ok(Self { chitchat, node_server, tasks, self_id, model, gossip_interval })
-    }
-
-    /// Publishes readiness: only ready nodes receive traffic from other nodes.
-    pub async fn set_ready(&self, ready: bool) {
-        keys::set_ready(self.chitchat.chitchat().lock().await.self_node_state(), ready);
     }
 
     /// The membership as this node sees it.
@@ -189,8 +192,8 @@ impl Cluster {
                     ready: m.keys.ready,
                     http_addr: m.keys.http_addr_opt,
                     actor_addr: m.keys.actor_addr_opt,
-                    model: m.keys.model_opt.clone(),
-                    excluded: exclusion_reason(&m, &self.model),
+                    model: m.keys.model_opt.as_ref().map(ModelId::to_string),
+                    excluded: exclusion_reason(&m, &self.model).map(str::to_owned),
                     session: is_self || peers.values().any(|p| **p == *m.id.node_id),
                     actors: m
                         .keys
@@ -225,7 +228,7 @@ impl Cluster {
     /// Leaves gracefully: says not-ready (peers stop sending new work), waits for that to
     /// spread, then stops gossip and the sessions.
     pub async fn leave(&self) {
-        self.set_ready(false).await;
+        keys::set_ready(self.chitchat.chitchat().lock().await.self_node_state(), false);
         tokio::time::sleep(self.gossip_interval * 3).await;
         for task in &self.tasks {
             task.abort();
@@ -238,20 +241,21 @@ impl Cluster {
     }
 }
 
-/// chitchat's configuration from `[cluster]`.
-pub fn chitchat_config(c: &ClusterConfig, self_id: ChitchatId) -> ChitchatConfig {
+/// chitchat's configuration from `[cluster]` and `[advanced]`.
+pub fn chitchat_config(config: &Config, self_id: ChitchatId) -> ChitchatConfig {
+    let (c, a) = (&config.cluster, &config.advanced);
     ChitchatConfig {
         chitchat_id: self_id,
         cluster_id: gossip_cluster_id(c),
-        gossip_interval: Duration::from_millis(c.gossip_interval_ms),
+        gossip_interval: Duration::from_millis(a.gossip_interval_ms),
         listen_addr: c.gossip_listen,
         seed_nodes: c.seeds.clone(),
         failure_detector_config: FailureDetectorConfig {
-            phi_threshold: c.phi_threshold,
+            phi_threshold: a.phi_threshold,
             sampling_window_size: 1_000,
-            max_interval: Duration::from_millis(c.failure_max_interval_ms),
-            initial_interval: Duration::from_millis(c.failure_initial_interval_ms),
-            dead_node_grace_period: Duration::from_millis(c.dead_node_grace_ms),
+            max_interval: Duration::from_millis(a.failure_max_interval_ms),
+            initial_interval: Duration::from_millis(a.failure_initial_interval_ms),
+            dead_node_grace_period: Duration::from_millis(a.dead_node_grace_ms),
         },
         marked_for_deletion_grace_period: Duration::from_secs(3_600),
         catchup_callback: None,
@@ -265,7 +269,7 @@ pub fn chitchat_config(c: &ClusterConfig, self_id: ChitchatId) -> ChitchatConfig
 /// ids), not only the remote-actor sessions. The digest is 64 bits of SHA-256 over a fixed prefix
 /// and the cookie: it tells nodes apart without sending the cookie, but like any unkeyed digest it
 /// can be guessed offline if the cookie is weak; use a long random cookie.
-pub fn gossip_cluster_id(c: &ClusterConfig) -> String {
+pub fn gossip_cluster_id(c: &senti_config::ClusterConfig) -> String {
     use sha2::{Digest, Sha256};
     let digest = Sha256::digest(format!("senti-gossip-v1:{}", c.cookie).as_bytes());
     format!("{}-{}", c.cluster_id, hex::encode(&digest[..8]))
@@ -275,19 +279,32 @@ pub fn gossip_cluster_id(c: &ClusterConfig) -> String {
 pub fn initial_keys(
     http_addr_opt: Option<SocketAddr>,
     actor_addr: SocketAddr,
-    model: &str,
+    model: &ModelId,
     actors: &[ActorEntry],
 ) -> Vec<(String, String)> {
     let mut initial = vec![
         (keys::READY.to_owned(), "false".to_owned()),
         (keys::ACTOR_ADDR.to_owned(), actor_addr.to_string()),
-        (keys::MODEL.to_owned(), model.to_owned()),
+        (keys::MODEL.to_owned(), model.to_string()),
         (keys::ACTORS.to_owned(), keys::format_actors(actors)),
     ];
     if let Some(http_addr) = http_addr_opt {
         initial.push((keys::HTTP_ADDR.to_owned(), http_addr.to_string()));
     }
     initial
+}
+
+/// Keeps the `ready` key equal to the node's [`Readiness`], forever: only ready nodes receive
+/// work from other nodes.
+pub async fn publish_readiness(state: Arc<Mutex<Chitchat>>, readiness: Readiness) {
+    let mut changes = readiness.subscribe();
+    loop {
+        let ready = readiness.is_ready();
+        keys::set_ready(state.lock().await.self_node_state(), ready);
+        if changes.changed().await.is_err() {
+            return;
+        }
+    }
 }
 
 /// Publishes each local actor's load when [`should_publish`] says so, forever.
@@ -351,7 +368,7 @@ pub async fn refresh_loop<F, Fut>(
     mut remote_actors: F,
     gateway: ActorRef<GatewayMsg>,
     self_node: String,
-    model: String,
+    model: ModelId,
 ) where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Vec<RemoteActor>>,

@@ -1,15 +1,15 @@
 //! Publishing each local actor's load into gossip at a bounded rate, with hysteresis.
 //!
-//! Every `cluster.load_publish_interval_ms` the publisher reads each actor's gauge and decides,
+//! Every `advanced.load_publish_interval_ms` the publisher reads each actor's gauge and decides,
 //! with [`should_publish`], whether the change is worth a gossip update: never twice within the
-//! interval, always after `cluster.load_max_quiet_ms` (so the value's age stays meaningful), and
+//! interval, always after `advanced.load_max_quiet_ms` (so the value's age stays meaningful), and
 //! otherwise only when the backlog moved by more than the hysteresis fraction (or to or from
 //! zero). A busy actor whose backlog jitters by a few tokens does not flood the cluster; an idle
 //! actor costs one small update per quiet period.
 
 use std::time::{Duration, Instant};
 
-use senti_config::ClusterConfig;
+use senti_config::AdvancedConfig;
 
 /// When to publish.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -25,13 +25,13 @@ pub struct PublishPolicy {
 }
 
 impl PublishPolicy {
-    /// From `[cluster]`.
-    pub fn from_config(config: &ClusterConfig) -> Self {
+    /// From `[advanced]`.
+    pub fn from_config(config: &AdvancedConfig) -> Self {
         Self {
             min_interval: Duration::from_millis(config.load_publish_interval_ms),
             max_quiet: Duration::from_millis(config.load_max_quiet_ms),
             hysteresis: config.load_hysteresis,
-            min_delta_tokens: 16,
+            min_delta_tokens: config.load_min_delta_tokens,
         }
     }
 }

@@ -8,12 +8,12 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use chitchat::{ChitchatId, NodeState};
-use senti_engine::{Hop, LoadSource, Target, TargetId};
+use senti_routing::{Hop, LoadSource, Target, TargetId};
 
-use crate::keys::NodeKeys;
+use crate::keys::{ModelId, NodeKeys};
 
 /// A live node as gossip describes it.
 #[derive(Debug, Clone, PartialEq)]
@@ -41,11 +41,11 @@ pub struct RemoteActor {
 }
 
 /// Why a member contributes no target (shown in `/v1/cluster`).
-pub fn exclusion_reason(member: &Member, our_model: &str) -> Option<&'static str> {
+pub fn exclusion_reason(member: &Member, our_model: &ModelId) -> Option<&'static str> {
     if !member.keys.ready {
         return Some("not ready");
     }
-    if member.keys.model_opt.as_deref() != Some(our_model) {
+    if member.keys.model_opt.as_ref() != Some(our_model) {
         return Some("serves another model");
     }
     None
@@ -57,7 +57,7 @@ pub fn remote_targets(
     members: &[Member],
     remote_actors: &[RemoteActor],
     self_node: &str,
-    our_model: &str,
+    our_model: &ModelId,
     now: Instant,
     now_unix_ms: u64,
 ) -> Vec<Target> {
@@ -70,15 +70,17 @@ pub fn remote_targets(
             let Some(remote) = remote_actors.iter().find(|r| r.node == *member.id.node_id && r.pid == entry.pid) else {
                 continue; // no session yet, or the process group has not synced
             };
-            let (backlog_tokens, age) = match member.keys.load(&entry.name) {
-                Some(load) => (load.backlog_tokens as f64, load.age(now_unix_ms)),
-                // Nothing published yet: an unknown, untrusted value.
-                None => (0.0, Duration::from_secs(3_600)),
+            let load = match member.keys.load(&entry.name) {
+                Some(load) => LoadSource::Gossiped {
+                    backlog_tokens: load.backlog_tokens as f64,
+                    as_of: now.checked_sub(load.age(now_unix_ms)).unwrap_or(now),
+                },
+                None => LoadSource::NeverPublished,
             };
             targets.push(Target {
                 id: TargetId { node: member.id.node_id.clone(), actor: entry.name.as_str().into() },
                 hop: remote.hop.clone(),
-                load: LoadSource::Gossiped { backlog_tokens, as_of: now.checked_sub(age).unwrap_or(now) },
+                load,
             });
         }
     }
@@ -87,8 +89,10 @@ pub fn remote_targets(
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use ractor::RpcReplyPort;
-    use senti_engine::{InferError, InferResult};
+    use senti_engine::{EncodedTexts, InferError, InferResult, RequestId};
 
     use super::*;
     use crate::keys::{ActorEntry, GossipedLoad};
@@ -97,12 +101,22 @@ mod tests {
     struct NoHop;
 
     impl Hop for NoHop {
-        fn send(&self, _: Vec<String>, _: Instant, _: RpcReplyPort<InferResult>) -> Result<(), InferError> {
+        fn send(
+            &self,
+            _: Arc<EncodedTexts>,
+            _: Instant,
+            _: RequestId,
+            _: RpcReplyPort<InferResult>,
+        ) -> Result<(), InferError> {
             Err(InferError::Unavailable)
         }
     }
 
-    fn member(node: &str, ready: bool, model: &str, backlog: u64) -> Member {
+    fn m1() -> ModelId {
+        ModelId::parse("m@1").unwrap()
+    }
+
+    fn member(node: &str, ready: bool, model: &ModelId, backlog: u64) -> Member {
         let load =
             GossipedLoad { backlog_tokens: backlog, queued_texts: 1, tokens_per_sec: 1.0, published_unix_ms: 9_000 };
         Member {
@@ -111,7 +125,7 @@ mod tests {
                 ready,
                 http_addr_opt: None,
                 actor_addr_opt: None,
-                model_opt: Some(model.into()),
+                model_opt: Some(model.clone()),
                 actors: vec![ActorEntry { name: "a0".into(), pid: 7 }, ActorEntry { name: "a1".into(), pid: 8 }],
                 loads: vec![("a0".into(), load)],
             },
@@ -125,27 +139,27 @@ mod tests {
     #[test]
     fn only_ready_same_model_members_with_sessions_become_targets() {
         let members = vec![
-            member("me", true, "m@1", 0),
-            member("b", true, "m@1", 640),
-            member("c", false, "m@1", 0),
-            member("d", true, "m@2", 0),
+            member("me", true, &m1(), 0),
+            member("b", true, &m1(), 640),
+            member("c", false, &m1(), 0),
+            member("d", true, &ModelId::parse("m@2").unwrap(), 0),
         ];
         let remotes = vec![remote("me", 7), remote("b", 7), remote("b", 8), remote("c", 7), remote("d", 7)];
         let now = Instant::now();
-        let targets = remote_targets(&members, &remotes, "me", "m@1", now, 10_000);
+        let targets = remote_targets(&members, &remotes, "me", &m1(), now, 10_000);
         let ids: Vec<String> = targets.iter().map(|t| t.id.to_string()).collect();
         assert_eq!(ids, ["b/a0", "b/a1"]);
         let LoadSource::Gossiped { backlog_tokens, as_of } = &targets[0].load else { panic!("remote") };
         assert_eq!(*backlog_tokens, 640.0);
         assert_eq!(now.duration_since(*as_of), Duration::from_millis(1_000), "published at 9 000, now 10 000");
-        assert_eq!(exclusion_reason(&members[2], "m@1"), Some("not ready"));
-        assert_eq!(exclusion_reason(&members[3], "m@1"), Some("serves another model"));
+        assert_eq!(exclusion_reason(&members[2], &m1()), Some("not ready"));
+        assert_eq!(exclusion_reason(&members[3], &m1()), Some("serves another model"));
     }
 
     #[test]
     fn an_actor_without_a_session_is_not_a_target() {
-        let members = vec![member("b", true, "m@1", 0)];
-        let targets = remote_targets(&members, &[remote("b", 8)], "me", "m@1", Instant::now(), 10_000);
+        let members = vec![member("b", true, &m1(), 0)];
+        let targets = remote_targets(&members, &[remote("b", 8)], "me", &m1(), Instant::now(), 10_000);
         assert_eq!(targets.len(), 1);
         assert_eq!(&*targets[0].id.actor, "a1");
     }

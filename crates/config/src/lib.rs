@@ -1,7 +1,10 @@
 //! senti's configuration: one TOML file, overridden by environment variables, overridden by flags.
 //!
 //! Every section is a serde struct with `deny_unknown_fields` and its defaults beside it, so a
-//! typo in a file is an error that names the key rather than a silently ignored setting.
+//! typo in a file is an error that names the key rather than a silently ignored setting. The
+//! sections an operator fills in hold about twenty keys (addresses, node id, secrets, model,
+//! actors, threads, limits, deadlines, seeds); the tuning values that came out of measurements
+//! live in [`AdvancedConfig`] (`[advanced]`), documented as such.
 //! [`Config::validate`] checks ranges and names the key it rejects
 //! ("`engine.actors` must be at least 1, got 0"). Secrets (auth tokens) are redacted in `Debug`.
 //!
@@ -64,8 +67,10 @@ pub struct Config {
     pub auth: AuthConfig,
     /// Gossip membership and remote actors; off by default (one node on its own).
     pub cluster: ClusterConfig,
-    /// How the gateway places, retries and hedges attempts.
+    /// How the gateway fails over.
     pub routing: RoutingConfig,
+    /// Measured tuning values; see [`AdvancedConfig`].
+    pub advanced: AdvancedConfig,
 }
 
 /// `[server]`
@@ -99,7 +104,8 @@ pub struct ModelConfig {
     pub onnxruntime: Option<PathBuf>,
 }
 
-/// `[engine]`
+/// `[engine]`: how much of the machine inference takes. The batching and hand-off knobs that
+/// came out of measurements are in [`AdvancedConfig`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct EngineConfig {
@@ -107,58 +113,13 @@ pub struct EngineConfig {
     pub actors: usize,
     /// ONNX Runtime intra-op threads per actor.
     pub threads_per_actor: usize,
-    /// Token budget of one batch (padded: longest text in the batch x texts).
-    pub max_batch_tokens: usize,
-    /// Most texts in one batch.
-    pub max_batch_size: usize,
-    /// Most texts waiting in one actor's queue; beyond it requests get 429.
-    pub queue_capacity: usize,
-    /// Batches handed to an actor's model thread at once: the one it runs plus those staged
-    /// behind it, so it starts the next batch without waiting for an actor round trip. 1 turns
-    /// staging off (the thread idles between batches); more than 2 only fixes batches earlier.
-    pub batches_ahead: usize,
-    /// Expected milliseconds of work (at the actor's measured tokens/s) that may go to the model
-    /// thread in one hand-off when a request's texts come out of the queue one batch after
-    /// another: the thread runs them back to back and reports once, so the actor wakes once per
-    /// hand-off instead of once per batch. Only texts of one request go together, so no other
-    /// request waits for them; 0 hands over one batch at a time.
-    pub handoff_ms: u64,
-    /// Whether ONNX Runtime's intra-op threads spin-wait between operators (its default) when
-    /// `threads_per_actor > 1`. Spinning lowers one session's latency but holds cores that
-    /// other actors and the HTTP threads need.
-    pub intra_op_spinning: bool,
-    /// Intra-op threads for a batch that starts while no other batch runs on this node (0: off).
-    /// Each actor then also holds a second session with this many threads (spinning off) and
-    /// runs such a batch on it, so a lone request gets every core while a busy node keeps one
-    /// single-threaded session per core. Costs a second copy of the model's weights per actor.
-    pub threads_when_alone: usize,
-    /// Share of a request's time left that the work queued ahead of it, at the actor's measured
-    /// tokens/s, may fill; beyond it the actor answers a fast 429 instead of a 504 later. Below 1
-    /// it keeps a margin for what the estimate misses (long texts cost more per token than the
-    /// average batch, the rate moves); 1 admits whatever the estimate says finishes just in time.
-    /// 0.8 is measured against 1.0 in overload in docs/benchmarks.md.
-    pub admission_headroom: f64,
 }
 
 impl Default for EngineConfig {
     fn default() -> Self {
-        // Measured on the default model, 2 cores (docs/benchmarks.md, `make bench-node`): one
-        // single-threaded actor per core with batching off serves the most texts/s at saturation
-        // (0.80 to 0.92 of raw ONNX Runtime, against 0.41 to 0.49 for 1 actor x 2 threads batching
-        // up to 64); this small int8 model gains nothing from batching on this CPU. Larger models
-        // (StructBERT-base) should raise max_batch_size.
-        Self {
-            actors: 2,
-            threads_per_actor: 1,
-            max_batch_tokens: 8192,
-            max_batch_size: 1,
-            queue_capacity: 2048,
-            batches_ahead: 2,
-            handoff_ms: 20,
-            intra_op_spinning: true,
-            threads_when_alone: 2,
-            admission_headroom: 0.8,
-        }
+        // One single-threaded actor per core serves the most texts/s on the default model
+        // (docs/benchmarks.md, `make bench-node`).
+        Self { actors: 2, threads_per_actor: 1 }
     }
 }
 
@@ -196,11 +157,8 @@ impl fmt::Debug for AuthConfig {
     }
 }
 
-/// `[cluster]`: chitchat gossip (UDP) and ractor_cluster remote actors (TCP).
-///
-/// Gossip and failure-detector defaults are measured (docs/cluster.md, `make bench-cluster`): a
-/// killed or hung node is declared dead in about 1 s on loopback (0.6 x phi x interval), with no
-/// false alarm at 200 ms while three nodes were saturated; 100 ms had one.
+/// `[cluster]`: where this node listens and whom it joins. Gossip timing and the failure
+/// detector are in [`AdvancedConfig`].
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ClusterConfig {
@@ -214,16 +172,6 @@ pub struct ClusterConfig {
     pub gossip_advertise: Option<SocketAddr>,
     /// Gossip addresses (`host:port`) to join through; this node's own address may be among them.
     pub seeds: Vec<String>,
-    /// Time between gossip rounds.
-    pub gossip_interval_ms: u64,
-    /// Phi-accrual threshold above which a silent node is declared dead.
-    pub phi_threshold: f64,
-    /// Heartbeat interval assumed for a node before any is measured.
-    pub failure_initial_interval_ms: u64,
-    /// Heartbeat gaps longer than this are left out of the phi statistics.
-    pub failure_max_interval_ms: u64,
-    /// How long a dead node stays listed (as dead) before it is forgotten.
-    pub dead_node_grace_ms: u64,
     /// TCP address the ractor_cluster node server binds (remote inference actors).
     pub actor_listen: SocketAddr,
     /// Actor address other nodes dial; default `actor_listen`.
@@ -231,14 +179,6 @@ pub struct ClusterConfig {
     /// Shared secret of the ractor_cluster handshake; nodes with another cookie are refused.
     /// Also `SENTI_CLUSTER_COOKIE`. Required when `enabled`.
     pub cookie: String,
-    /// Least time between two load publications of one actor.
-    pub load_publish_interval_ms: u64,
-    /// Publish anyway after this long, so a quiet actor's value stays fresh.
-    pub load_max_quiet_ms: u64,
-    /// Publish only when the backlog changed by more than this fraction (or went to/from zero).
-    pub load_hysteresis: f64,
-    /// Time between two checks that every live member has a remote-actor session (redial).
-    pub redial_interval_ms: u64,
 }
 
 impl Default for ClusterConfig {
@@ -249,18 +189,9 @@ impl Default for ClusterConfig {
             gossip_listen: SocketAddr::from(([127, 0, 0, 1], 7280)),
             gossip_advertise: None,
             seeds: Vec::new(),
-            gossip_interval_ms: 200,
-            phi_threshold: 8.0,
-            failure_initial_interval_ms: 200,
-            failure_max_interval_ms: 2_000,
-            dead_node_grace_ms: 60_000,
             actor_listen: SocketAddr::from(([127, 0, 0, 1], 7281)),
             actor_advertise: None,
             cookie: String::new(),
-            load_publish_interval_ms: 100,
-            load_max_quiet_ms: 1_000,
-            load_hysteresis: 0.1,
-            redial_interval_ms: 500,
         }
     }
 }
@@ -273,12 +204,10 @@ impl fmt::Debug for ClusterConfig {
             .field("gossip_listen", &self.gossip_listen)
             .field("gossip_advertise", &self.gossip_advertise)
             .field("seeds", &self.seeds)
-            .field("gossip_interval_ms", &self.gossip_interval_ms)
-            .field("phi_threshold", &self.phi_threshold)
             .field("actor_listen", &self.actor_listen)
             .field("actor_advertise", &self.actor_advertise)
             .field("cookie", &if self.cookie.is_empty() { "[unset]" } else { "[redacted]" })
-            .finish_non_exhaustive()
+            .finish()
     }
 }
 
@@ -294,19 +223,79 @@ impl ClusterConfig {
     }
 }
 
-/// `[routing]`: the gateway's placement, failover, hedging and ejection policy.
+/// `[routing]`: what an operator decides about failover. The placement, hedging and ejection
+/// policy's measured weights are in [`AdvancedConfig`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RoutingConfig {
     /// An attempt not answered within this (or the request's deadline, if sooner) is abandoned
     /// and the request placed again on another actor.
     pub attempt_timeout_ms: u64,
+}
+
+impl Default for RoutingConfig {
+    fn default() -> Self {
+        Self { attempt_timeout_ms: 3_000 }
+    }
+}
+
+/// `[advanced]`: tuning values that came out of measurements (docs/benchmarks.md,
+/// docs/cluster.md, docs/routing.md). The defaults are what those measurements chose; change one
+/// only to repeat or extend such a measurement (`make bench-ab` takes any of them as
+/// `SENTI__ADVANCED__<KEY>`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdvancedConfig {
+    // Engine: batching and the model thread.
+    /// Most texts waiting in one actor's queue; beyond it requests get 429.
+    pub queue_capacity: usize,
+    /// Token budget of one batch (padded: longest text in the batch x texts).
+    pub max_batch_tokens: usize,
+    /// Most texts in one batch (1: no batching, the fastest on these CPUs for the default model).
+    pub max_batch_size: usize,
+    /// Hand-offs to an actor's model thread at once: the one it runs plus those staged behind it,
+    /// so it starts the next batch without waiting for an actor round trip; 1 turns staging off.
+    pub batches_ahead: usize,
+    /// Expected milliseconds of one request's consecutive batches handed to the model thread
+    /// together (it then reports once); 0 hands over one batch at a time.
+    pub handoff_ms: u64,
+    /// Whether ONNX Runtime's intra-op threads spin between operators when
+    /// `engine.threads_per_actor > 1`.
+    pub intra_op_spinning: bool,
+    /// Intra-op threads of a second session per actor, for batches that start while no other
+    /// batch runs on the node (0: off); kept only if measured at start to be at least 1.25x faster.
+    pub threads_when_alone: usize,
+    /// Share of a request's time left that the work queued ahead of it may fill before the actor
+    /// answers a fast 429 instead of risking a 504.
+    pub admission_headroom: f64,
+
+    // Gossip and failure detection.
+    /// Time between gossip rounds.
+    pub gossip_interval_ms: u64,
+    /// Phi-accrual threshold above which a silent node is declared dead.
+    pub phi_threshold: f64,
+    /// Heartbeat interval assumed for a node before any is measured.
+    pub failure_initial_interval_ms: u64,
+    /// Heartbeat gaps longer than this are left out of the phi statistics.
+    pub failure_max_interval_ms: u64,
+    /// How long a dead node stays listed (as dead) before it is forgotten.
+    pub dead_node_grace_ms: u64,
+    /// Least time between two load publications of one actor.
+    pub load_publish_interval_ms: u64,
+    /// Publish anyway after this long, so a quiet actor's value stays fresh.
+    pub load_max_quiet_ms: u64,
+    /// Publish only when the backlog changed by more than this fraction (or went to/from zero).
+    pub load_hysteresis: f64,
+    /// Changes of at most this many tokens are never worth a publication on their own.
+    pub load_min_delta_tokens: u64,
+    /// Time between two checks that every live member has a remote-actor session (redial).
+    pub redial_interval_ms: u64,
+
+    // Routing: placement, failover, hedging, ejection.
     /// Abandon an attempt sooner when it is this many times slower than the recent p99 (at least
-    /// `attempt_timeout_min_ms`); 0 turns this off and every attempt waits `attempt_timeout_ms`.
+    /// `attempt_timeout_min_ms`); 0: every attempt waits `routing.attempt_timeout_ms`.
     pub attempt_timeout_p99_factor: f64,
-    /// Floor of the p99-based attempt timeout. 500 ms: the first calls over a fresh remote-actor
-    /// session took 300 to 370 ms in `make bench-cluster-shape`, and a lower floor timed them out,
-    /// which made the new node look failed (docs/routing.md).
+    /// Floor of the p99-based attempt timeout.
     pub attempt_timeout_min_ms: u64,
     /// Retries allowed per request on average (Envoy-style budget): 0.2 = 20% extra attempts.
     pub retry_budget_ratio: f64,
@@ -314,12 +303,18 @@ pub struct RoutingConfig {
     pub retry_min_reserve: f64,
     /// Hedges allowed per request on average: 0.05 = at most 5% extra attempts.
     pub hedge_budget_ratio: f64,
-    /// An attempt slower than this quantile of recent attempts gets a backup on another actor.
+    /// Most hedges the budget saves up while the gateway is quiet.
+    pub hedge_budget_cap: f64,
+    /// An attempt slower than this quantile of recent attempts gets a backup on another node.
     pub hedge_quantile: f64,
     /// Never hedge sooner than this.
     pub hedge_min_delay_ms: u64,
     /// A gossiped load value's weight halves every this much age.
     pub trust_half_life_ms: u64,
+    /// What one of this gateway's attempts in flight is assumed to cost a target, in tokens.
+    pub tokens_per_attempt: f64,
+    /// What one recent failure of a target adds to its load estimate, in tokens.
+    pub failure_penalty_tokens: f64,
     /// Consecutive failures (errors or attempt timeouts) that eject an actor from the rotation.
     pub eject_consecutive_failures: u32,
     /// First ejection length; each further ejection doubles it.
@@ -328,18 +323,38 @@ pub struct RoutingConfig {
     pub eject_max_ms: u64,
 }
 
-impl Default for RoutingConfig {
+impl Default for AdvancedConfig {
     fn default() -> Self {
         Self {
-            attempt_timeout_ms: 3_000,
+            queue_capacity: 2048,
+            max_batch_tokens: 8192,
+            max_batch_size: 1,
+            batches_ahead: 2,
+            handoff_ms: 20,
+            intra_op_spinning: true,
+            threads_when_alone: 2,
+            admission_headroom: 0.8,
+            gossip_interval_ms: 200,
+            phi_threshold: 8.0,
+            failure_initial_interval_ms: 200,
+            failure_max_interval_ms: 2_000,
+            dead_node_grace_ms: 60_000,
+            load_publish_interval_ms: 100,
+            load_max_quiet_ms: 1_000,
+            load_hysteresis: 0.1,
+            load_min_delta_tokens: 16,
+            redial_interval_ms: 500,
             attempt_timeout_p99_factor: 10.0,
             attempt_timeout_min_ms: 500,
             retry_budget_ratio: 0.2,
             retry_min_reserve: 10.0,
             hedge_budget_ratio: 0.05,
+            hedge_budget_cap: 10.0,
             hedge_quantile: 0.95,
             hedge_min_delay_ms: 5,
             trust_half_life_ms: 200,
+            tokens_per_attempt: 64.0,
+            failure_penalty_tokens: 512.0,
             eject_consecutive_failures: 5,
             eject_base_ms: 1_000,
             eject_max_ms: 30_000,
@@ -401,24 +416,18 @@ impl Config {
         let e = &self.engine;
         at_least("engine.actors", e.actors as u64, 1)?;
         at_least("engine.threads_per_actor", e.threads_per_actor as u64, 1)?;
-        at_least("engine.max_batch_size", e.max_batch_size as u64, 1)?;
-        at_least("engine.max_batch_tokens", e.max_batch_tokens as u64, 16)?;
-        at_least("engine.queue_capacity", e.queue_capacity as u64, 1)?;
-        fraction("engine.batches_ahead", e.batches_ahead as f64, 1.0, 8.0)?;
-        fraction("engine.handoff_ms", e.handoff_ms as f64, 0.0, 10_000.0)?;
-        fraction("engine.threads_when_alone", e.threads_when_alone as f64, 0.0, 256.0)?;
-        fraction("engine.admission_headroom", e.admission_headroom, 0.05, 1.0)?;
         let l = &self.limits;
         at_least("limits.max_text_chars", l.max_text_chars as u64, 1)?;
         at_least("limits.max_texts", l.max_texts as u64, 1)?;
         at_least("limits.max_body_bytes", l.max_body_bytes as u64, 64)?;
         at_least("limits.request_timeout_ms", l.request_timeout_ms, 1)?;
-        if l.max_texts > e.queue_capacity {
+        let a = &self.advanced;
+        if l.max_texts > a.queue_capacity {
             return Err(ConfigError::Invalid {
                 key: "limits.max_texts",
                 message: format!(
-                    "must not exceed `engine.queue_capacity` ({}), got {}: such a request could never be queued",
-                    e.queue_capacity, l.max_texts
+                    "must not exceed `advanced.queue_capacity` ({}), got {}: such a request could never be queued",
+                    a.queue_capacity, l.max_texts
                 ),
             });
         }
@@ -448,25 +457,34 @@ impl Config {
                 });
             }
         }
-        at_least("cluster.gossip_interval_ms", c.gossip_interval_ms, 10)?;
-        at_least("cluster.failure_initial_interval_ms", c.failure_initial_interval_ms, 1)?;
-        at_least("cluster.failure_max_interval_ms", c.failure_max_interval_ms, 1)?;
-        at_least("cluster.load_publish_interval_ms", c.load_publish_interval_ms, 1)?;
-        at_least("cluster.redial_interval_ms", c.redial_interval_ms, 10)?;
-        fraction("cluster.load_hysteresis", c.load_hysteresis, 0.0, 10.0)?;
-        fraction("cluster.phi_threshold", c.phi_threshold, 0.1, 10_000.0)?;
-        let r = &self.routing;
-        at_least("routing.attempt_timeout_ms", r.attempt_timeout_ms, 1)?;
-        at_least("routing.attempt_timeout_min_ms", r.attempt_timeout_min_ms, 1)?;
-        fraction("routing.attempt_timeout_p99_factor", r.attempt_timeout_p99_factor, 0.0, 1e6)?;
-        at_least("routing.trust_half_life_ms", r.trust_half_life_ms, 1)?;
-        at_least("routing.eject_consecutive_failures", r.eject_consecutive_failures as u64, 1)?;
-        at_least("routing.eject_base_ms", r.eject_base_ms, 1)?;
-        at_least("routing.eject_max_ms", r.eject_max_ms, r.eject_base_ms)?;
-        fraction("routing.retry_budget_ratio", r.retry_budget_ratio, 0.0, 1.0)?;
-        fraction("routing.retry_min_reserve", r.retry_min_reserve, 0.0, 1e6)?;
-        fraction("routing.hedge_budget_ratio", r.hedge_budget_ratio, 0.0, 1.0)?;
-        fraction("routing.hedge_quantile", r.hedge_quantile, 0.5, 1.0)?;
+        at_least("routing.attempt_timeout_ms", self.routing.attempt_timeout_ms, 1)?;
+        at_least("advanced.queue_capacity", a.queue_capacity as u64, 1)?;
+        at_least("advanced.max_batch_size", a.max_batch_size as u64, 1)?;
+        at_least("advanced.max_batch_tokens", a.max_batch_tokens as u64, 16)?;
+        fraction("advanced.batches_ahead", a.batches_ahead as f64, 1.0, 8.0)?;
+        fraction("advanced.handoff_ms", a.handoff_ms as f64, 0.0, 10_000.0)?;
+        fraction("advanced.threads_when_alone", a.threads_when_alone as f64, 0.0, 256.0)?;
+        fraction("advanced.admission_headroom", a.admission_headroom, 0.05, 1.0)?;
+        at_least("advanced.gossip_interval_ms", a.gossip_interval_ms, 10)?;
+        fraction("advanced.phi_threshold", a.phi_threshold, 0.1, 10_000.0)?;
+        at_least("advanced.failure_initial_interval_ms", a.failure_initial_interval_ms, 1)?;
+        at_least("advanced.failure_max_interval_ms", a.failure_max_interval_ms, 1)?;
+        at_least("advanced.load_publish_interval_ms", a.load_publish_interval_ms, 1)?;
+        fraction("advanced.load_hysteresis", a.load_hysteresis, 0.0, 10.0)?;
+        at_least("advanced.redial_interval_ms", a.redial_interval_ms, 10)?;
+        fraction("advanced.attempt_timeout_p99_factor", a.attempt_timeout_p99_factor, 0.0, 1e6)?;
+        at_least("advanced.attempt_timeout_min_ms", a.attempt_timeout_min_ms, 1)?;
+        fraction("advanced.retry_budget_ratio", a.retry_budget_ratio, 0.0, 1.0)?;
+        fraction("advanced.retry_min_reserve", a.retry_min_reserve, 0.0, 1e6)?;
+        fraction("advanced.hedge_budget_ratio", a.hedge_budget_ratio, 0.0, 1.0)?;
+        fraction("advanced.hedge_budget_cap", a.hedge_budget_cap, 0.0, 1e6)?;
+        fraction("advanced.hedge_quantile", a.hedge_quantile, 0.5, 1.0)?;
+        at_least("advanced.trust_half_life_ms", a.trust_half_life_ms, 1)?;
+        fraction("advanced.tokens_per_attempt", a.tokens_per_attempt, 0.0, 1e9)?;
+        fraction("advanced.failure_penalty_tokens", a.failure_penalty_tokens, 0.0, 1e9)?;
+        at_least("advanced.eject_consecutive_failures", a.eject_consecutive_failures as u64, 1)?;
+        at_least("advanced.eject_base_ms", a.eject_base_ms, 1)?;
+        at_least("advanced.eject_max_ms", a.eject_max_ms, a.eject_base_ms)?;
         if self.auth.tokens.iter().any(|t| t.trim().is_empty()) {
             return Err(ConfigError::Invalid { key: "auth.tokens", message: "must not contain empty tokens".into() });
         }
@@ -567,8 +585,8 @@ mod tests {
         assert_eq!(err, "invalid config: `engine.actors` must be at least 1, got 0");
         let err = Config::from_toml("[limits]\nmax_texts = 5000\n").unwrap_err().to_string();
         assert!(err.contains("`limits.max_texts`"), "{err}");
-        let err = Config::from_toml("[engine]\nadmission_headroom = 1.5\n").unwrap_err().to_string();
-        assert_eq!(err, "invalid config: `engine.admission_headroom` must be between 0.05 and 1, got 1.5");
+        let err = Config::from_toml("[advanced]\nadmission_headroom = 1.5\n").unwrap_err().to_string();
+        assert_eq!(err, "invalid config: `advanced.admission_headroom` must be between 0.05 and 1, got 1.5");
     }
 
     #[test]
@@ -580,8 +598,8 @@ mod tests {
                 .unwrap();
         assert!(config.cluster.enabled);
         assert!(!format!("{config:?}").contains("c00kie"));
-        let err = Config::from_toml("[routing]\nhedge_quantile = 1.5\n").unwrap_err().to_string();
-        assert!(err.contains("`routing.hedge_quantile`"), "{err}");
+        let err = Config::from_toml("[advanced]\nhedge_quantile = 1.5\n").unwrap_err().to_string();
+        assert!(err.contains("`advanced.hedge_quantile`"), "{err}");
     }
 
     #[test]
@@ -610,6 +628,23 @@ mod repo_configs {
             }
         }
         assert!(checked >= 1, "no config files found in {}", dir.display());
+    }
+
+    /// The operator's part of the configuration stays small; measured knobs go to `[advanced]`.
+    #[test]
+    fn about_twenty_keys_outside_advanced() {
+        let table = toml::Table::try_from(Config::default()).unwrap();
+        let keys: usize = table
+            .iter()
+            .filter(|(section, _)| section.as_str() != "advanced")
+            .map(|(_, value)| value.as_table().map_or(1, toml::Table::len))
+            .sum();
+        // Options that are unset (node_id, model path, advertise addresses...) serialize to
+        // nothing; count them too.
+        let unset = ["server.node_id", "model.path", "model.variant", "model.onnxruntime"]
+            .len()
+            + ["cluster.gossip_advertise", "cluster.actor_advertise"].len();
+        assert!((18..=26).contains(&(keys + unset)), "{} user-facing keys", keys + unset);
     }
 
     #[test]

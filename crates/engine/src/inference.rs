@@ -1,17 +1,19 @@
 //! The inference actor: one ONNX Runtime session on its own thread, fed by a batching queue.
 //!
 //! ```text
-//!  Infer{texts, deadline, reply} ──> InferenceActor ──Handoff──> model thread (Runner::logits
-//!                                    │ tokenizes, queues          │  per batch of the hand-off)
-//!                                    │ BatchDone <────────────────┘
-//!                                    └─> reply: Ok(scores) | Err(InferError)
+//!  Infer{texts (token ids), deadline, reply} ──> InferenceActor ──Handoff──> model thread
+//!                                                 │ admits, queues           │ (model_thread.rs)
+//!                                                 │ BatchDone <──────────────┘
+//!                                                 └─> reply: Ok(scores) | Err(InferError)
 //! ```
+//! The texts arrive tokenized ([`EncodedTexts`], shared with the gateway's attempt): the actor
+//! never runs the tokenizer, so its handler stays in the microseconds.
 //! While the model thread runs, new texts wait in the [`BatchQueue`]; the actor keeps one more
-//! hand-off staged in the model thread's channel (`engine.batches_ahead`, default 2), so the
+//! hand-off staged in the model thread's channel (`advanced.batches_ahead`, default 2), so the
 //! thread starts its next batch the moment it finishes one instead of idling through an actor
 //! round trip (measured: docs/benchmarks.md); the batch after that is taken from everything that
 //! has arrived meanwhile (dynamic batching). A hand-off is one batch, or several batches of one
-//! request back to back, up to `engine.handoff_ms` of expected work: the thread then reports
+//! request back to back, up to `advanced.handoff_ms` of expected work: the thread then reports
 //! once for all of them, which spares the actor (and the core the model thread shares with it)
 //! a wake-up per batch.
 //! Expired texts and texts of requests whose caller has gone are dropped before inference.
@@ -24,31 +26,27 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
-use senti_model::{Manifest, ModelError, Runner, Scores, TextEncoder};
+use senti_model::{Manifest, Runner, Scores};
 
 use crate::load::LoadGauge;
+use crate::model_thread::{model_thread, BatchResult, Handoff, Sessions};
 use crate::queue::{BatchLimits, BatchQueue, Entry};
-use crate::sessions::Sessions;
-use crate::InferError;
+use crate::{EncodedTexts, InferError, ModelFailure, RequestId};
 
 /// What an inference returns: one [`Scores`] per text, in request order.
 pub type InferResult = Result<Vec<Scores>, InferError>;
-
-/// One batch run by the model thread: logits per text (or the error that failed the batch), and
-/// the time spent in ONNX Runtime.
-pub type BatchResult = (Result<Vec<Vec<f32>>, ModelError>, Duration);
-
-/// Batches the model thread runs back to back before it reports (token ids per text).
-type Handoff = Vec<Vec<Vec<u32>>>;
 
 /// Messages of [`InferenceActor`].
 pub enum InferenceMsg {
     /// Classify these texts before `deadline`.
     Infer {
-        /// Texts, already validated by the caller (non-empty, within limits).
-        texts: Vec<String>,
+        /// The request's token ids, shared with the gateway (validated: non-empty, within the
+        /// model's window).
+        texts: Arc<EncodedTexts>,
         /// After this the work is dropped and answered with [`InferError::DeadlineExceeded`].
         deadline: Instant,
+        /// The request, for the log lines of its way through this actor.
+        request: RequestId,
         /// Where the answer goes; if the caller drops its end, the texts are not run.
         reply: RpcReplyPort<InferResult>,
     },
@@ -67,14 +65,14 @@ pub struct InferenceArgs {
     /// The session; moved onto the model thread.
     pub runner: Runner,
     /// A session with more threads, for batches that start while no other batch runs on the
-    /// node (`engine.threads_when_alone`).
+    /// node (`advanced.threads_when_alone`).
     pub runner_alone: Option<Runner>,
     /// Batches running on this node's model threads, shared by its actors.
     pub node_running: Arc<AtomicUsize>,
-    /// Tokenizer with the model's truncation.
-    pub encoder: TextEncoder,
     /// Labels and temperature.
     pub manifest: Arc<Manifest>,
+    /// What one request may hold.
+    pub accepts: RequestLimits,
     /// Batch limits.
     pub limits: BatchLimits,
     /// Most texts queued at once.
@@ -82,31 +80,66 @@ pub struct InferenceArgs {
     /// Hand-offs to the model thread at once (running + staged), at least 1.
     pub batches_ahead: usize,
     /// Expected work of one request's consecutive batches handed over together
-    /// (`engine.handoff_ms`; zero: one batch per hand-off).
+    /// (`advanced.handoff_ms`; zero: one batch per hand-off).
     pub handoff: Duration,
     /// Share of a request's time left that the backlog ahead of it may fill
-    /// (`engine.admission_headroom`).
+    /// (`advanced.admission_headroom`).
     pub admission_headroom: f64,
     /// Shared with readers of this actor's load.
     pub gauge: Arc<LoadGauge>,
 }
 
+/// What an inference actor accepts in one request, whichever node sent it: requests from other
+/// nodes skip this node's HTTP limits, so the actor checks every request against them.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RequestLimits {
+    /// Texts (`limits.max_texts`).
+    pub max_texts: usize,
+    /// Ids per text (the model's `max_length`).
+    pub max_length: usize,
+    /// Ids are below this (the tokenizer's vocabulary).
+    pub vocab: usize,
+    /// Longest deadline (`limits.request_timeout_ms`); a later one is cut to it.
+    pub max_deadline: Duration,
+}
+
 /// The actor (stateless; everything is in [`InferenceState`]).
 pub struct InferenceActor;
 
-/// Where a queued text belongs.
+/// Where a queued text belongs: the actor's number for its request and its position there.
 #[derive(Debug)]
 pub struct Slot {
     request: u64,
     index: usize,
-    ids: Vec<u32>,
 }
 
+/// A request being answered: its texts, the answers so far, and who waits.
 struct Pending {
+    id: RequestId,
+    texts: Arc<EncodedTexts>,
     reply: RpcReplyPort<InferResult>,
     results: Vec<Option<Scores>>,
     remaining: usize,
     enqueued: Instant,
+}
+
+/// Why a request was refused with a fast 429 (the `reason` label of
+/// `senti_queue_rejections_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Rejection {
+    /// The queue holds `advanced.queue_capacity` texts.
+    Capacity,
+    /// The backlog would not let the request finish before its deadline.
+    Deadline,
+}
+
+impl Rejection {
+    fn label(self) -> &'static str {
+        match self {
+            Rejection::Capacity => "capacity",
+            Rejection::Deadline => "deadline",
+        }
+    }
 }
 
 /// One hand-off to the model thread.
@@ -126,8 +159,8 @@ impl InFlight {
 /// State of one inference actor; only its own handler touches it.
 pub struct InferenceState {
     name: String,
-    encoder: TextEncoder,
     manifest: Arc<Manifest>,
+    accepts: RequestLimits,
     limits: BatchLimits,
     capacity: usize,
     batches_ahead: usize,
@@ -160,8 +193,8 @@ impl Actor for InferenceActor {
             .spawn(move || model_thread(sessions, handoffs, myself))?;
         Ok(InferenceState {
             name: args.name,
-            encoder: args.encoder,
             manifest: args.manifest,
+            accepts: args.accepts,
             limits: args.limits,
             capacity: args.capacity,
             batches_ahead: args.batches_ahead.max(1),
@@ -183,7 +216,7 @@ impl Actor for InferenceActor {
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         match message {
-            InferenceMsg::Infer { texts, deadline, reply } => state.enqueue(texts, deadline, reply),
+            InferenceMsg::Infer { texts, deadline, request, reply } => state.enqueue(texts, deadline, request, reply),
             InferenceMsg::BatchDone(results) => state.finish_handoff(results),
         }
         state.dispatch();
@@ -198,71 +231,56 @@ impl Actor for InferenceActor {
     }
 }
 
-/// Runs hand-offs until the actor drops its sender, reporting once per hand-off.
-fn model_thread(mut sessions: Sessions, handoffs: mpsc::Receiver<Handoff>, actor: ActorRef<InferenceMsg>) {
-    for handoff in handoffs {
-        let results = handoff
-            .iter()
-            .map(|batch| {
-                let started = Instant::now();
-                let refs: Vec<&[u32]> = batch.iter().map(Vec::as_slice).collect();
-                (sessions.logits(&refs), started.elapsed())
-            })
-            .collect();
-        if actor.cast(InferenceMsg::BatchDone(results)).is_err() {
-            break;
-        }
-    }
-}
-
 impl InferenceState {
-    fn enqueue(&mut self, texts: Vec<String>, deadline: Instant, reply: RpcReplyPort<InferResult>) {
-        if texts.is_empty() {
-            let _ = reply.send(Ok(Vec::new()));
+    fn enqueue(
+        &mut self,
+        texts: Arc<EncodedTexts>,
+        deadline: Instant,
+        request_id: RequestId,
+        reply: RpcReplyPort<InferResult>,
+    ) {
+        let _span = tracing::debug_span!("request", id = %request_id).entered();
+        let a = &self.accepts;
+        if let Err(err) = texts.check(a.max_texts, a.max_length, a.vocab) {
+            tracing::warn!(actor = %self.name, error = %err, "refused an invalid request");
+            let _ = reply.send(Err(InferError::Invalid(err.to_string())));
             return;
         }
         let now = Instant::now();
+        let deadline = deadline.min(now + a.max_deadline);
         if deadline <= now {
             let _ = reply.send(Err(InferError::DeadlineExceeded));
             return;
         }
         if self.queue.len() + texts.len() > self.capacity {
-            self.reject(reply, "capacity");
+            self.reject(reply, Rejection::Capacity);
             return;
-        }
-        let mut encoded = Vec::with_capacity(texts.len());
-        for text in &texts {
-            match self.encoder.encode(text) {
-                Ok(ids) => encoded.push(ids),
-                Err(err) => {
-                    let _ = reply.send(Err(InferError::Model(err.to_string())));
-                    return;
-                }
-            }
         }
         // Beyond capacity the answer is a fast 429, not a 504 after the whole deadline spent
         // waiting: refuse what the backlog would not let finish in time.
-        let tokens = encoded.iter().map(Vec::len).sum();
-        if !self.gauge.snapshot().finishes_within(tokens, deadline - now, self.admission_headroom) {
-            self.reject(reply, "deadline");
+        if !self.gauge.snapshot().finishes_within(texts.total_tokens(), deadline - now, self.admission_headroom) {
+            self.reject(reply, Rejection::Deadline);
             return;
         }
         let request = self.next_request;
         self.next_request += 1;
-        for (index, ids) in encoded.into_iter().enumerate() {
-            self.queue.push(Entry { tokens: ids.len(), deadline, payload: Slot { request, index, ids } });
+        for (index, ids) in texts.iter().enumerate() {
+            self.queue.push(Entry { tokens: ids.len(), deadline, payload: Slot { request, index } });
         }
+        tracing::debug!(actor = %self.name, texts = texts.len(), queued = self.queue.len(), "queued");
+        let count = texts.len();
         self.pending.insert(
             request,
-            Pending { reply, results: vec![None; texts.len()], remaining: texts.len(), enqueued: Instant::now() },
+            Pending { id: request_id, texts, reply, results: vec![None; count], remaining: count, enqueued: now },
         );
         self.publish_queue();
     }
 
-    /// Answers 429: the queue is full (`capacity`) or too long to finish before the deadline.
-    fn reject(&self, reply: RpcReplyPort<InferResult>, reason: &'static str) {
+    /// Answers 429: the queue is full or too long to finish before the deadline.
+    fn reject(&self, reply: RpcReplyPort<InferResult>, why: Rejection) {
         let retry_after = self.gauge.snapshot().expected_drain();
-        metrics::counter!("senti_queue_rejections_total", "actor" => self.name.clone(), "reason" => reason)
+        tracing::debug!(actor = %self.name, reason = why.label(), "refused: queue full");
+        metrics::counter!("senti_queue_rejections_total", "actor" => self.name.clone(), "reason" => why.label())
             .increment(1);
         let _ = reply.send(Err(InferError::QueueFull { retry_after }));
     }
@@ -298,12 +316,16 @@ impl InferenceState {
             let one_request = taken.batch.iter().all(|e| e.payload.request == first);
             let mut batch = Vec::with_capacity(taken.batch.len());
             for entry in taken.batch {
-                if let Some(pending) = self.pending.get(&entry.payload.request) {
-                    metrics::histogram!("senti_queue_wait_seconds")
-                        .record(now.duration_since(pending.enqueued).as_secs_f64());
-                }
+                let Some(pending) = self.pending.get(&entry.payload.request) else {
+                    continue; // answered already (failed); its other texts were removed with it
+                };
+                metrics::histogram!("senti_queue_wait_seconds")
+                    .record(now.duration_since(pending.enqueued).as_secs_f64());
                 handoff.keys.push((entry.payload.request, entry.payload.index));
-                batch.push(entry.payload.ids);
+                batch.push((pending.texts.clone(), entry.payload.index));
+            }
+            if batch.is_empty() {
+                continue;
             }
             metrics::histogram!("senti_batch_size").record(batch.len() as f64);
             metrics::histogram!("senti_batch_padded_tokens").record(padded_tokens as f64);
@@ -328,11 +350,7 @@ impl InferenceState {
             // The model thread is gone (it only exits when this sender drops or the actor
             // stops); answer every hand-off given to it rather than leave them waiting.
             while let Some(lost) = self.in_flight.front() {
-                let failed = lost
-                    .batches
-                    .iter()
-                    .map(|_| (Err(ModelError::Inference("model thread stopped".into())), Duration::ZERO))
-                    .collect();
+                let failed = lost.batches.iter().map(|_| (Err(ModelFailure::ThreadStopped), Duration::ZERO)).collect();
                 self.finish_handoff(failed);
             }
         }
@@ -348,8 +366,8 @@ impl InferenceState {
         };
         self.publish_running();
         if results.len() != handoff.batches.len() {
-            let err = format!("model thread returned {} batches for {}", results.len(), handoff.batches.len());
-            self.fail_all(&handoff.keys, InferError::Model(err));
+            tracing::error!(actor = %self.name, batches = results.len(), expected = handoff.batches.len(), "model thread returned the wrong number of batches. This is a bug.");
+            self.fail_all(&handoff.keys, InferError::Model(ModelFailure::ThreadStopped));
             return;
         }
         let mut keys = handoff.keys.into_iter();
@@ -365,13 +383,14 @@ impl InferenceState {
                     }
                 }
                 Ok(rows) => {
-                    let err =
-                        InferError::Model(format!("model returned {} rows for {} texts", rows.len(), batch_keys.len()));
-                    self.fail_all(&batch_keys, err);
+                    let err = ModelFailure::Output { rows: rows.len() as u32, texts: batch_keys.len() as u32 };
+                    self.fail_all(&batch_keys, InferError::Model(err));
                 }
                 Err(err) => {
-                    tracing::warn!(actor = %self.name, error = %err, "batch failed");
-                    self.fail_all(&batch_keys, InferError::Model(err.to_string()));
+                    let requests: Vec<String> =
+                        batch_keys.iter().filter_map(|(r, _)| self.pending.get(r).map(|p| p.id.to_string())).collect();
+                    tracing::warn!(actor = %self.name, error = %err, ?requests, "batch failed");
+                    self.fail_all(&batch_keys, InferError::Model(err));
                 }
             }
         }

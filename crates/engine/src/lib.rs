@@ -1,44 +1,44 @@
-//! The actors of one senti node and the handle that starts and stops them.
+//! Node-local inference: the inference actors of one node, their batching queues and model
+//! threads, and the handle that starts and stops them.
 //!
-//! Supervision tree (all children of nothing: the [`Engine`] owns and stops them):
+//! Supervision tree (children of nothing: the [`Engine`] owns and stops them):
 //! ```text
 //! Engine
-//!  ├── GatewayActor            placement (local and remote actors), failover, hedging, ejection;
-//!  │                           spawns one task per attempt
-//!  └── InferenceActor a0..aN   batching queue; each owns a model thread with one ONNX session
+//!  └── InferenceActor a0..aN   batching queue (queue.rs); each owns a model thread with its
+//!                              ONNX Runtime sessions (model_thread.rs)
 //! ```
-//! A request: [`Engine::classify`] -> [`GatewayMsg::Classify`] -> attempt task -> [`Hop`] ->
-//! [`InferenceMsg::Infer`] (here, or on another node through ractor_cluster: `wire.rs`) ->
-//! [`BatchQueue`] -> model thread -> `BatchDone` -> reply. The cluster layer (`senti-cluster`)
-//! tells the gateway about remote actors with [`GatewayMsg::SetRemoteTargets`].
+//! A request reaches this crate tokenized ([`Engine::encode`] -> [`EncodedTexts`]) as an
+//! [`InferenceMsg::Infer`], sent by the gateway actor (`senti-routing`) from this node or from
+//! another one through ractor_cluster (`wire.rs`), and leaves as one [`Scores`](senti_model::Scores)
+//! per text. Which actor gets it, retries and failover are the gateway's business, not this
+//! crate's. [`Readiness`] is the node's one answer to "may I send you work?".
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-mod gateway;
-mod hop;
 mod inference;
 mod load;
+mod model_thread;
 mod queue;
-mod sessions;
+mod readiness;
+mod request;
+mod texts;
 mod wire;
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use ractor::{Actor, ActorCell, ActorRef};
+use ractor::{Actor, ActorRef};
 use senti_config::Config;
-use senti_model::{ModelBundle, ModelError};
-use tokio::sync::{oneshot, watch};
+use senti_model::{ModelBundle, ModelError, TextEncoder};
 
-pub use gateway::{
-    AttemptOutcome, Classified, GatewayActor, GatewayArgs, GatewayMsg, Job, LoadSource, RoutingSnapshot, Target,
-    TargetId, TargetReport,
-};
-pub use hop::Hop;
-pub use inference::{InferResult, InferenceActor, InferenceArgs, InferenceMsg};
+pub use inference::{InferResult, InferenceActor, InferenceArgs, InferenceMsg, RequestLimits};
 pub use load::{Load, LoadGauge};
+pub use model_thread::BatchResult;
 pub use queue::{BatchLimits, BatchQueue, Entry, Taken};
+pub use readiness::{NodeState, Readiness};
+pub use request::RequestId;
+pub use texts::{EncodedTexts, InvalidTexts};
 
 /// Why a request got no scores. `Clone`: one failed batch answers many requests. Encoded with
 /// bincode when a remote inference actor answers (`wire.rs`).
@@ -53,7 +53,7 @@ pub enum InferError {
     /// The request's deadline passed before it could be answered.
     #[error("the request's deadline passed before it was answered")]
     DeadlineExceeded,
-    /// One attempt got no answer within `routing.attempt_timeout_ms` (and no other could be made).
+    /// One attempt got no answer within the attempt timeout (and no other could be made).
     #[error("the inference actor did not answer in time")]
     AttemptTimedOut,
     /// The node is shutting down.
@@ -62,17 +62,47 @@ pub enum InferError {
     /// No inference actor could be reached.
     #[error("no inference actor is available")]
     Unavailable,
+    /// The request itself is not acceptable (a remote node's limits, or ids it cannot read).
+    #[error("invalid request: {0}")]
+    Invalid(String),
     /// The model failed on this batch.
     #[error("inference failed: {0}")]
-    Model(String),
+    Model(ModelFailure),
+}
+
+/// How the model failed on a batch.
+#[derive(Debug, Clone, PartialEq, thiserror::Error, bincode::Encode, bincode::Decode)]
+pub enum ModelFailure {
+    /// ONNX Runtime returned an error (its message).
+    #[error("{0}")]
+    Run(String),
+    /// The model returned a number of rows other than the number of texts.
+    #[error("the model returned {rows} rows for {texts} texts")]
+    Output {
+        /// Rows returned.
+        rows: u32,
+        /// Texts sent.
+        texts: u32,
+    },
+    /// The model thread is gone.
+    #[error("the model thread stopped")]
+    ThreadStopped,
+    /// The tokenizer failed on a text (its message).
+    #[error("tokenizer: {0}")]
+    Tokenize(String),
 }
 
 impl InferError {
-    /// Whether another actor might succeed where this attempt failed.
+    /// Whether another actor might succeed where this attempt failed. A node that is shutting
+    /// down refuses new work so that its peers place it elsewhere.
     pub fn is_retryable(&self) -> bool {
         matches!(
             self,
-            InferError::QueueFull { .. } | InferError::Unavailable | InferError::Model(_) | InferError::AttemptTimedOut
+            InferError::QueueFull { .. }
+                | InferError::Unavailable
+                | InferError::Model(_)
+                | InferError::AttemptTimedOut
+                | InferError::ShuttingDown
         )
     }
 }
@@ -95,62 +125,50 @@ pub struct ActorInfo {
     pub name: String,
     /// Its load.
     pub gauge: Arc<LoadGauge>,
-    /// The actor, for the cluster layer (process groups, remote peers).
-    pub cell: ActorCell,
+    /// The actor, for the gateway (local hops) and the cluster layer (process groups).
+    pub actor: ActorRef<InferenceMsg>,
 }
 
-/// The running actors of one node.
+/// Total characters up to which a request is tokenized on the calling task: about 0.3 ms of
+/// work at the fast tokenizer's speed (docs/benchmarks.md), below the half millisecond async code
+/// may spend without yielding. Longer requests go to tokio's blocking pool.
+const INLINE_TOKENIZE_CHARS: usize = 1_024;
+
+/// The running inference actors of one node.
 pub struct Engine {
-    gateway: ActorRef<GatewayMsg>,
-    actors: Vec<(ActorInfo, ActorRef<InferenceMsg>)>,
+    actors: Vec<ActorInfo>,
     handles: Vec<tokio::task::JoinHandle<()>>,
     bundle: ModelBundle,
-    shutting_down: Arc<AtomicBool>,
 }
 
 impl Engine {
     /// Creates one session per actor (on a blocking thread: this takes a moment), then the actors.
-    pub async fn start(bundle: ModelBundle, full_config: &Config) -> Result<Self, EngineError> {
-        let config = &full_config.engine;
-        let node: Arc<str> = full_config.node_id().into();
+    pub async fn start(bundle: ModelBundle, config: &Config) -> Result<Self, EngineError> {
+        let engine = &config.engine;
+        let advanced = &config.advanced;
         let max_length = bundle.manifest().max_length;
         let limits = BatchLimits {
-            max_tokens: config.max_batch_tokens.max(max_length),
-            max_size: config.max_batch_size,
-            window: config.max_batch_size * 4,
+            max_tokens: advanced.max_batch_tokens.max(max_length),
+            max_size: advanced.max_batch_size,
+            window: advanced.max_batch_size * 4,
+        };
+        let accepts = RequestLimits {
+            max_texts: config.limits.max_texts,
+            max_length,
+            vocab: bundle.encoder().vocab_size(),
+            max_deadline: Duration::from_millis(config.limits.request_timeout_ms),
         };
         let mut actors = Vec::new();
         let mut handles = Vec::new();
-        let mut targets = Vec::new();
         let node_running = Arc::new(AtomicUsize::new(0));
         // Decided on the first actor's sessions, then the same for every actor.
         let mut keep_alone_opt: Option<bool> = None;
-        for i in 0..config.actors {
-            let (threads, spinning) = (config.threads_per_actor, config.intra_op_spinning);
-            let alone_threads = config.threads_when_alone;
+        for i in 0..engine.actors {
+            let (threads, spinning) = (engine.threads_per_actor, advanced.intra_op_spinning);
+            let alone_threads = advanced.threads_when_alone;
             let b = bundle.clone();
             let (runner, runner_alone, keep_alone) = tokio::task::spawn_blocking(move || {
-                let mut runner = b.runner_with_spinning(threads, spinning)?;
-                if alone_threads <= threads || keep_alone_opt == Some(false) {
-                    return Ok::<_, ModelError>((runner, None, false));
-                }
-                let mut alone = b.runner_with_spinning(alone_threads, false)?;
-                if keep_alone_opt.is_none() {
-                    let ids = b.encoder().encode(sessions::PROBE_TEXT)?;
-                    let speedup = sessions::speedup(&mut runner, &mut alone, &ids)?;
-                    let keep = speedup >= sessions::KEEP_IF_FASTER;
-                    tracing::info!(
-                        threads_when_alone = alone_threads,
-                        speedup = format!("{speedup:.2}"),
-                        kept = keep,
-                        "a lone batch on {alone_threads} threads against {threads}: kept if at least {}x faster",
-                        sessions::KEEP_IF_FASTER
-                    );
-                    if !keep {
-                        return Ok((runner, None, false));
-                    }
-                }
-                Ok((runner, Some(alone), true))
+                model_thread::sessions(&b, threads, spinning, alone_threads, keep_alone_opt)
             })
             .await
             .map_err(|err| EngineError::Spawn(err.to_string()))??;
@@ -162,58 +180,44 @@ impl Engine {
                 runner,
                 runner_alone,
                 node_running: node_running.clone(),
-                encoder: bundle.encoder().clone(),
                 manifest: Arc::new(bundle.manifest().clone()),
+                accepts,
                 limits,
-                capacity: config.queue_capacity,
-                batches_ahead: config.batches_ahead,
-                handoff: Duration::from_millis(config.handoff_ms),
-                admission_headroom: config.admission_headroom,
+                capacity: advanced.queue_capacity,
+                batches_ahead: advanced.batches_ahead,
+                handoff: Duration::from_millis(advanced.handoff_ms),
+                admission_headroom: advanced.admission_headroom,
                 gauge: gauge.clone(),
             };
             let (actor, handle) =
                 Actor::spawn(None, InferenceActor, args).await.map_err(|err| EngineError::Spawn(err.to_string()))?;
             handles.push(handle);
-            targets.push(Target {
-                id: TargetId { node: node.clone(), actor: name.as_str().into() },
-                hop: Arc::new(actor.clone()),
-                load: LoadSource::Local(gauge.clone()),
-            });
-            actors.push((ActorInfo { name, gauge, cell: actor.get_cell() }, actor));
+            actors.push(ActorInfo { name, gauge, actor });
         }
-        let seed =
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
-        let args = GatewayArgs { local: targets, routing: full_config.routing.clone(), seed };
-        let (gateway, handle) =
-            Actor::spawn(None, GatewayActor, args).await.map_err(|err| EngineError::Spawn(err.to_string()))?;
-        handles.push(handle);
-        tracing::info!(actors = config.actors, threads_per_actor = config.threads_per_actor, threads_when_alone = config.threads_when_alone, model = %bundle.manifest().name, variant = bundle.variant(), "engine started");
-        Ok(Self { gateway, actors, handles, bundle, shutting_down: Arc::new(AtomicBool::new(false)) })
+        tracing::info!(
+            actors = engine.actors,
+            threads_per_actor = engine.threads_per_actor,
+            threads_when_alone = advanced.threads_when_alone,
+            model = %bundle.manifest().name,
+            variant = bundle.variant(),
+            "engine started"
+        );
+        Ok(Self { actors, handles, bundle })
     }
 
-    /// Classifies `texts` before `deadline`. Dropping the future cancels the request: its texts
-    /// are dropped from the queue before inference.
-    pub async fn classify(&self, texts: Vec<String>, deadline: Instant) -> Result<Classified, InferError> {
-        if self.shutting_down.load(Ordering::Relaxed) {
-            return Err(InferError::ShuttingDown);
+    /// Tokenizes a request's texts once, for every attempt it will take: on the calling task when
+    /// they are short, on tokio's blocking pool otherwise (a 256-text request takes milliseconds).
+    pub async fn encode(&self, texts: &[String]) -> Result<Arc<EncodedTexts>, InferError> {
+        let chars: usize = texts.iter().map(String::len).sum();
+        if chars <= INLINE_TOKENIZE_CHARS {
+            return encode_all(self.bundle.encoder(), texts).map(Arc::new);
         }
-        let (tx, rx) = oneshot::channel();
-        // Held until this future ends: dropping it (answer or cancellation) stops every attempt.
-        let (_cancel, cancelled) = watch::channel(());
-        self.gateway
-            .cast(GatewayMsg::Classify(Job::new(texts, deadline, tx, cancelled)))
-            .map_err(|_| InferError::ShuttingDown)?;
-        rx.await.unwrap_or(Err(InferError::ShuttingDown))
-    }
-
-    /// The gateway actor (the cluster layer sends it [`GatewayMsg::SetRemoteTargets`]).
-    pub fn gateway(&self) -> &ActorRef<GatewayMsg> {
-        &self.gateway
-    }
-
-    /// Every target's routing state, retries, hedges and ejections.
-    pub async fn routing_snapshot(&self) -> Option<RoutingSnapshot> {
-        ractor::call!(self.gateway, GatewayMsg::Snapshot).ok()
+        let encoder = self.bundle.encoder().clone();
+        let texts = texts.to_vec();
+        tokio::task::spawn_blocking(move || encode_all(&encoder, &texts))
+            .await
+            .map_err(|_| InferError::ShuttingDown)?
+            .map(Arc::new)
     }
 
     /// The model being served.
@@ -222,44 +226,41 @@ impl Engine {
     }
 
     /// Every inference actor with its load.
-    pub fn actors(&self) -> impl Iterator<Item = &ActorInfo> {
-        self.actors.iter().map(|(info, _)| info)
+    pub fn actors(&self) -> &[ActorInfo] {
+        &self.actors
     }
 
     /// Kills one inference actor abruptly (tests of failover).
     #[cfg(feature = "testsuite")]
     pub fn kill_actor(&self, index: usize) {
-        self.actors[index].1.kill();
-    }
-
-    /// Refuses new requests from now on ([`InferError::ShuttingDown`]); queued work continues.
-    pub fn begin_shutdown(&self) {
-        self.shutting_down.store(true, Ordering::Relaxed);
-    }
-
-    /// True after [`Engine::begin_shutdown`].
-    pub fn is_shutting_down(&self) -> bool {
-        self.shutting_down.load(Ordering::Relaxed)
+        self.actors[index].actor.kill();
     }
 
     /// Waits until every queue is empty and nothing runs (or `grace` passes), then stops the actors.
     pub async fn shutdown(self, grace: Duration) {
-        self.begin_shutdown();
-        let until = Instant::now() + grace;
-        while Instant::now() < until
-            && self.actors().any(|a| {
+        let until = tokio::time::Instant::now() + grace;
+        while tokio::time::Instant::now() < until
+            && self.actors.iter().any(|a| {
                 let load = a.gauge.snapshot();
                 load.queued_texts > 0 || load.running_texts > 0
             })
         {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        self.gateway.stop(None);
-        for (_, actor) in &self.actors {
-            actor.stop(None);
+        for actor in &self.actors {
+            actor.actor.stop(None);
         }
         for handle in self.handles {
             let _ = handle.await;
         }
     }
+}
+
+fn encode_all(encoder: &TextEncoder, texts: &[String]) -> Result<EncodedTexts, InferError> {
+    let mut encoded = EncodedTexts::default();
+    for text in texts {
+        let ids = encoder.encode(text).map_err(|err| InferError::Model(ModelFailure::Tokenize(err.to_string())))?;
+        encoded.push(&ids);
+    }
+    Ok(encoded)
 }

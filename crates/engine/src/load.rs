@@ -50,7 +50,7 @@ impl Load {
     }
 
     /// Whether `tokens` more, queued behind the current backlog, can be finished within the
-    /// share `headroom` (0 to 1, `engine.admission_headroom`) of `time_left` at the recent
+    /// share `headroom` (0 to 1, `advanced.admission_headroom`) of `time_left` at the recent
     /// throughput; the rest is a margin for what the estimate misses. An idle actor, or one that
     /// has not measured its throughput yet, takes anything: the estimate means something only
     /// with both.

@@ -2,18 +2,25 @@
 //!
 //! ractor_cluster calls [`ractor::Message::serialize`] when the target actor is remote and
 //! [`ractor::Message::deserialize`] on the receiving node. The payload is bincode 2 (standard
-//! config):
+//! config, decoding limited to [`MAX_DECODE_BYTES`]):
 //! ```text
-//! request  variant "infer", args = WireRequest { texts: Vec<String>, remaining_ms: u64 }
+//! request  variant "infer", args = WireRequest { request: String, ids: Vec<u32>, ends: Vec<u32>,
+//!                                                remaining_ms: u64 }
 //! reply    Result<Vec<WireScores { label: u32, probabilities: Vec<f32> }>, InferError>
 //! ```
-//! The deadline travels as the time that remains (`remaining_ms`), not as a wall-clock instant,
-//! so the nodes' clocks need not agree; the time on the wire is counted against the receiver,
-//! which only makes it drop work a little early. `BatchDone` is local to a node and never
+//! Texts travel as token ids ([`EncodedTexts`]: every text's ids back to back, and where each
+//! ends), so the receiving node does not tokenize them again; both nodes serve the same model
+//! (the cluster layer only connects gateways to actors of their own model). Nothing decoded here
+//! is trusted: bincode refuses any length beyond the byte limit before allocating, the two
+//! vectors must describe texts, and the inference actor checks ids, lengths, count and deadline
+//! against its own limits as it does for every request. The deadline travels as the time that
+//! remains (`remaining_ms`), not as a wall-clock instant, so the nodes' clocks need not agree; the
+//! time on the wire is counted against the receiver, which only makes it drop work a little early. `BatchDone` is local to a node and never
 //! serialized. On each side a small task bridges the typed reply port and the byte reply port
 //! that ractor_cluster carries; it ends when either side answers, drops, or the caller's port
 //! timeout passes.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ractor::message::{BoxedDowncastErr, SerializedMessage};
@@ -21,14 +28,25 @@ use ractor::RpcReplyPort;
 use senti_model::Scores;
 
 use crate::inference::{InferResult, InferenceMsg};
-use crate::InferError;
+use crate::{EncodedTexts, InferError, RequestId};
 
 /// The variant tag of [`InferenceMsg::Infer`] on the wire.
 const INFER: &str = "infer";
 
+/// Most bytes any length field decoded here may claim, in total. The largest real request, 256
+/// texts of 256 ids at up to 5 bytes each, is about 330 KB; a message that claims more is refused
+/// before anything is allocated for it.
+pub const MAX_DECODE_BYTES: usize = 4 << 20;
+
+/// Longest deadline a remote request may carry before the actor cuts it to its own limit; only a
+/// bound for the arithmetic here.
+const MAX_REMAINING: Duration = Duration::from_secs(3_600);
+
 #[derive(bincode::Encode, bincode::Decode)]
 struct WireRequest {
-    texts: Vec<String>,
+    request: String,
+    ids: Vec<u32>,
+    ends: Vec<u32>,
     remaining_ms: u64,
 }
 
@@ -43,7 +61,8 @@ fn encode<T: bincode::Encode>(value: &T) -> Result<Vec<u8>, BoxedDowncastErr> {
 }
 
 fn decode<T: bincode::Decode<()>>(bytes: &[u8]) -> Result<T, BoxedDowncastErr> {
-    bincode::decode_from_slice(bytes, bincode::config::standard()).map(|(value, _)| value).map_err(|_| BoxedDowncastErr)
+    let config = bincode::config::standard().with_limit::<MAX_DECODE_BYTES>();
+    bincode::decode_from_slice(bytes, config).map(|(value, _)| value).map_err(|_| BoxedDowncastErr)
 }
 
 fn encode_result(result: InferResult) -> Vec<u8> {
@@ -58,7 +77,10 @@ fn decode_result(bytes: &[u8]) -> InferResult {
         Ok(wire) => wire.map(|scores| {
             scores.into_iter().map(|s| Scores { label: s.label as usize, probabilities: s.probabilities }).collect()
         }),
-        Err(_) => Err(InferError::Model("undecodable reply from a remote inference actor".into())),
+        Err(_) => {
+            tracing::warn!(bytes = bytes.len(), "undecodable reply from a remote inference actor");
+            Err(InferError::Unavailable)
+        }
     }
 }
 
@@ -68,11 +90,12 @@ impl ractor::Message for InferenceMsg {
     }
 
     fn serialize(self) -> Result<SerializedMessage, BoxedDowncastErr> {
-        let InferenceMsg::Infer { texts, deadline, reply } = self else {
+        let InferenceMsg::Infer { texts, deadline, request, reply } = self else {
             return Err(BoxedDowncastErr); // BatchDone never leaves its node
         };
         let remaining_ms = deadline.saturating_duration_since(Instant::now()).as_millis() as u64;
-        let args = encode(&WireRequest { texts, remaining_ms })?;
+        let (ids, ends) = Arc::unwrap_or_clone(texts).into_parts();
+        let args = encode(&WireRequest { request: request.as_str().to_owned(), ids, ends, remaining_ms })?;
         let (tx, rx) = ractor::concurrency::oneshot::<Vec<u8>>();
         let timeout_opt = reply.get_timeout();
         ractor::concurrency::spawn(async move {
@@ -98,8 +121,10 @@ impl ractor::Message for InferenceMsg {
         if variant != INFER {
             return Err(BoxedDowncastErr);
         }
-        let request: WireRequest = decode(&args)?;
-        let remaining = Duration::from_millis(request.remaining_ms);
+        let wire: WireRequest = decode(&args)?;
+        let texts = EncodedTexts::from_parts(wire.ids, wire.ends).map_err(|_| BoxedDowncastErr)?;
+        let request = RequestId::parse(&wire.request).unwrap_or_else(RequestId::generate);
+        let remaining = Duration::from_millis(wire.remaining_ms).min(MAX_REMAINING);
         let (tx, rx) = ractor::concurrency::oneshot::<InferResult>();
         ractor::concurrency::spawn(async move {
             // Waits no longer than the deadline (plus a margin for the answer of expired work).
@@ -107,7 +132,13 @@ impl ractor::Message for InferenceMsg {
                 let _ = reply.send(encode_result(result));
             }
         });
-        Ok(InferenceMsg::Infer { texts: request.texts, deadline: Instant::now() + remaining, reply: tx.into() })
+        tracing::debug!(request = %request, texts = texts.len(), "request from another node");
+        Ok(InferenceMsg::Infer {
+            texts: Arc::new(texts),
+            deadline: Instant::now() + remaining,
+            request,
+            reply: tx.into(),
+        })
     }
 }
 
@@ -120,16 +151,18 @@ mod tests {
     #[tokio::test]
     async fn a_request_and_its_reply_survive_the_round_trip() {
         let (tx, rx) = ractor::concurrency::oneshot::<InferResult>();
-        let texts = vec!["好".to_string(), "差".to_string()];
+        let texts = Arc::new(EncodedTexts::from_texts([vec![101, 1962, 102], vec![101, 2345, 102]]));
         let deadline = Instant::now() + Duration::from_secs(5);
-        let serialized =
-            InferenceMsg::Infer { texts: texts.clone(), deadline, reply: RpcReplyPort::from(tx) }.serialize().unwrap();
-        let InferenceMsg::Infer { texts: got, deadline: got_deadline, reply } =
-            InferenceMsg::deserialize(serialized).unwrap()
+        let request = RequestId::parse("req-1").unwrap();
+        let message =
+            InferenceMsg::Infer { texts: texts.clone(), deadline, request: request.clone(), reply: tx.into() };
+        let InferenceMsg::Infer { texts: got, deadline: got_deadline, request: got_request, reply } =
+            InferenceMsg::deserialize(message.serialize().unwrap()).unwrap()
         else {
             panic!("not an Infer");
         };
         assert_eq!(got, texts);
+        assert_eq!(got_request, request);
         assert!(
             got_deadline <= deadline + Duration::from_millis(5) && got_deadline + Duration::from_secs(1) > deadline
         );
@@ -142,8 +175,9 @@ mod tests {
     async fn errors_cross_the_wire_with_their_fields() {
         let (tx, rx) = ractor::concurrency::oneshot::<InferResult>();
         let message = InferenceMsg::Infer {
-            texts: vec!["x".into()],
+            texts: Arc::new(EncodedTexts::from_texts([vec![101, 102]])),
             deadline: Instant::now() + Duration::from_secs(1),
+            request: RequestId::generate(),
             reply: RpcReplyPort::from(tx),
         };
         let InferenceMsg::Infer { reply, .. } = InferenceMsg::deserialize(message.serialize().unwrap()).unwrap() else {
@@ -154,12 +188,27 @@ mod tests {
         assert_eq!(rx.await.unwrap(), Err(err));
     }
 
+    fn call(args: Vec<u8>) -> SerializedMessage {
+        let (tx, _rx) = ractor::concurrency::oneshot::<Vec<u8>>();
+        SerializedMessage::Call { variant: INFER.into(), args, reply: tx.into(), metadata: None }
+    }
+
     #[test]
     fn garbage_is_refused_not_panicked_on() {
-        let (tx, _rx) = ractor::concurrency::oneshot::<Vec<u8>>();
-        let message =
-            SerializedMessage::Call { variant: INFER.into(), args: vec![0xff; 3], reply: tx.into(), metadata: None };
-        assert!(InferenceMsg::deserialize(message).is_err());
+        assert!(InferenceMsg::deserialize(call(vec![0xff; 3])).is_err());
         assert!(decode_result(&[0xff, 0xff]).is_err());
+    }
+
+    #[test]
+    fn a_length_beyond_the_limit_is_refused_before_allocating() {
+        // A request id of 2^50 bytes, in 9 bytes: bincode's varint 0xfd + u64. Without the limit
+        // the allocator aborts the process.
+        let mut bomb = vec![0xfd];
+        bomb.extend_from_slice(&(1u64 << 50).to_le_bytes());
+        assert!(InferenceMsg::deserialize(call(bomb.clone())).is_err());
+        assert_eq!(decode_result(&[&[0u8][..], &bomb[..]].concat()), Err(InferError::Unavailable));
+        // Ids whose boundaries do not match are refused too.
+        let forged = encode(&WireRequest { request: "x".into(), ids: vec![1, 2], ends: vec![5], remaining_ms: 10 });
+        assert!(InferenceMsg::deserialize(call(forged.unwrap())).is_err());
     }
 }

@@ -176,6 +176,12 @@ impl TextEncoder {
     pub fn is_fast(&self) -> bool {
         self.fast.is_some()
     }
+
+    /// Ids are below this (added tokens included): what token ids from elsewhere are checked
+    /// against before they reach ONNX Runtime.
+    pub fn vocab_size(&self) -> usize {
+        self.tokenizer.get_vocab_size(true)
+    }
 }
 
 /// One ONNX Runtime session. Synchronous: it runs on an inference actor's own thread.

@@ -1,8 +1,9 @@
-//! The wiring of one senti node: ONNX Runtime -> model -> engine (actors) -> HTTP server.
+//! The wiring of one senti node: ONNX Runtime -> model -> engine (inference actors) -> gateway
+//! actor -> HTTP server, and the cluster layer when it is on.
 //!
 //! [`start`] brings a node up and returns once it listens; [`RunningNode::stop`] drains it
-//! (refuse new work with 503, let the server finish in-flight requests, empty the queues, stop the
-//! actors). The binary (`main.rs`) only parses the command line and calls these, so tests run a
+//! (readiness goes to draining: new work gets 503, peers stop placing work here; the server
+//! finishes in-flight requests, the queues empty, the actors stop). The binary (`main.rs`) only parses the command line and calls these, so tests run a
 //! whole node in-process exactly as `senti serve` does.
 #![forbid(unsafe_code)]
 
@@ -13,9 +14,10 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use senti_cluster::Cluster;
 use senti_config::Config;
-use senti_engine::Engine;
-use senti_gateway::AppState;
+use senti_engine::{Engine, NodeState, Readiness, RequestId};
+use senti_http::AppState;
 use senti_model::{ModelBundle, ModelSource};
+use senti_routing::{Gateway, GatewayArgs, LoadSource, RoutingParams, Target, TargetId};
 use tokio::sync::oneshot;
 
 /// Texts whose labels any sane sentiment model gets right; /readyz waits for them.
@@ -26,9 +28,10 @@ pub const KNOWN_ANSWERS: [(&str, &str); 2] =
 pub struct RunningNode {
     /// The address the HTTP server listens on (useful with port 0).
     pub addr: SocketAddr,
-    /// Shared HTTP state (engine, readiness).
+    /// Shared HTTP state (engine, gateway, readiness).
     pub state: AppState,
     engine: Arc<Engine>,
+    gateway: Arc<Gateway>,
     stop_server: oneshot::Sender<()>,
     server: tokio::task::JoinHandle<std::io::Result<()>>,
     grace: Duration,
@@ -49,20 +52,46 @@ pub async fn load_model(config: &Config) -> anyhow::Result<ModelBundle> {
     Ok(bundle)
 }
 
+/// Starts this node's gateway actor over its engine's inference actors.
+pub async fn start_gateway(engine: &Engine, config: &Config, readiness: Readiness) -> anyhow::Result<Gateway> {
+    let node: Arc<str> = config.node_id().into();
+    let local = engine
+        .actors()
+        .iter()
+        .map(|actor| Target {
+            id: TargetId { node: node.clone(), actor: actor.name.as_str().into() },
+            hop: Arc::new(actor.actor.clone()),
+            load: LoadSource::Local(actor.gauge.clone()),
+        })
+        .collect();
+    let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+    let args = GatewayArgs { local, params: RoutingParams::from_config(config), seed };
+    Gateway::start(args, readiness).await.context("cannot start the gateway actor")
+}
+
 /// Starts a node and returns once its HTTP port is bound; readiness follows the known-answer check.
 pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
     let bundle = load_model(&config).await?;
     let manifest = bundle.manifest();
     tracing::info!(model = %manifest.name, version = %manifest.version, variant = bundle.variant(), "model loaded");
+    let readiness = Readiness::default();
     let engine = Arc::new(Engine::start(bundle, &config).await?);
+    let gateway = Arc::new(start_gateway(&engine, &config, readiness.clone()).await?);
     let node_id = config.node_id();
-    let state = AppState::new(engine.clone(), config.limits.clone(), config.auth.clone(), node_id.clone());
+    let state = AppState::new(
+        engine.clone(),
+        gateway.clone(),
+        readiness.clone(),
+        config.limits.clone(),
+        config.auth.clone(),
+        node_id.clone(),
+    );
     let listener = tokio::net::TcpListener::bind(config.server.listen)
         .await
         .with_context(|| format!("cannot listen on {} (`server.listen`)", config.server.listen))?;
     let addr = listener.local_addr()?;
     let (stop_server, stopped) = oneshot::channel::<()>();
-    let app = senti_gateway::app(state.clone());
+    let app = senti_http::app(state.clone());
     let server = tokio::spawn(async move {
         axum::serve(listener, app)
             .with_graceful_shutdown(async {
@@ -72,24 +101,21 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
     });
     tracing::info!(node = %node_id, %addr, "listening");
     if config.cluster.enabled {
-        let cluster = Cluster::start(&config, &engine, addr).await?;
+        let cluster = Cluster::start(&config, &engine, &gateway, readiness.clone(), addr).await?;
         let _ = state.cluster.set(Arc::new(cluster));
     }
-    let check = known_answer_check(&engine).await;
-    match check {
+    match known_answer_check(&engine, &gateway).await {
         Ok(()) => {
-            state.set_ready(true);
-            if let Some(cluster) = state.cluster.get() {
-                cluster.set_ready(true).await;
-            }
+            readiness.set(NodeState::Ready);
             tracing::info!(node = %node_id, "known-answer check passed; ready");
         }
-        Err(err) => tracing::error!(node = %node_id, error = %err, "known-answer check failed; /readyz stays 503"),
+        Err(err) => readiness.set(NodeState::Failed(format!("known-answer check failed: {err}"))),
     }
     Ok(RunningNode {
         addr,
         state,
         engine,
+        gateway,
         stop_server,
         server,
         grace: Duration::from_millis(config.server.shutdown_grace_ms),
@@ -98,9 +124,11 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
 
 /// Runs the known-answer texts through the whole engine; checks labels when the model has
 /// `positive`/`negative` labels, otherwise only that it answers.
-async fn known_answer_check(engine: &Engine) -> anyhow::Result<()> {
-    let texts = KNOWN_ANSWERS.iter().map(|(t, _)| t.to_string()).collect();
-    let classified = engine.classify(texts, Instant::now() + Duration::from_secs(60)).await?;
+async fn known_answer_check(engine: &Engine, gateway: &Gateway) -> anyhow::Result<()> {
+    let texts: Vec<String> = KNOWN_ANSWERS.iter().map(|(t, _)| t.to_string()).collect();
+    let encoded = engine.encode(&texts).await?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let classified = gateway.classify(encoded, deadline, RequestId::generate()).await?;
     let labels = &engine.bundle().manifest().labels;
     let names: Vec<&str> = labels.iter().map(|l| l.name.as_str()).collect();
     if !(names.contains(&"positive") && names.contains(&"negative")) {
@@ -117,18 +145,20 @@ impl RunningNode {
     /// Graceful stop: new requests get 503, in-flight ones finish, queues drain, actors stop.
     pub async fn stop(self) -> anyhow::Result<()> {
         tracing::info!("shutting down: leaving the cluster, refusing new requests, finishing in-flight ones");
-        self.state.set_ready(false);
+        self.state.readiness.set(NodeState::Draining);
         if let Some(cluster) = self.state.cluster.get() {
-            // Peers stop placing work here before the engine refuses it.
+            // Peers see `ready=false` and stop placing work here; then gossip and sessions end.
             cluster.leave().await;
         }
-        self.engine.begin_shutdown();
         let _ = self.stop_server.send(());
         match tokio::time::timeout(self.grace, self.server).await {
             Ok(joined) => joined.context("server task panicked")?.context("server failed")?,
             Err(_) => tracing::warn!(grace = ?self.grace, "in-flight requests did not finish within the grace period"),
         }
         drop(self.state);
+        if let Ok(gateway) = Arc::try_unwrap(self.gateway) {
+            gateway.stop().await;
+        }
         match Arc::try_unwrap(self.engine) {
             Ok(engine) => engine.shutdown(self.grace).await,
             Err(_) => tracing::warn!("engine still referenced at shutdown; actors stop with the process"),

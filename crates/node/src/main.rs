@@ -14,7 +14,9 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use senti_config::Config;
-use senti_engine::Engine;
+use senti_engine::{Engine, Readiness, RequestId};
+use senti_http::ClassifyResult;
+use serde::Serialize;
 use tracing_subscriber::fmt::format::{FormatEvent, FormatFields, Writer};
 use tracing_subscriber::fmt::FmtContext;
 use tracing_subscriber::registry::LookupSpan;
@@ -144,7 +146,22 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-/// Classifies in chunks of `limits.max_texts` through the same engine the server uses.
+/// One output line of `senti classify`: the text and its result as the HTTP API gives it.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Line<'a> {
+    Result {
+        text: &'a str,
+        #[serde(flatten)]
+        result: ClassifyResult,
+    },
+    Error {
+        text: &'a str,
+        error: &'static str,
+    },
+}
+
+/// Classifies in chunks of `limits.max_texts` through the same engine and gateway the server uses.
 async fn classify(config: Config, file: Option<PathBuf>, args: Vec<String>) -> anyhow::Result<()> {
     let texts: Vec<String> = match file {
         Some(path) if path.as_os_str() == "-" => std::io::stdin().lock().lines().collect::<Result<_, _>>()?,
@@ -158,7 +175,9 @@ async fn classify(config: Config, file: Option<PathBuf>, args: Vec<String>) -> a
     anyhow::ensure!(!texts.is_empty(), "no texts: give them as arguments or with --file");
     let bundle = senti_node::load_model(&config).await?;
     let engine = Engine::start(bundle, &config).await?;
-    let labels = engine.bundle().manifest().labels.clone();
+    let readiness = Readiness::default();
+    let gateway = senti_node::start_gateway(&engine, &config, readiness).await?;
+    let manifest = engine.bundle().manifest().clone();
     let progress =
         indicatif::ProgressBar::with_draw_target(Some(texts.len() as u64), indicatif::ProgressDrawTarget::stderr());
     if !std::io::stderr().is_terminal() {
@@ -170,21 +189,19 @@ async fn classify(config: Config, file: Option<PathBuf>, args: Vec<String>) -> a
         // Blank lines keep their place in the output (with an error) so line numbers match.
         let work: Vec<String> = chunk.iter().filter(|t| !t.trim().is_empty()).cloned().collect();
         let deadline = Instant::now() + Duration::from_millis(config.limits.request_timeout_ms.max(60_000));
-        let classified = if work.is_empty() { None } else { Some(engine.classify(work, deadline).await?) };
+        let classified = if work.is_empty() {
+            None
+        } else {
+            let encoded = engine.encode(&work).await?;
+            Some(gateway.classify(encoded, deadline, RequestId::generate()).await?)
+        };
         let mut scores = classified.iter().flat_map(|c| c.scores.iter());
         for text in chunk {
             let line = if text.trim().is_empty() {
-                serde_json::json!({ "text": text, "error": "empty text" })
+                serde_json::to_string(&Line::Error { text, error: "empty text" })?
             } else {
                 let s = scores.next().context("engine returned fewer results than texts. This is a bug.")?;
-                let label = &labels[s.label];
-                serde_json::json!({
-                    "text": text,
-                    "label": label.name,
-                    "label_zh": label.name_zh,
-                    "score": s.score(),
-                    "probabilities": labels.iter().map(|l| (l.name.clone(), serde_json::json!(s.probabilities[l.index]))).collect::<serde_json::Map<_, _>>(),
-                })
+                serde_json::to_string(&Line::Result { text, result: ClassifyResult::new(s, &manifest) })?
             };
             writeln!(out, "{line}")?;
         }
@@ -192,6 +209,7 @@ async fn classify(config: Config, file: Option<PathBuf>, args: Vec<String>) -> a
     }
     out.flush()?;
     progress.finish_and_clear();
+    gateway.stop().await;
     engine.shutdown(Duration::from_secs(5)).await;
     Ok(())
 }

@@ -26,6 +26,42 @@ pub struct LoadView {
     pub is_local: bool,
 }
 
+/// What a gateway has heard of one target's backlog, and how.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Reported {
+    /// An actor of this node: its gauge, exact and current.
+    Local {
+        /// Tokens queued and running.
+        backlog_tokens: f64,
+    },
+    /// An actor of another node: the backlog it last gossiped, and how old that value is.
+    Gossiped {
+        /// Tokens queued and running when published.
+        backlog_tokens: f64,
+        /// Age of the value.
+        age: Duration,
+    },
+    /// An actor of another node that has not published its load yet.
+    Never,
+}
+
+/// Age given to a value never published: fully untrusted (its weight is 0.5^18000 at the default
+/// half-life), so only this gateway's own attempts count for such a target.
+const NEVER_PUBLISHED_AGE: Duration = Duration::from_secs(3_600);
+
+impl LoadView {
+    /// The one way a gateway (and the simulator, deciding as a gateway would) turns what it has
+    /// heard of a target and what it knows itself into a view for [`estimate`].
+    pub fn new(reported: Reported, outstanding: u32, recent_failures: f64) -> Self {
+        let (reported_backlog, reported_age, is_local) = match reported {
+            Reported::Local { backlog_tokens } => (backlog_tokens, Duration::ZERO, true),
+            Reported::Gossiped { backlog_tokens, age } => (backlog_tokens, age, false),
+            Reported::Never => (0.0, NEVER_PUBLISHED_AGE, false),
+        };
+        Self { reported_backlog, reported_age, outstanding, recent_failures, is_local }
+    }
+}
+
 /// Weights of [`estimate`].
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct EstimateParams {

@@ -1,28 +1,52 @@
-//! Pure routing decisions of the cluster gateway: where an attempt goes, whether it may be retried or
-//! hedged, and which targets to leave alone for a while.
+//! The gateway actor and the pure routing decisions it makes: where an attempt goes, whether it
+//! may be retried or hedged, and which targets to leave alone for a while.
 //!
-//! No I/O, no async, no clock reads: every function takes `now` or a duration, so unit tests, property
-//! tests and the deterministic simulator drive time themselves. One request uses them in this order:
+//! ```text
+//! Gateway (handle) ──Classify──> GatewayActor (gateway.rs)
+//!                                 │ place: LoadSource -> LoadView -> estimate -> Candidate ->
+//!                                 │        local_plus_two_remote; ejected targets skipped
+//!                                 ▼
+//!                                attempt task (attempt.rs) ──Hop::send──> inference actor,
+//!                                 │                                        here or on another node
+//!                                 └─ AttemptEnded / Retry / Hedge ──> GatewayActor
+//! ```
+//! The policies are pure: no I/O, no async, no clock reads; every function takes `now` or a
+//! duration, so unit tests, property tests and the deterministic simulator drive time themselves.
+//! One request uses them in this order:
 //! ```text
 //! new request      RetryBudget::deposit (retry and hedge budgets)
-//! place            TargetHealth::is_ejected filters targets; LoadView -> estimate -> Candidate;
-//!                  power_of_two_choices (or least_loaded for a few targets)
+//! place            TargetHealth::is_ejected filters targets; LoadView::new -> estimate ->
+//!                  Candidate; local_plus_two_remote
 //! slow attempt     HedgePolicy::hedge_delay(LatencyWindow) passes; hedge budget try_withdraw;
-//!                  place again with the first target excluded
+//!                  place again on another node
 //! attempt ends     LatencyWindow::record; TargetHealth::record_success / record_failure (may_eject)
 //! retryable error  retry budget try_withdraw; place again with the failed target excluded
 //! ```
+//! The cluster layer (`senti-cluster`) tells the gateway about other nodes' actors with
+//! [`GatewayMsg::SetRemoteTargets`]; it depends on this crate's types, not on the engine's.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod attempt;
 mod budget;
 mod choose;
 mod estimate;
+mod gateway;
 mod hedge;
+mod hop;
+mod job;
 mod outlier;
+mod params;
+mod target;
 
+pub use attempt::AttemptOutcome;
 pub use budget::RetryBudget;
 pub use choose::{least_loaded, local_plus_two_remote, power_of_two_choices, Candidate};
-pub use estimate::{estimate, EstimateParams, LoadView};
+pub use estimate::{estimate, EstimateParams, LoadView, Reported};
+pub use gateway::{Gateway, GatewayActor, GatewayArgs, GatewayMsg};
 pub use hedge::{attempt_timeout, HedgePolicy, LatencyWindow};
+pub use hop::Hop;
+pub use job::{Classified, Job};
 pub use outlier::{may_eject, OutlierParams, TargetHealth};
+pub use params::RoutingParams;
+pub use target::{LoadSource, RoutingSnapshot, Target, TargetId, TargetReport};

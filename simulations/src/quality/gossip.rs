@@ -111,7 +111,7 @@ impl Gossip {
 #[cfg(test)]
 mod tests {
     use rand::SeedableRng;
-    use senti_config::ClusterConfig;
+    use senti_config::AdvancedConfig;
 
     use super::*;
 
@@ -119,7 +119,7 @@ mod tests {
     fn a_value_reaches_every_gateway_within_a_few_rounds() {
         let (nodes, actors) = (32, 64);
         let mut gossip = Gossip::new(nodes, actors);
-        let policy = PublishPolicy::from_config(&ClusterConfig::default());
+        let policy = PublishPolicy::from_config(&AdvancedConfig::default());
         gossip.publish_tick(5, 10..12, |_| 96, 0, Instant::now(), &policy);
         let mut rng = SmallRng::seed_from_u64(3);
         let mut rounds_until_everywhere = None;

@@ -1,8 +1,8 @@
 //! The placement policies compared, each deciding from what its gateway could know.
 //!
-//! The project's policy and the gossip-only P2C build the same `LoadView`s the gateway builds in
-//! `GatewayState::view` (local actors: the exact gauge, age zero; remote ones: the gossiped value
-//! and its age; never-published ones: 0 tokens, one hour old) and call the real
+//! The project's policy and the gossip-only P2C build their `LoadView`s with the gateway's own
+//! `LoadView::new` (local actors: the exact gauge; remote ones: the gossiped value and its age, or
+//! never published) and call the real
 //! `senti_routing::estimate` and `power_of_two_choices`; the oracle calls `least_loaded`. Random,
 //! round-robin and least-connections are what a balancer without load reports does. Beyond the
 //! compared six, clearly labelled rows: references with perfect information (what sampling costs)
@@ -13,9 +13,9 @@ use std::time::Duration;
 use rand::rngs::SmallRng;
 use rand::seq::index;
 use rand::Rng;
-use senti_config::RoutingConfig;
 use senti_routing::{
-    estimate, least_loaded, local_plus_two_remote, power_of_two_choices, Candidate, EstimateParams, LoadView,
+    estimate, least_loaded, local_plus_two_remote, power_of_two_choices, Candidate, EstimateParams, LoadView, Reported,
+    RoutingParams,
 };
 
 use crate::quality::gossip::Report;
@@ -54,8 +54,7 @@ pub enum Policy {
 
 /// The estimate weights the gateway uses with the default configuration (`GatewayState::pre_start`).
 pub fn gateway_estimate_params() -> EstimateParams {
-    let routing = RoutingConfig::default();
-    EstimateParams { trust_half_life: Duration::from_millis(routing.trust_half_life_ms), ..EstimateParams::default() }
+    RoutingParams::default().estimate
 }
 
 impl Policy {
@@ -140,9 +139,6 @@ pub(crate) struct Placer {
     /// See `age_sum`.
     pub age_count: u64,
 }
-
-/// Age given to an actor that has not published yet (as `remote_targets` does: fully untrusted).
-const NEVER_PUBLISHED_AGE: Duration = Duration::from_secs(3_600);
 
 impl Placer {
     pub(crate) fn new(policy: Policy, gateways: usize, actors: usize, mut rng: SmallRng) -> Self {
@@ -243,8 +239,8 @@ impl Placer {
         self.candidates.clear();
         for (index, report_opt) in inputs.gossip.iter().enumerate() {
             let is_local = index / inputs.actors_per_node == inputs.node;
-            let (reported_backlog, reported_age) = if is_local {
-                (inputs.gauge_tokens[index] as f64, Duration::ZERO)
+            let reported = if is_local {
+                Reported::Local { backlog_tokens: inputs.gauge_tokens[index] as f64 }
             } else {
                 match report_opt {
                     Some(report) => {
@@ -253,18 +249,13 @@ impl Placer {
                             self.age_sum += age;
                             self.age_count += 1;
                         }
-                        (report.backlog_tokens as f64, age)
+                        Reported::Gossiped { backlog_tokens: report.backlog_tokens as f64, age }
                     }
-                    None => (0.0, NEVER_PUBLISHED_AGE),
+                    None => Reported::Never,
                 }
             };
-            let view = LoadView {
-                reported_backlog,
-                reported_age,
-                outstanding: if count_outstanding { inputs.outstanding[index] } else { 0 },
-                recent_failures: 0.0,
-                is_local,
-            };
+            let outstanding = if count_outstanding { inputs.outstanding[index] } else { 0 };
+            let view = LoadView::new(reported, outstanding, 0.0);
             self.candidates.push(Candidate { index: index ^ mask, estimate: estimate(&view, params), is_local });
         }
         let chosen = if count_outstanding {

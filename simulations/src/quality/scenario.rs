@@ -10,7 +10,7 @@ use std::time::Duration;
 use rand::Rng;
 use rand_distr::{Distribution, Exp, LogNormal};
 use senti_cluster::PublishPolicy;
-use senti_config::{ClusterConfig, EngineConfig};
+use senti_config::{AdvancedConfig, EngineConfig};
 
 /// How long one text occupies an inference actor.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -92,7 +92,7 @@ pub struct Scenario {
     pub tokens_per_text: u64,
     /// Round trip between a gateway and a remote actor (local attempts have none).
     pub hop_rtt: Duration,
-    /// Most texts waiting in one actor's queue (`engine.queue_capacity`); beyond it: 429.
+    /// Most texts waiting in one actor's queue (`advanced.queue_capacity`); beyond it: 429.
     pub queue_capacity: usize,
     /// A request not answered this long after it arrived is dropped (its attempt abandoned; an
     /// actor skips queued texts whose deadline passed, as the real queue does).
@@ -101,7 +101,7 @@ pub struct Scenario {
     pub warmup: Duration,
     /// Requests measured after the warm-up.
     pub measured_requests: usize,
-    /// Time between two gossip rounds of one node (`cluster.gossip_interval_ms`).
+    /// Time between two gossip rounds of one node (`advanced.gossip_interval_ms`).
     pub gossip_interval: Duration,
     /// Peers a node gossips with per round (chitchat's `GOSSIP_COUNT`).
     pub gossip_fanout: usize,
@@ -114,7 +114,7 @@ pub struct Scenario {
 impl Scenario {
     /// The report's defaults for `nodes` nodes at `offered_load`.
     pub fn new(nodes: usize, offered_load: f64, seed: u64) -> Self {
-        let cluster = ClusterConfig::default();
+        let advanced = AdvancedConfig::default();
         let engine = EngineConfig::default();
         Self {
             nodes,
@@ -123,13 +123,13 @@ impl Scenario {
             service: ServiceTime::measured_default(),
             tokens_per_text: 32,
             hop_rtt: Duration::from_micros(200),
-            queue_capacity: engine.queue_capacity,
+            queue_capacity: advanced.queue_capacity,
             deadline: Duration::from_secs(1),
             warmup: Duration::from_secs(2),
             measured_requests: 200_000,
-            gossip_interval: Duration::from_millis(cluster.gossip_interval_ms),
+            gossip_interval: Duration::from_millis(advanced.gossip_interval_ms),
             gossip_fanout: 3,
-            publish: PublishPolicy::from_config(&cluster),
+            publish: PublishPolicy::from_config(&advanced),
             seed,
         }
     }

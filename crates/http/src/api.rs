@@ -6,8 +6,10 @@ use std::time::{Duration, Instant};
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
-use senti_engine::Classified;
+use axum::{Extension, Json};
+use senti_engine::{NodeState, RequestId};
+use senti_model::{Manifest, Scores};
+use senti_routing::Classified;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -57,7 +59,7 @@ pub struct ClassifyResponse {
 }
 
 /// Which model answered.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct ModelInfo {
     /// Name from model.toml.
     pub name: String,
@@ -68,7 +70,7 @@ pub struct ModelInfo {
 }
 
 /// The classification of one text.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ClassifyResult {
     /// `positive` or `negative`.
     pub label: String,
@@ -80,11 +82,28 @@ pub struct ClassifyResult {
     pub probabilities: BTreeMap<String, f32>,
 }
 
+impl ClassifyResult {
+    /// The result of one text from its scores, named with the manifest's labels. The one place a
+    /// classification becomes JSON, for the HTTP API and the command line alike.
+    pub fn new(scores: &Scores, manifest: &Manifest) -> Self {
+        let label = &manifest.labels[scores.label];
+        Self {
+            label: label.name.clone(),
+            label_zh: label.name_zh.clone(),
+            score: scores.score(),
+            probabilities: manifest.labels.iter().map(|l| (l.name.clone(), scores.probabilities[l.index])).collect(),
+        }
+    }
+}
+
 /// Liveness and readiness answer.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct Status {
-    /// `ok`, `ready` or `not_ready`.
+    /// `ok` (liveness); `ready`, `starting`, `failed` or `draining` (readiness).
     pub status: String,
+    /// Why the node is not ready, when a part of it failed.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub reason: Option<String>,
 }
 
 /// Classify one text (the seed recipe's API).
@@ -100,12 +119,14 @@ pub struct Status {
     ))]
 pub async fn analyze(
     State(state): State<AppState>,
+    Extension(request): Extension<RequestId>,
     headers: HeaderMap,
     JsonBody(req): JsonBody<AnalyzeRequest>,
 ) -> Result<Response, ApiError> {
     check_text(0, &req.text, &state)?;
     let deadline = deadline(&headers, &state)?;
-    let classified = state.engine.classify(vec![req.text.clone()], deadline).await?;
+    let texts = state.engine.encode(std::slice::from_ref(&req.text)).await?;
+    let classified = state.gateway.classify(texts, deadline, request).await?;
     let manifest = state.engine.bundle().manifest();
     let scores = &classified.scores[0];
     let body =
@@ -126,6 +147,7 @@ pub async fn analyze(
     ))]
 pub async fn classify(
     State(state): State<AppState>,
+    Extension(request): Extension<RequestId>,
     headers: HeaderMap,
     JsonBody(req): JsonBody<ClassifyRequest>,
 ) -> Result<Response, ApiError> {
@@ -140,58 +162,47 @@ pub async fn classify(
         check_text(index, text, &state)?;
     }
     let deadline = deadline(&headers, &state)?;
-    let classified = state.engine.classify(req.texts, deadline).await?;
+    let texts = state.engine.encode(&req.texts).await?;
+    let classified = state.gateway.classify(texts, deadline, request).await?;
     let bundle = state.engine.bundle();
     let manifest = bundle.manifest();
-    let results = classified
-        .scores
-        .iter()
-        .map(|scores| {
-            let label = &manifest.labels[scores.label];
-            ClassifyResult {
-                label: label.name.clone(),
-                label_zh: label.name_zh.clone(),
-                score: scores.score(),
-                probabilities: manifest
-                    .labels
-                    .iter()
-                    .map(|l| (l.name.clone(), scores.probabilities[l.index]))
-                    .collect(),
-            }
-        })
-        .collect();
     let body = ClassifyResponse {
-        model: ModelInfo {
-            name: manifest.name.clone(),
-            version: manifest.version.clone(),
-            variant: bundle.variant().to_owned(),
-        },
-        results,
+        model: model_info(&state),
+        results: classified.scores.iter().map(|scores| ClassifyResult::new(scores, manifest)).collect(),
     };
     Ok(with_served_by(Json(body), &classified))
+}
+
+/// The model this node serves.
+pub(crate) fn model_info(state: &AppState) -> ModelInfo {
+    let bundle = state.engine.bundle();
+    let manifest = bundle.manifest();
+    ModelInfo { name: manifest.name.clone(), version: manifest.version.clone(), variant: bundle.variant().to_owned() }
 }
 
 /// Alive: the process answers HTTP.
 #[utoipa::path(get, path = "/healthz", responses((status = 200, body = Status)))]
 pub async fn healthz() -> Json<Status> {
-    Json(Status { status: "ok".into() })
+    Json(Status { status: "ok".into(), reason: None })
 }
 
 /// Ready: the model is loaded and a known-answer inference passed; 503 otherwise or while
 /// shutting down.
 #[utoipa::path(get, path = "/readyz", responses((status = 200, body = Status), (status = 503, body = Status)))]
 pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Status>) {
-    if state.is_ready() {
-        (StatusCode::OK, Json(Status { status: "ready".into() }))
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, Json(Status { status: "not_ready".into() }))
-    }
+    let (status, reason) = match state.readiness.get() {
+        NodeState::Ready => return (StatusCode::OK, Json(Status { status: "ready".into(), reason: None })),
+        NodeState::Starting => ("starting", None),
+        NodeState::Draining => ("draining", None),
+        NodeState::Failed(reason) => ("failed", Some(reason)),
+    };
+    (StatusCode::SERVICE_UNAVAILABLE, Json(Status { status: status.into(), reason }))
 }
 
 /// Prometheus metrics in text format.
 #[utoipa::path(get, path = "/metrics", responses((status = 200, content_type = "text/plain", body = String)))]
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    for actor in state.engine.actors() {
+    for actor in state.engine.actors().iter() {
         let load = actor.gauge.snapshot();
         metrics::gauge!("senti_actor_queued_texts", "actor" => actor.name.clone()).set(load.queued_texts as f64);
         metrics::gauge!("senti_actor_running_texts", "actor" => actor.name.clone()).set(load.running_texts as f64);
@@ -229,7 +240,7 @@ fn deadline(headers: &HeaderMap, state: &AppState) -> Result<Instant, ApiError> 
 
 fn with_served_by(body: impl IntoResponse, classified: &Classified) -> Response {
     let mut response = body.into_response();
-    if let Ok(value) = HeaderValue::from_str(&classified.served_by) {
+    if let Ok(value) = HeaderValue::from_str(&classified.served_by.to_string()) {
         response.headers_mut().insert(SERVED_BY_HEADER, value);
     }
     response

@@ -1,6 +1,7 @@
 //! The JSON body extractor: every way a body can be wrong gets its own clear error.
 //!
-//! axum's `Json` rejects with plain-text bodies; this one checks, in order, the content type (415),
+//! axum's `Json` rejects with plain-text bodies; this one checks, in order, the content type (415:
+//! only `application/json`, with or without parameters such as `charset`),
 //! the size (413, without reading more than the limit), UTF-8 (400), JSON syntax (400) and the
 //! shape (422), and answers in the API's error format.
 
@@ -24,10 +25,7 @@ impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.split(';').next())
-            .map(|mime| {
-                let mime = mime.trim().to_ascii_lowercase();
-                mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
-            })
+            .map(|mime| mime.trim().eq_ignore_ascii_case("application/json"))
             .unwrap_or(false);
         if !is_json {
             return Err(ApiError::UnsupportedMediaType);

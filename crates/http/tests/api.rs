@@ -10,9 +10,10 @@ use axum::http::{header, Request, StatusCode};
 use axum::Router;
 use http_body_util::BodyExt;
 use senti_config::{AuthConfig, Config};
-use senti_engine::Engine;
-use senti_gateway::{app, AppState};
+use senti_engine::{Engine, NodeState, Readiness};
+use senti_http::{app, AppState};
 use senti_model::{ModelBundle, ModelSource};
+use senti_routing::{Gateway, GatewayArgs, LoadSource, RoutingParams, Target, TargetId};
 use serde_json::{json, Value};
 use tower::ServiceExt;
 
@@ -21,8 +22,21 @@ async fn state_with(mut config: Config) -> AppState {
     senti_model::init_runtime(None).expect("ONNX Runtime: run `make setup`");
     let bundle = ModelBundle::load(&ModelSource::Embedded, None).unwrap();
     let engine = Arc::new(Engine::start(bundle, &config).await.unwrap());
-    let state = AppState::new(engine, config.limits.clone(), config.auth.clone(), config.node_id());
-    state.set_ready(true);
+    let local = engine
+        .actors()
+        .iter()
+        .map(|a| Target {
+            id: TargetId { node: "test-node".into(), actor: a.name.as_str().into() },
+            hop: Arc::new(a.actor.clone()),
+            load: LoadSource::Local(a.gauge.clone()),
+        })
+        .collect();
+    let readiness = Readiness::default();
+    let args = GatewayArgs { local, params: RoutingParams::from_config(&config), seed: 1 };
+    let gateway = Arc::new(Gateway::start(args, readiness.clone()).await.unwrap());
+    let state =
+        AppState::new(engine, gateway, readiness.clone(), config.limits.clone(), config.auth.clone(), config.node_id());
+    readiness.set(NodeState::Ready);
     state
 }
 
@@ -73,6 +87,20 @@ async fn analyze_keeps_the_seed_recipe_api() {
     assert!((0.5..=1.0).contains(&score), "{score}");
     assert_eq!(reply.headers["x-senti-node"], "test-node");
     assert!(reply.headers.contains_key("x-senti-served-by"));
+    assert!(reply.headers.contains_key("x-request-id"), "a generated request id comes back");
+}
+
+#[tokio::test]
+async fn a_client_request_id_is_kept_and_a_bad_one_replaced() {
+    let (app, _) = default_app().await;
+    let mut req = post_json("/analyze", json!({"text": "好"}));
+    req.headers_mut().insert("x-request-id", "client-42".parse().unwrap());
+    assert_eq!(send(&app, req).await.headers["x-request-id"], "client-42");
+    let mut req = post_json("/analyze", json!({"text": "好"}));
+    req.headers_mut().insert("x-request-id", "x".repeat(65).parse().unwrap());
+    let reply = send(&app, req).await;
+    let id = reply.headers["x-request-id"].to_str().unwrap();
+    assert!(!id.is_empty() && id.len() <= 64, "{id}");
 }
 
 #[tokio::test]
@@ -147,6 +175,11 @@ async fn wrong_content_type_is_415() {
     let req = Request::post("/analyze").body(Body::from("{\"text\":\"好\"}")).unwrap();
     assert_error(&send(&app, req).await, StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type");
     let req = Request::post("/analyze")
+        .header(header::CONTENT_TYPE, "application/evil+json")
+        .body(Body::from("{\"text\":\"好\"}"))
+        .unwrap();
+    assert_error(&send(&app, req).await, StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type");
+    let req = Request::post("/analyze")
         .header(header::CONTENT_TYPE, "application/json; charset=utf-8")
         .body(Body::from("{\"text\":\"好\"}"))
         .unwrap();
@@ -216,7 +249,8 @@ async fn unknown_routes_and_methods_answer_json() {
 
 #[tokio::test]
 async fn full_queue_is_429_with_retry_after() {
-    let config = Config::from_toml("[engine]\nactors = 1\nqueue_capacity = 4\n[limits]\nmax_texts = 4\n").unwrap();
+    let config =
+        Config::from_toml("[engine]\nactors = 1\n[advanced]\nqueue_capacity = 4\n[limits]\nmax_texts = 4\n").unwrap();
     let app = app(state_with(config).await);
     let long = "房间干净整洁，早餐种类丰富，前台服务热情，交通也方便。".repeat(8);
     let requests = (0..40).map(|_| {
@@ -260,21 +294,23 @@ async fn shutting_down_is_503_and_not_ready() {
     let (app, state) = default_app().await;
     let ready = send(&app, Request::get("/readyz").body(Body::empty()).unwrap()).await;
     assert_eq!(ready.status, StatusCode::OK);
-    state.engine.begin_shutdown();
+    state.readiness.set(NodeState::Draining);
     let reply = send(&app, post_json("/analyze", json!({"text": "好"}))).await;
     assert_error(&reply, StatusCode::SERVICE_UNAVAILABLE, "shutting_down");
     let ready = send(&app, Request::get("/readyz").body(Body::empty()).unwrap()).await;
     assert_eq!(ready.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(ready.json["status"], "draining");
 }
 
 #[tokio::test]
 async fn readiness_waits_for_the_known_answer_check() {
     let state = state_with(Config::default()).await;
-    state.set_ready(false);
+    state.readiness.set(NodeState::Failed("known-answer check failed".into()));
     let app = app(state.clone());
     let reply = send(&app, Request::get("/readyz").body(Body::empty()).unwrap()).await;
     assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
-    assert_eq!(reply.json["status"], "not_ready");
+    assert_eq!(reply.json["status"], "failed");
+    assert_eq!(reply.json["reason"], "known-answer check failed");
 }
 
 #[tokio::test]
@@ -297,7 +333,7 @@ async fn metrics_openapi_and_page() {
     assert!(metrics.text.contains("status=\"422\""), "{}", metrics.text);
 
     let doc = send(&app, Request::get("/openapi.json").body(Body::empty()).unwrap()).await;
-    for path in ["/analyze", "/v1/classify", "/healthz", "/readyz", "/metrics"] {
+    for path in ["/analyze", "/v1/classify", "/v1/cluster", "/healthz", "/readyz", "/metrics"] {
         assert!(doc.json["paths"][path].is_object(), "openapi lacks {path}");
     }
     let page = send(&app, Request::get("/").body(Body::empty()).unwrap()).await;

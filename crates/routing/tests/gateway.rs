@@ -20,12 +20,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ractor::{Actor, ActorRef, RpcReplyPort};
-use senti_config::RoutingConfig;
-use senti_engine::{
-    Classified, GatewayActor, GatewayArgs, GatewayMsg, Hop, InferError, InferResult, Job, LoadGauge, LoadSource,
-    RoutingSnapshot, Target, TargetId, TargetReport,
-};
+use senti_config::Config;
+use senti_engine::{EncodedTexts, InferError, InferResult, LoadGauge, ModelFailure, RequestId};
 use senti_model::Scores;
+use senti_routing::{
+    Classified, GatewayActor, GatewayArgs, GatewayMsg, Hop, Job, LoadSource, RoutingParams, RoutingSnapshot, Target,
+    TargetId, TargetReport,
+};
 use tokio::sync::{oneshot, watch};
 
 /// How long a test waits for any answer before declaring the gateway hung (paused time: free).
@@ -55,7 +56,7 @@ struct TestHop {
     behaviour: Mutex<Behaviour>,
     /// Attempts received, whatever their outcome.
     attempts: AtomicUsize,
-    /// The first text of every attempt received, in order: which request each attempt served.
+    /// The request id of every attempt received, in order: which request each attempt served.
     received: Mutex<Vec<String>>,
     /// The reply ports of hanging attempts, kept open so the test can watch them being closed.
     held: Mutex<Vec<RpcReplyPort<InferResult>>>,
@@ -90,9 +91,15 @@ impl TestHop {
 }
 
 impl Hop for TestHop {
-    fn send(&self, texts: Vec<String>, _deadline: Instant, reply: RpcReplyPort<InferResult>) -> Result<(), InferError> {
+    fn send(
+        &self,
+        texts: Arc<EncodedTexts>,
+        _deadline: Instant,
+        request: RequestId,
+        reply: RpcReplyPort<InferResult>,
+    ) -> Result<(), InferError> {
         self.attempts.fetch_add(1, Ordering::SeqCst);
-        self.received.lock().unwrap().push(texts.first().cloned().unwrap_or_default());
+        self.received.lock().unwrap().push(request.to_string());
         let behaviour = self.behaviour.lock().unwrap().clone();
         match behaviour {
             Behaviour::Answer => {
@@ -145,8 +152,8 @@ fn remote(hop: &Arc<TestHop>, backlog_tokens: f64) -> Target {
     }
 }
 
-async fn gateway(local: Vec<Target>, routing: RoutingConfig) -> ActorRef<GatewayMsg> {
-    let args = GatewayArgs { local, routing, seed: 7 };
+async fn gateway(local: Vec<Target>, config: Config) -> ActorRef<GatewayMsg> {
+    let args = GatewayArgs { local, params: RoutingParams::from_config(&config), seed: 7 };
     let (gateway, _handle) = Actor::spawn(None, GatewayActor, args).await.expect("the gateway starts");
     gateway
 }
@@ -154,8 +161,17 @@ async fn gateway(local: Vec<Target>, routing: RoutingConfig) -> ActorRef<Gateway
 /// Routing settings that never eject, so tests of other rules are not disturbed by ejection.
 /// No ejection, and every attempt waits the configured timeout (no p99-based shortening), so
 /// each test sees only the mechanism it is about.
-fn never_eject() -> RoutingConfig {
-    RoutingConfig { eject_consecutive_failures: 1_000, attempt_timeout_p99_factor: 0.0, ..RoutingConfig::default() }
+fn never_eject() -> Config {
+    with(Config::default(), |c| {
+        c.advanced.eject_consecutive_failures = 1_000;
+        c.advanced.attempt_timeout_p99_factor = 0.0;
+    })
+}
+
+/// `config` changed by `change`.
+fn with(mut config: Config, change: impl FnOnce(&mut Config)) -> Config {
+    change(&mut config);
+    config
 }
 
 /// A request sent to the gateway and not yet answered. Dropping `cancel` cancels it, as dropping
@@ -169,7 +185,10 @@ struct Pending {
 fn submit(gateway: &ActorRef<GatewayMsg>, text: &str, timeout: Duration) -> Pending {
     let (reply, answer) = oneshot::channel();
     let (cancel, cancelled) = watch::channel(());
-    let job = Job::new(vec![text.to_owned()], now() + timeout, reply, cancelled);
+    // The text doubles as the request id, which the test hops record.
+    let texts = Arc::new(EncodedTexts::from_texts([vec![101, 102]]));
+    let request = RequestId::parse(text).expect("test texts are valid request ids");
+    let job = Job::new(texts, now() + timeout, request, reply, cancelled);
     gateway.cast(GatewayMsg::Classify(job)).expect("the gateway is running");
     Pending { answer, cancel }
 }
@@ -194,7 +213,11 @@ async fn snapshot(gateway: &ActorRef<GatewayMsg>) -> RoutingSnapshot {
 }
 
 fn report<'a>(snapshot: &'a RoutingSnapshot, actor: &str) -> &'a TargetReport {
-    snapshot.targets.iter().find(|t| &*t.id.actor == actor).unwrap_or_else(|| panic!("no target {actor}"))
+    snapshot
+        .targets
+        .iter()
+        .find(|t| t.target.rsplit_once('/').is_some_and(|(_, a)| a == actor))
+        .unwrap_or_else(|| panic!("no target {actor}"))
 }
 
 /// Polls `condition` every millisecond (of paused time) until it holds; panics after a second.
@@ -221,13 +244,15 @@ async fn a_hanging_attempt_fails_over_after_the_attempt_timeout() {
     // Paused time: the 100 ms attempt timeout elapses exactly, so the failover time is checked.
     let hanging = TestHop::new("a", Behaviour::Hang);
     let healthy = TestHop::new("b", Behaviour::Answer);
-    let routing = RoutingConfig { attempt_timeout_ms: 100, ..never_eject() };
+    let routing = with(never_eject(), |c| {
+        c.routing.attempt_timeout_ms = 100;
+    });
     let gw = gateway(vec![local(&hanging), local(&healthy)], routing).await;
 
     // Both idle: the tie goes to the lower index, the hanging target.
     let start = tokio::time::Instant::now();
     let classified = classify(&gw, "t", ms(10_000)).await.expect("failed over");
-    assert_eq!((classified.served_by.as_str(), classified.attempts), ("n1/b", 2));
+    assert_eq!((classified.served_by.to_string().as_str(), classified.attempts), ("n1/b", 2));
     assert_eq!(classified.scores, scores(1));
     let elapsed = start.elapsed();
     assert!(elapsed >= ms(100) && elapsed < ms(110), "failover at the attempt timeout, got {elapsed:?}");
@@ -243,12 +268,11 @@ async fn once_latency_is_known_a_hanging_attempt_is_abandoned_at_ten_times_the_p
     // the 50 ms floor, instead of the configured 3 s.
     let first = TestHop::new("a", Behaviour::AnswerAfter(ms(4)));
     let second = TestHop::new("b", Behaviour::AnswerAfter(ms(4)));
-    let routing = RoutingConfig {
-        attempt_timeout_p99_factor: 10.0,
-        attempt_timeout_min_ms: 50,
-        hedge_budget_ratio: 0.0,
-        ..never_eject()
-    };
+    let routing = with(never_eject(), |c| {
+        c.advanced.attempt_timeout_p99_factor = 10.0;
+        c.advanced.attempt_timeout_min_ms = 50;
+        c.advanced.hedge_budget_ratio = 0.0;
+    });
     let gw = gateway(vec![local(&first)], routing).await;
     gw.cast(GatewayMsg::SetRemoteTargets(vec![remote(&second, 0.0)])).unwrap();
     for i in 0..30 {
@@ -270,7 +294,9 @@ async fn once_latency_is_known_a_hanging_attempt_is_abandoned_at_ten_times_the_p
 async fn only_hanging_targets_answer_an_error_by_the_deadline() {
     // Paused time: attempt timeouts and the deadline elapse exactly, so "by the deadline" is checked.
     let hops = ["a", "b", "c"].map(|name| TestHop::new(name, Behaviour::Hang));
-    let routing = RoutingConfig { attempt_timeout_ms: 300, ..never_eject() };
+    let routing = with(never_eject(), |c| {
+        c.routing.attempt_timeout_ms = 300;
+    });
     let gw = gateway(hops.iter().map(local).collect(), routing).await;
 
     // The first attempt times out at 300 ms; the second is cut by the request's deadline at 450 ms.
@@ -286,7 +312,9 @@ async fn only_hanging_targets_answer_an_error_by_the_deadline() {
 async fn only_hanging_targets_and_a_far_deadline_time_out_once_per_target() {
     // Paused time: two 300 ms attempt timeouts elapse exactly, and instantly.
     let hops = ["a", "b"].map(|name| TestHop::new(name, Behaviour::Hang));
-    let routing = RoutingConfig { attempt_timeout_ms: 300, ..never_eject() };
+    let routing = with(never_eject(), |c| {
+        c.routing.attempt_timeout_ms = 300;
+    });
     let gw = gateway(hops.iter().map(local).collect(), routing).await;
 
     let start = tokio::time::Instant::now();
@@ -302,18 +330,20 @@ async fn a_slow_first_attempt_is_hedged_and_the_fast_answer_wins() {
     // Paused time makes the race exact: the hedge fires at the 5 ms floor, the slow answer at 2 s.
     let first = TestHop::new("a", Behaviour::AnswerAfter(ms(50)));
     let backup = TestHop::new("b", Behaviour::Answer);
-    let routing = RoutingConfig { hedge_min_delay_ms: 5, ..never_eject() };
+    let routing = with(never_eject(), |c| {
+        c.advanced.hedge_min_delay_ms = 5;
+    });
     let gw = gateway(vec![local(&first)], routing).await;
     gw.cast(GatewayMsg::SetRemoteTargets(vec![remote(&backup, 0.0)])).unwrap();
 
     // No latency samples yet: no hedging, the slow answer is awaited.
     let cold = classify(&gw, "cold", ms(10_000)).await.unwrap();
-    assert_eq!((cold.served_by.as_str(), cold.attempts), ("n1/a", 1));
+    assert_eq!((cold.served_by.to_string().as_str(), cold.attempts), ("n1/a", 1));
     // Fill the latency window (20 samples needed) with instant answers: p95 = 0, hedge after 5 ms.
     first.set(Behaviour::Answer);
     for i in 0..30 {
         let warm = classify(&gw, &format!("warm-{i}"), ms(10_000)).await.unwrap();
-        assert_eq!(warm.served_by, "n1/a");
+        assert_eq!(warm.served_by.to_string(), "n1/a");
     }
     assert_eq!(snapshot(&gw).await.hedges, 0);
     assert_eq!(backup.attempts(), 0);
@@ -322,7 +352,7 @@ async fn a_slow_first_attempt_is_hedged_and_the_fast_answer_wins() {
     let start = tokio::time::Instant::now();
     let hedged = classify(&gw, "hedged", ms(10_000)).await.unwrap();
     let elapsed = start.elapsed();
-    assert_eq!((hedged.served_by.as_str(), hedged.attempts), ("n2/b", 2));
+    assert_eq!((hedged.served_by.to_string().as_str(), hedged.attempts), ("n2/b", 2));
     assert!(elapsed >= ms(5) && elapsed < ms(10), "answered by the hedge, got {elapsed:?}");
     assert_eq!(snapshot(&gw).await.hedges, 1);
     assert_eq!(backup.received(), ["hedged"]);
@@ -336,7 +366,9 @@ async fn a_hedge_never_goes_to_another_actor_of_the_same_node() {
     // on them. Paused time: the slow answer arrives at exactly 2 s.
     let first = TestHop::new("a", Behaviour::Answer);
     let sibling = TestHop::new("b", Behaviour::Answer);
-    let routing = RoutingConfig { hedge_min_delay_ms: 5, ..never_eject() };
+    let routing = with(never_eject(), |c| {
+        c.advanced.hedge_min_delay_ms = 5;
+    });
     let gw = gateway(vec![local(&first), local(&sibling)], routing).await;
     for i in 0..30 {
         classify(&gw, &format!("warm-{i}"), ms(10_000)).await.unwrap();
@@ -356,8 +388,8 @@ async fn a_hedge_never_goes_to_another_actor_of_the_same_node() {
     let other_node = TestHop::new("c", Behaviour::Answer);
     gw.cast(GatewayMsg::SetRemoteTargets(vec![remote(&other_node, 0.0)])).unwrap();
     wait_idle(&gw).await;
-    let hedged = classify(&gw, "slow again", ms(10_000)).await.unwrap();
-    assert_eq!((hedged.served_by.as_str(), hedged.attempts), ("n2/c", 2));
+    let hedged = classify(&gw, "slow-again", ms(10_000)).await.unwrap();
+    assert_eq!((hedged.served_by.to_string().as_str(), hedged.attempts), ("n2/c", 2));
     assert_eq!(snapshot(&gw).await.hedges, 1);
 }
 
@@ -367,7 +399,9 @@ async fn hedges_stay_within_the_hedge_budget() {
     // always fires strictly before the slow answer, so no two timers tie.
     let first = TestHop::new("a", Behaviour::Answer);
     let backup = TestHop::new("b", Behaviour::Answer);
-    let routing = RoutingConfig { hedge_budget_ratio: 0.05, ..never_eject() };
+    let routing = with(never_eject(), |c| {
+        c.advanced.hedge_budget_ratio = 0.05;
+    });
     let gw = gateway(vec![local(&first)], routing).await;
     gw.cast(GatewayMsg::SetRemoteTargets(vec![remote(&backup, 0.0)])).unwrap();
     for i in 0..30 {
@@ -389,12 +423,15 @@ async fn hedges_stay_within_the_hedge_budget() {
 #[tokio::test(start_paused = true)]
 async fn retries_stay_within_the_retry_budget() {
     let hops = [
-        TestHop::new("model", Behaviour::Fail(InferError::Model("boom".into()))),
+        TestHop::new("model", Behaviour::Fail(InferError::Model(ModelFailure::Run("boom".into())))),
         TestHop::new("unavailable", Behaviour::Fail(InferError::Unavailable)),
         TestHop::new("unreachable", Behaviour::Unreachable),
         TestHop::new("full", Behaviour::Fail(InferError::QueueFull { retry_after: ms(100) })),
     ];
-    let routing = RoutingConfig { retry_budget_ratio: 0.1, retry_min_reserve: 2.0, ..never_eject() };
+    let routing = with(never_eject(), |c| {
+        c.advanced.retry_budget_ratio = 0.1;
+        c.advanced.retry_min_reserve = 2.0;
+    });
     let gw = gateway(hops.iter().map(local).collect(), routing).await;
 
     let requests = 30;
@@ -418,12 +455,14 @@ async fn retries_stay_within_the_retry_budget() {
 #[tokio::test(start_paused = true)]
 async fn a_request_never_tries_one_target_twice() {
     let hops = [
-        TestHop::new("a", Behaviour::Fail(InferError::Model("boom".into()))),
+        TestHop::new("a", Behaviour::Fail(InferError::Model(ModelFailure::Run("boom".into())))),
         TestHop::new("b", Behaviour::Fail(InferError::Unavailable)),
         TestHop::new("c", Behaviour::Unreachable),
     ];
     // A budget large enough never to be the limit: only "not the same target twice" stops retries.
-    let routing = RoutingConfig { retry_min_reserve: 100.0, ..never_eject() };
+    let routing = with(never_eject(), |c| {
+        c.advanced.retry_min_reserve = 100.0;
+    });
     let gw = gateway(hops.iter().map(local).collect(), routing).await;
 
     for i in 0..10 {
@@ -438,15 +477,14 @@ async fn a_request_never_tries_one_target_twice() {
 #[tokio::test(start_paused = true)]
 async fn a_failing_target_is_ejected_while_a_healthy_one_serves() {
     // Paused time: the ejection lasts 10 s of tokio time, ended below with `advance`.
-    let sick = TestHop::new("sick", Behaviour::Fail(InferError::Model("boom".into())));
+    let sick = TestHop::new("sick", Behaviour::Fail(InferError::Model(ModelFailure::Run("boom".into()))));
     let healthy = TestHop::new("healthy", Behaviour::Answer);
-    let routing = RoutingConfig {
-        eject_consecutive_failures: 3,
-        eject_base_ms: 10_000,
-        eject_max_ms: 60_000,
-        trust_half_life_ms: 60_000,
-        ..RoutingConfig::default()
-    };
+    let routing = with(Config::default(), |c| {
+        c.advanced.eject_consecutive_failures = 3;
+        c.advanced.eject_base_ms = 10_000;
+        c.advanced.eject_max_ms = 60_000;
+        c.advanced.trust_half_life_ms = 60_000;
+    });
     // The healthy target reports a large backlog, so the sick one stays the first choice despite
     // its failure penalty (512 tokens each): only ejection keeps attempts away from it.
     let gw = gateway(vec![local(&sick)], routing).await;
@@ -454,38 +492,37 @@ async fn a_failing_target_is_ejected_while_a_healthy_one_serves() {
 
     for i in 0..3 {
         let classified = classify(&gw, &format!("r{i}"), ms(10_000)).await.unwrap();
-        assert_eq!((classified.served_by.as_str(), classified.attempts), ("n2/healthy", 2));
+        assert_eq!((classified.served_by.to_string().as_str(), classified.attempts), ("n2/healthy", 2));
     }
     let snap = snapshot(&gw).await;
     assert_eq!(snap.ejections, 1);
-    let ejected_for = report(&snap, "sick").ejected_for_opt.expect("ejected after 3 failures");
-    assert!(ejected_for > ms(9_000) && ejected_for <= ms(10_000), "{ejected_for:?}");
-    assert_eq!(report(&snap, "healthy").ejected_for_opt, None);
+    let ejected_for = report(&snap, "sick").ejected_for_ms.expect("ejected after 3 failures");
+    assert!(ejected_for > 9_000 && ejected_for <= 10_000, "{ejected_for:?}");
+    assert_eq!(report(&snap, "healthy").ejected_for_ms, None);
 
     for i in 3..10 {
         let classified = classify(&gw, &format!("r{i}"), ms(10_000)).await.unwrap();
-        assert_eq!((classified.served_by.as_str(), classified.attempts), ("n2/healthy", 1));
+        assert_eq!((classified.served_by.to_string().as_str(), classified.attempts), ("n2/healthy", 1));
     }
     assert_eq!(sick.attempts(), 3, "no attempt while ejected");
 
     // Once the ejection ends the target is tried again; still failing, it is ejected for longer.
     tokio::time::advance(ms(10_000)).await;
     let classified = classify(&gw, "probe", ms(10_000)).await.unwrap();
-    assert_eq!((classified.served_by.as_str(), classified.attempts), ("n2/healthy", 2));
+    assert_eq!((classified.served_by.to_string().as_str(), classified.attempts), ("n2/healthy", 2));
     assert_eq!(sick.attempts(), 4);
     let snap = snapshot(&gw).await;
     assert_eq!(snap.ejections, 2);
-    assert!(report(&snap, "sick").ejected_for_opt.is_some_and(|d| d > ms(10_000)), "doubled ejection");
+    assert!(report(&snap, "sick").ejected_for_ms.is_some_and(|d| d > 10_000), "doubled ejection");
 }
 
 #[tokio::test(start_paused = true)]
 async fn ejection_never_takes_the_last_targets() {
-    let routing = RoutingConfig {
-        eject_consecutive_failures: 2,
-        eject_base_ms: 10_000,
-        retry_min_reserve: 100.0,
-        ..RoutingConfig::default()
-    };
+    let routing = with(Config::default(), |c| {
+        c.advanced.eject_consecutive_failures = 2;
+        c.advanced.eject_base_ms = 10_000;
+        c.advanced.retry_min_reserve = 100.0;
+    });
     // Two failing targets: at most half of them (one) may be ejected.
     let pair = ["a", "b"].map(|name| TestHop::new(name, Behaviour::Fail(InferError::Unavailable)));
     let gw = gateway(pair.iter().map(local).collect(), routing.clone()).await;
@@ -494,7 +531,7 @@ async fn ejection_never_takes_the_last_targets() {
     }
     let snap = snapshot(&gw).await;
     assert_eq!(snap.ejections, 1);
-    assert_eq!(snap.targets.iter().filter(|t| t.ejected_for_opt.is_some()).count(), 1);
+    assert_eq!(snap.targets.iter().filter(|t| t.ejected_for_ms.is_some()).count(), 1);
     // The ejected target still serves as the last resort of a retry.
     assert_eq!(pair.iter().map(|h| h.attempts()).sum::<usize>(), 20);
 
@@ -505,7 +542,7 @@ async fn ejection_never_takes_the_last_targets() {
         assert!(classify(&gw, &format!("r{i}"), ms(10_000)).await.is_err());
     }
     let snap = snapshot(&gw).await;
-    assert_eq!((snap.ejections, report(&snap, "lone").ejected_for_opt), (0, None));
+    assert_eq!((snap.ejections, report(&snap, "lone").ejected_for_ms), (0, None));
     assert_eq!(lone.attempts(), 10);
 }
 
@@ -513,12 +550,12 @@ async fn ejection_never_takes_the_last_targets() {
 async fn failures_count_as_load() {
     // The failing target is first in line and both look idle; ejection is off, so only the
     // failure penalty in the load estimate can steer requests away from it.
-    let failing = TestHop::new("failing", Behaviour::Fail(InferError::Model("boom".into())));
+    let failing = TestHop::new("failing", Behaviour::Fail(InferError::Model(ModelFailure::Run("boom".into()))));
     let healthy = TestHop::new("healthy", Behaviour::Answer);
     let gw = gateway(vec![local(&failing), local(&healthy)], never_eject()).await;
     for i in 0..20 {
         let classified = classify(&gw, &format!("r{i}"), ms(10_000)).await.unwrap();
-        assert_eq!(classified.served_by, "n1/healthy");
+        assert_eq!(classified.served_by.to_string(), "n1/healthy");
     }
     assert_eq!((failing.attempts(), healthy.attempts()), (1, 20));
     let snap = snapshot(&gw).await;
@@ -536,7 +573,7 @@ async fn equal_load_prefers_the_local_target() {
     let snap = snapshot(&gw).await;
     assert_eq!(report(&snap, "near").estimate, report(&snap, "far").estimate, "equal load");
     for i in 0..10 {
-        assert_eq!(classify(&gw, &format!("r{i}"), ms(10_000)).await.unwrap().served_by, "n1/near");
+        assert_eq!(classify(&gw, &format!("r{i}"), ms(10_000)).await.unwrap().served_by.to_string(), "n1/near");
     }
     assert_eq!(far.attempts(), 0);
 
@@ -544,7 +581,7 @@ async fn equal_load_prefers_the_local_target() {
     near.set(Behaviour::Hang);
     let pending = submit(&gw, "hangs", ms(10_000));
     wait_until("the local target holds the request", async || near.held() == 1).await;
-    assert_eq!(classify(&gw, "next", ms(10_000)).await.unwrap().served_by, "n2/far");
+    assert_eq!(classify(&gw, "next", ms(10_000)).await.unwrap().served_by.to_string(), "n2/far");
     drop(pending);
 }
 
@@ -574,13 +611,13 @@ async fn cancelling_ends_a_hanging_attempt() {
 
 #[tokio::test(start_paused = true)]
 async fn set_remote_targets_replaces_remotes_and_keeps_locals() {
-    let local_hop = TestHop::new("l0", Behaviour::Fail(InferError::Model("boom".into())));
+    let local_hop = TestHop::new("l0", Behaviour::Fail(InferError::Model(ModelFailure::Run("boom".into()))));
     let departing = TestHop::new("r1", Behaviour::Answer);
     let staying = TestHop::new("r2", Behaviour::Hang);
     let arriving = TestHop::new("r3", Behaviour::Answer);
     let gw = gateway(vec![local(&local_hop)], never_eject()).await;
     gw.cast(GatewayMsg::SetRemoteTargets(vec![remote(&departing, 1e6), remote(&staying, 0.0)])).unwrap();
-    let ids = |snap: &RoutingSnapshot| snap.targets.iter().map(|t| t.id.to_string()).collect::<Vec<_>>();
+    let ids = |snap: &RoutingSnapshot| snap.targets.iter().map(|t| t.target.clone()).collect::<Vec<_>>();
     assert_eq!(ids(&snapshot(&gw).await), ["n1/l0", "n2/r1", "n2/r2"]);
 
     // The local target fails and `r1` looks busy, so the request ends up hanging on `r2`.
@@ -605,7 +642,10 @@ async fn set_remote_targets_replaces_remotes_and_keeps_locals() {
 async fn a_retry_with_nowhere_to_go_spends_no_budget() {
     let pair = ["a", "b"].map(|name| TestHop::new(name, Behaviour::Fail(InferError::Unavailable)));
     // Exactly two retries for the gateway's lifetime.
-    let routing = RoutingConfig { retry_budget_ratio: 0.0, retry_min_reserve: 2.0, ..never_eject() };
+    let routing = with(never_eject(), |c| {
+        c.advanced.retry_budget_ratio = 0.0;
+        c.advanced.retry_min_reserve = 2.0;
+    });
     let gw = gateway(pair.iter().map(local).collect(), routing).await;
     assert!(classify(&gw, "r0", ms(10_000)).await.is_err());
     assert_eq!(pair.iter().map(|h| h.attempts()).sum::<usize>(), 2, "r0: one attempt per target");
@@ -636,5 +676,5 @@ async fn a_hedge_with_nowhere_to_go_spends_no_budget() {
     let backup = TestHop::new("b", Behaviour::Answer);
     gw.cast(GatewayMsg::SetRemoteTargets(vec![remote(&backup, 0.0)])).unwrap();
     let classified = classify(&gw, "after", ms(10_000)).await.unwrap();
-    assert_eq!((classified.served_by.as_str(), classified.attempts), ("n2/b", 2));
+    assert_eq!((classified.served_by.to_string().as_str(), classified.attempts), ("n2/b", 2));
 }

@@ -1,6 +1,6 @@
 //! `senti-bench-routing`: what one placement decision costs the gateway, in nanoseconds.
 //!
-//! The gateway places every attempt (crates/engine/src/gateway.rs `place`) by turning one
+//! The gateway places every attempt (crates/routing/src/gateway.rs `place`) by turning one
 //! [`LoadView`] per target into a [`Candidate`] with [`estimate`] and handing the candidates to
 //! [`local_plus_two_remote`]. This times that work for 4, 64 and 256 targets (two of them local,
 //! as on a node with `engine.actors = 2`), for the gateway's policy and, for comparison, for

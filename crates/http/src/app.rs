@@ -6,6 +6,8 @@ use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use senti_engine::RequestId;
+use tracing::Instrument;
 use utoipa::OpenApi;
 
 use crate::api;
@@ -14,11 +16,13 @@ use crate::state::AppState;
 
 /// Response header naming the node that answered.
 pub const NODE_HEADER: &str = "x-senti-node";
+/// Request and response header carrying the request id.
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
 #[derive(OpenApi)]
 #[openapi(
     info(title = "senti", description = "Chinese sentiment analysis (正面 / 负面) over HTTP."),
-    paths(api::analyze, api::classify, api::healthz, api::readyz, api::metrics),
+    paths(api::analyze, api::classify, crate::cluster::cluster, api::healthz, api::readyz, api::metrics),
     components(schemas(crate::error::ErrorBody, crate::error::ErrorDetail, crate::error::LimitInfo))
 )]
 struct ApiDoc;
@@ -46,6 +50,7 @@ pub fn app(state: AppState) -> Router {
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(middleware::from_fn(crate::metrics::track))
         .layer(middleware::from_fn_with_state(state.clone(), node_header))
+        .layer(middleware::from_fn(request_id))
         .with_state(state)
 }
 
@@ -53,6 +58,25 @@ async fn node_header(State(state): State<AppState>, req: Request, next: Next) ->
     let mut response = next.run(req).await.into_response();
     if let Ok(value) = HeaderValue::from_str(&state.node_id) {
         response.headers_mut().insert(NODE_HEADER, value);
+    }
+    response
+}
+
+/// Gives every request an id (the client's `x-request-id` if acceptable, else a new one), a
+/// tracing span that every log line of the request carries, here and on the node that runs it,
+/// and the id back in the response.
+async fn request_id(mut req: Request, next: Next) -> Response {
+    let id = req
+        .headers()
+        .get(REQUEST_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(RequestId::parse)
+        .unwrap_or_else(RequestId::generate);
+    req.extensions_mut().insert(id.clone());
+    let span = tracing::info_span!("request", id = %id);
+    let mut response = next.run(req).instrument(span).await;
+    if let Ok(value) = HeaderValue::from_str(id.as_str()) {
+        response.headers_mut().insert(REQUEST_ID_HEADER, value);
     }
     response
 }

@@ -1,6 +1,6 @@
 //! `senti-cluster-probe`: how fast the gossip failure detector notices a dead or a hung node, and
 //! whether it raises false alarms while every node is saturated, for each point of a sweep of
-//! `cluster.gossip_interval_ms` x `cluster.phi_threshold`. Loopback only.
+//! `advanced.gossip_interval_ms` x `advanced.phi_threshold`. Loopback only.
 //!
 //! For each point:
 //! 1. **Form**: start three release `senti serve` processes (`engine.actors=1`, seeds = the first
@@ -17,7 +17,7 @@
 //! 4. **Hang**: restart the third node (same ports, so a new generation of the same node), wait
 //!    for the three members again, load it too for `--settle-seconds`, then SIGSTOP it and measure
 //!    the same way. The settling matters: chitchat's failure detector starts a node's
-//!    heartbeat statistics from a prior (`cluster.failure_initial_interval_ms`, worth 5 samples),
+//!    heartbeat statistics from a prior (`advanced.failure_initial_interval_ms`, worth 5 samples),
 //!    and a node hung a second after joining is judged by that prior more than by its own
 //!    heartbeats (`--settle-seconds 0` measures exactly that case).
 //!
@@ -43,7 +43,8 @@ use clap::Parser;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use senti_bench::{default_payload_path, mix, read_texts};
-use serde::{Deserialize, Serialize};
+use senti_http::{ClusterReport, ClusterResponse};
+use serde::Serialize;
 use tokio::task::JoinHandle;
 
 /// Names of the three nodes; the third is the one killed and hung. Sessions are dialed by the
@@ -67,10 +68,10 @@ const TICKS_PER_S: f64 = 100.0;
     about = "Failure-detector sweep of a real 3-node senti cluster on loopback: false alarms under load, detection of a killed and a hung node"
 )]
 struct Cli {
-    /// Gossip intervals to sweep, in ms (`cluster.gossip_interval_ms`) [default: 100,200,500; --quick: 200]
+    /// Gossip intervals to sweep, in ms (`advanced.gossip_interval_ms`) [default: 100,200,500; --quick: 200]
     #[arg(long, value_delimiter = ',')]
     intervals: Option<Vec<u64>>,
-    /// Phi thresholds to sweep (`cluster.phi_threshold`) [default: 6,8,12; --quick: 8]
+    /// Phi thresholds to sweep (`advanced.phi_threshold`) [default: 6,8,12; --quick: 8]
     #[arg(long, value_delimiter = ',')]
     phis: Option<Vec<f64>>,
     /// Seconds of saturating load during which false alarms are counted [default: 20; --quick: 3]
@@ -418,8 +419,8 @@ impl Node {
             .env("SENTI__CLUSTER__GOSSIP_LISTEN", spec.gossip.to_string())
             .env("SENTI__CLUSTER__ACTOR_LISTEN", spec.actor.to_string())
             .env("SENTI__CLUSTER__SEEDS", seeds)
-            .env("SENTI__CLUSTER__GOSSIP_INTERVAL_MS", point.interval_ms.to_string())
-            .env("SENTI__CLUSTER__PHI_THRESHOLD", point.phi.to_string())
+            .env("SENTI__ADVANCED__GOSSIP_INTERVAL_MS", point.interval_ms.to_string())
+            .env("SENTI__ADVANCED__PHI_THRESHOLD", point.phi.to_string())
             .env("RUST_LOG", "warn")
             // The probe sends no bearer token: auth stays off whatever the environment says.
             .env_remove("SENTI_AUTH_TOKENS")
@@ -473,52 +474,21 @@ impl Drop for Node {
 }
 
 // ---------------------------------------------------------------------------------------------
-// `/v1/cluster`, as far as the probe reads it (unknown fields are ignored).
+// `/v1/cluster`: the API's own response type (senti-http), read through a few questions.
 
-#[derive(Debug, Deserialize)]
-struct ClusterView {
-    membership: Option<Membership>,
-    routing: RoutingView,
+type ClusterView = ClusterResponse;
+
+/// What the probe asks of a node's `/v1/cluster`.
+trait ViewExt {
+    fn membership(&self) -> anyhow::Result<&ClusterReport>;
+    fn lists_member(&self, node: &str) -> bool;
+    fn lists_dead(&self, node: &str, generation_opt: Option<u64>) -> bool;
+    fn generation_of(&self, node: &str) -> Option<u64>;
+    fn routes_to(&self, node: &str) -> bool;
 }
 
-#[derive(Debug, Deserialize)]
-struct Membership {
-    members: Vec<MemberView>,
-    dead: Vec<DeadView>,
-}
-
-#[derive(Debug, Deserialize)]
-struct MemberView {
-    node_id: String,
-    generation: u64,
-    ready: bool,
-    session: bool,
-    actors: Vec<ActorView>,
-}
-
-#[derive(Debug, Deserialize)]
-struct ActorView {
-    age_ms: Option<u64>,
-}
-
-#[derive(Debug, Deserialize)]
-struct DeadView {
-    node_id: String,
-    generation: u64,
-}
-
-#[derive(Debug, Deserialize)]
-struct RoutingView {
-    targets: Vec<TargetView>,
-}
-
-#[derive(Debug, Deserialize)]
-struct TargetView {
-    target: String,
-}
-
-impl ClusterView {
-    fn membership(&self) -> anyhow::Result<&Membership> {
+impl ViewExt for ClusterView {
+    fn membership(&self) -> anyhow::Result<&ClusterReport> {
         self.membership.as_ref().context("the node answered without membership: is `cluster.enabled` off?")
     }
 
@@ -527,7 +497,7 @@ impl ClusterView {
     }
 
     /// Whether `node` is listed as dead; with `generation_opt`, only that incarnation counts (a
-    /// restarted node's previous generation stays listed for `cluster.dead_node_grace_ms`).
+    /// restarted node's previous generation stays listed for `advanced.dead_node_grace_ms`).
     fn lists_dead(&self, node: &str, generation_opt: Option<u64>) -> bool {
         self.membership.as_ref().is_some_and(|m| {
             m.dead.iter().any(|dead| dead.node_id == node && generation_opt.is_none_or(|g| g == dead.generation))

@@ -106,7 +106,8 @@ impl From<InferError> for ApiError {
             InferError::DeadlineExceeded | InferError::AttemptTimedOut => ApiError::DeadlineExceeded,
             InferError::ShuttingDown => ApiError::ShuttingDown,
             InferError::Unavailable => ApiError::Unavailable,
-            InferError::Model(message) => ApiError::Inference(message),
+            InferError::Model(failure) => ApiError::Inference(failure.to_string()),
+            InferError::Invalid(message) => ApiError::InvalidRequest(message),
         }
     }
 }
@@ -172,7 +173,7 @@ impl ApiError {
                 StatusCode::TOO_MANY_REQUESTS,
                 "queue_full",
                 format!(
-                    "the inference queues are full: each holds `engine.queue_capacity` texts or more work than \
+                    "the inference queues are full: each holds `advanced.queue_capacity` texts or more work than \
                      it can finish before the request's deadline (`limits.request_timeout_ms` or the request's \
                      timeout); retry after {} s",
                     retry_after_secs(*after)

@@ -1,0 +1,156 @@
+//! The model thread of one inference actor, and its ONNX Runtime sessions: a single-threaded one,
+//! and optionally one with every core for batches that start while the rest of the node is idle
+//! (`advanced.threads_when_alone`).
+//!
+//! The thread blocks on a channel of hand-offs (one or more batches of token ids), runs each batch
+//! through ONNX Runtime, and reports the logits to its actor once per hand-off. It is the only
+//! place in a node that blocks for long; async code never waits on ONNX Runtime.
+//!
+//! Two single-threaded actors on two cores serve the most texts/s when busy, but leave a lone
+//! request one core. A many-threaded session beside each single-threaded one gives that request
+//! every core; whether that pays depends on the model (measured, docs/benchmarks.md: 1.42x the
+//! texts/s at concurrency 1 on the StructBERT-base-sized model, 0.9x on the small default one,
+//! whose 0.6 ms inference is too short to split). So the engine measures both sessions at start
+//! and keeps the second only if it is clearly faster.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
+
+use ractor::ActorRef;
+use senti_model::{ModelBundle, ModelError, Runner};
+
+use crate::inference::InferenceMsg;
+use crate::{EncodedTexts, ModelFailure};
+
+/// One batch: each text as (its request's texts, its position there).
+pub(crate) type Batch = Vec<(Arc<EncodedTexts>, usize)>;
+
+/// Batches the model thread runs back to back before it reports.
+pub(crate) type Handoff = Vec<Batch>;
+
+/// One batch run by the model thread: logits per text (or why the batch failed), and the time
+/// spent in ONNX Runtime.
+pub type BatchResult = (Result<Vec<Vec<f32>>, ModelFailure>, Duration);
+
+/// Runs hand-offs until the actor drops its sender, reporting once per hand-off.
+pub(crate) fn model_thread(mut sessions: Sessions, handoffs: mpsc::Receiver<Handoff>, actor: ActorRef<InferenceMsg>) {
+    for handoff in handoffs {
+        let results = handoff
+            .iter()
+            .map(|batch| {
+                let started = Instant::now();
+                let ids: Vec<&[u32]> = batch.iter().map(|(texts, index)| texts.get(*index)).collect();
+                let logits = sessions.logits(&ids).map_err(|err| ModelFailure::Run(err.to_string()));
+                (logits, started.elapsed())
+            })
+            .collect();
+        if actor.cast(InferenceMsg::BatchDone(results)).is_err() {
+            break;
+        }
+    }
+}
+
+/// A review of ordinary length (about 40 tokens) for the start-up measurement.
+const PROBE_TEXT: &str = "这家酒店位置很好，房间干净整洁，服务员态度热情，早餐种类丰富，下次还会再来。";
+/// Timed runs per session (after one warm-up each), alternating between the two.
+const PROBE_RUNS: usize = 5;
+/// How much faster the many-threaded session must be to be kept.
+const KEEP_IF_FASTER: f64 = 1.25;
+
+/// The sessions of one model thread.
+pub(crate) struct Sessions {
+    pub(crate) shared: Runner,
+    pub(crate) alone: Option<Runner>,
+    /// Batches running on this node's model threads, shared by its actors.
+    pub(crate) node_running: Arc<AtomicUsize>,
+}
+
+impl Sessions {
+    /// Runs one batch: on the many-threaded session if no other batch runs on the node as it
+    /// starts (one that starts meanwhile runs its single thread beside it for a while).
+    pub(crate) fn logits(&mut self, batch: &[&[u32]]) -> Result<Vec<Vec<f32>>, ModelError> {
+        let others = self.node_running.fetch_add(1, Ordering::AcqRel);
+        let runner = match &mut self.alone {
+            Some(alone) if others == 0 => {
+                metrics::counter!("senti_batches_alone_total").increment(1);
+                alone
+            }
+            _ => &mut self.shared,
+        };
+        let result = runner.logits(batch);
+        self.node_running.fetch_sub(1, Ordering::AcqRel);
+        result
+    }
+}
+
+/// The sessions of one actor: `threads` intra-op threads, and, when `alone_threads` is larger,
+/// a second session for lone batches, kept only if it measures at least [`KEEP_IF_FASTER`] times
+/// faster. `keep_alone_opt` is the decision made on an earlier actor (measured once per node).
+/// Returns the sessions and whether the second one is kept. Blocking: seconds for a large model.
+pub(crate) fn sessions(
+    bundle: &ModelBundle,
+    threads: usize,
+    spinning: bool,
+    alone_threads: usize,
+    keep_alone_opt: Option<bool>,
+) -> Result<(Runner, Option<Runner>, bool), ModelError> {
+    let mut runner = bundle.runner_with_spinning(threads, spinning)?;
+    if alone_threads <= threads || keep_alone_opt == Some(false) {
+        return Ok((runner, None, false));
+    }
+    let mut alone = bundle.runner_with_spinning(alone_threads, false)?;
+    if keep_alone_opt.is_none() {
+        let ids = bundle.encoder().encode(PROBE_TEXT)?;
+        let speedup = speedup(&mut runner, &mut alone, &ids)?;
+        let keep = speedup >= KEEP_IF_FASTER;
+        tracing::info!(
+            threads_when_alone = alone_threads,
+            speedup = format!("{speedup:.2}"),
+            kept = keep,
+            "a lone batch on {alone_threads} threads against {threads}: kept if at least {KEEP_IF_FASTER}x faster"
+        );
+        if !keep {
+            return Ok((runner, None, false));
+        }
+    }
+    Ok((runner, Some(alone), true))
+}
+
+/// How much faster `alone` runs `ids` than `shared` (median of alternating runs).
+fn speedup(shared: &mut Runner, alone: &mut Runner, ids: &[u32]) -> Result<f64, ModelError> {
+    let time = |runner: &mut Runner| -> Result<Duration, ModelError> {
+        let started = Instant::now();
+        runner.logits(&[ids])?;
+        Ok(started.elapsed())
+    };
+    time(shared)?;
+    time(alone)?;
+    let (mut a, mut b) = (Vec::with_capacity(PROBE_RUNS), Vec::with_capacity(PROBE_RUNS));
+    for _ in 0..PROBE_RUNS {
+        a.push(time(shared)?);
+        b.push(time(alone)?);
+    }
+    Ok(ratio(a, b))
+}
+
+/// Median of `shared` over median of `alone`.
+fn ratio(mut shared: Vec<Duration>, mut alone: Vec<Duration>) -> f64 {
+    fn median(v: &mut [Duration]) -> f64 {
+        v.sort();
+        v[v.len() / 2].as_secs_f64()
+    }
+    median(&mut shared) / median(&mut alone).max(1e-9)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_ratio_is_of_medians_so_one_stall_does_not_decide() {
+        let ms = |v: &[u64]| v.iter().map(|&m| Duration::from_millis(m)).collect::<Vec<_>>();
+        let r = ratio(ms(&[60, 500, 58, 61, 59]), ms(&[30, 31, 29, 400, 30]));
+        assert!((r - 2.0).abs() < 1e-9, "{r}");
+    }
+}

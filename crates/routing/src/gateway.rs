@@ -1,0 +1,396 @@
+//! The gateway actor: places each request on an inference actor anywhere in the cluster, fails
+//! over, hedges and ejects outliers.
+//!
+//! It never awaits an inference. `handle` makes a decision over its snapshot of the targets
+//! (microseconds: every local actor and two sampled remote ones, compared by [`estimate`]) and
+//! spawns an attempt task (`attempt.rs`); the task waits for the actor's answer, the attempt
+//! timeout, the request's deadline, or the client leaving, and reports back with
+//! [`GatewayMsg::AttemptEnded`]. [`Gateway`] is the handle callers hold.
+//! ```text
+//!  Classify ──place──> attempt task ──Hop::send──> inference actor (local or remote)
+//!     ▲                  │ slower than the recent p95: Hedge ──place (other node)──> 2nd task
+//!     │                  │ failed / timed out, none in flight: Retry ──place (not tried)──>
+//!     └── AttemptEnded <─┘ outstanding -1, latency window, outlier detector
+//! ```
+//! Rules: never the same actor twice for one request; retries and hedges are drawn from budgets
+//! (`advanced.retry_budget_ratio`, `advanced.hedge_budget_ratio`); at most one hedge per request,
+//! and only to another node: the actors of one node share its cores, so a hedge to a sibling
+//! computes the same text twice on the same cores and can only slow the node down (measured:
+//! docs/routing.md); a retry may go anywhere not tried;
+//! the first answer wins and the caller dropping its future cancels every attempt. Local targets
+//! come from the engine; remote ones are replaced wholesale by the cluster layer
+//! ([`GatewayMsg::SetRemoteTargets`]), keeping the counters of targets that stay.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use rand::rngs::SmallRng;
+use rand::SeedableRng;
+use senti_engine::{EncodedTexts, InferError, Readiness, RequestId};
+use tokio::sync::{oneshot, watch};
+use tracing::Instrument;
+
+use crate::attempt::{self, AttemptOutcome};
+use crate::budget::RetryBudget;
+use crate::choose::{local_plus_two_remote, Candidate};
+use crate::estimate::{estimate, LoadView};
+use crate::hedge::{attempt_timeout, LatencyWindow};
+use crate::job::{Classified, Job};
+use crate::outlier::{may_eject, TargetHealth};
+use crate::params::RoutingParams;
+use crate::target::{millis, RoutingSnapshot, Target, TargetId, TargetReport};
+
+/// The clock of routing decisions: tokio's, so a paused test clock drives it.
+pub(crate) fn now() -> Instant {
+    tokio::time::Instant::now().into_std()
+}
+
+/// Messages of [`GatewayActor`].
+pub enum GatewayMsg {
+    /// A new request.
+    Classify(Arc<Job>),
+    /// Every attempt failed in a retryable way; place again on a target not tried.
+    Retry(Arc<Job>),
+    /// The first attempt is slower than the recent quantile; place a backup.
+    Hedge(Arc<Job>),
+    /// An attempt on `target` ended.
+    AttemptEnded {
+        /// Where it ran.
+        target: TargetId,
+        /// How it ended.
+        outcome: AttemptOutcome,
+    },
+    /// The cluster's current remote targets (replaces the previous set).
+    SetRemoteTargets(Vec<Target>),
+    /// A report of every target's routing state (for `/v1/cluster`).
+    Snapshot(RpcReplyPort<RoutingSnapshot>),
+}
+
+impl ractor::Message for GatewayMsg {}
+
+/// Everything the gateway starts with.
+pub struct GatewayArgs {
+    /// This node's targets.
+    pub local: Vec<Target>,
+    /// Placement, retry, hedging and ejection settings.
+    pub params: RoutingParams,
+    /// Seed of the placement's random choices (fixed in simulations).
+    pub seed: u64,
+}
+
+/// Stateless actor; state in [`GatewayState`].
+pub struct GatewayActor;
+
+struct TargetState {
+    target: Target,
+    /// Attempts sent and not ended: counts work the target's own load may not show yet.
+    outstanding: u32,
+    health: TargetHealth,
+}
+
+/// The gateway's view of its targets and its budgets. Only its own handler touches it.
+pub struct GatewayState {
+    targets: Vec<TargetState>,
+    params: RoutingParams,
+    retry_budget: RetryBudget,
+    hedge_budget: RetryBudget,
+    latencies: LatencyWindow,
+    rng: SmallRng,
+    retries: u64,
+    hedges: u64,
+    ejections: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Placement {
+    First,
+    Retry,
+    Hedge,
+}
+
+impl Actor for GatewayActor {
+    type Msg = GatewayMsg;
+    type State = GatewayState;
+    type Arguments = GatewayArgs;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        args: GatewayArgs,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        let p = args.params;
+        let now = now();
+        Ok(GatewayState {
+            targets: args
+                .local
+                .into_iter()
+                .map(|target| TargetState { target, outstanding: 0, health: TargetHealth::new(now) })
+                .collect(),
+            retry_budget: RetryBudget::new(
+                p.retry_budget_ratio,
+                p.retry_min_reserve,
+                100.0_f64.max(p.retry_min_reserve),
+            ),
+            hedge_budget: RetryBudget::new(p.hedge_budget_ratio, 1.0, p.hedge_budget_cap),
+            latencies: LatencyWindow::default(),
+            rng: SmallRng::seed_from_u64(args.seed),
+            retries: 0,
+            hedges: 0,
+            ejections: 0,
+            params: p,
+        })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        message: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            GatewayMsg::Classify(job) => {
+                state.retry_budget.deposit();
+                state.hedge_budget.deposit();
+                state.place(job, Placement::First, myself);
+            }
+            GatewayMsg::Retry(job) => {
+                if job.is_done() {
+                    return Ok(());
+                }
+                if !state.has_untried(&job) {
+                    job.fail_with_last_error(); // nowhere to go: spend no budget
+                    return Ok(());
+                }
+                if !state.retry_budget.try_withdraw() {
+                    metrics::counter!("senti_retries_refused_total").increment(1);
+                    job.fail_with_last_error();
+                    return Ok(());
+                }
+                state.retries += 1;
+                metrics::counter!("senti_retries_total").increment(1);
+                state.place(job, Placement::Retry, myself);
+            }
+            GatewayMsg::Hedge(job) => {
+                if job.is_done()
+                    || job.in_flight.load(Ordering::Acquire) == 0
+                    || !state.has_untried_node(&job)
+                    || !state.hedge_budget.try_withdraw()
+                {
+                    return Ok(());
+                }
+                state.place(job, Placement::Hedge, myself);
+            }
+            GatewayMsg::AttemptEnded { target, outcome } => state.attempt_ended(&target, outcome),
+            GatewayMsg::SetRemoteTargets(remote) => state.set_remote(remote),
+            GatewayMsg::Snapshot(reply) => {
+                let _ = reply.send(state.snapshot());
+            }
+        }
+        Ok(())
+    }
+}
+
+impl GatewayState {
+    fn view(&self, t: &TargetState, now: Instant) -> LoadView {
+        let failures = t.health.recent_failures(now, &self.params.outlier);
+        LoadView::new(t.target.load.reported(now), t.outstanding, failures)
+    }
+
+    /// Whether any target has not been tried for `job` yet.
+    fn has_untried(&self, job: &Job) -> bool {
+        let tried = job.tried.lock().expect("job lock poisoned. This is a bug.");
+        self.targets.iter().any(|t| !tried.contains(&t.target.id))
+    }
+
+    /// Whether any target is on a node that no attempt of `job` has been on (where a hedge may go).
+    fn has_untried_node(&self, job: &Job) -> bool {
+        let tried = job.tried.lock().expect("job lock poisoned. This is a bug.");
+        self.targets.iter().any(|t| !tried.iter().any(|id| id.node == t.target.id.node))
+    }
+
+    fn place(&mut self, job: Arc<Job>, placement: Placement, myself: ActorRef<GatewayMsg>) {
+        if job.is_done() {
+            return;
+        }
+        let now = now();
+        let tried = job.tried();
+        let untried = |t: &&TargetState| match placement {
+            Placement::Hedge => !tried.iter().any(|id| id.node == t.target.id.node),
+            Placement::First | Placement::Retry => !tried.contains(&t.target.id),
+        };
+        let healthy: Vec<Candidate> = self
+            .targets
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| untried(t) && !t.health.is_ejected(now))
+            .map(|(index, t)| self.candidate(index, t, now))
+            .collect();
+        // Every untried target ejected: route to them anyway rather than fail (Envoy's panic mode).
+        let candidates = if healthy.is_empty() {
+            self.targets
+                .iter()
+                .enumerate()
+                .filter(|(_, t)| untried(t))
+                .map(|(index, t)| self.candidate(index, t, now))
+                .collect()
+        } else {
+            healthy
+        };
+        let Some(index) = local_plus_two_remote(&candidates, &mut self.rng) else {
+            if placement != Placement::Hedge && job.in_flight.load(Ordering::Acquire) == 0 {
+                job.fail_with_last_error();
+            }
+            return;
+        };
+        let state = &mut self.targets[index];
+        state.outstanding += 1;
+        let target = state.target.clone();
+        let local = target.load.is_local();
+        metrics::counter!("senti_attempts_total", "hop" => if local { "local" } else { "remote" }).increment(1);
+        if placement == Placement::Hedge {
+            self.hedges += 1;
+            metrics::counter!("senti_hedges_total").increment(1);
+        }
+        let hedge_after_opt = match placement {
+            Placement::First => self.params.hedge.hedge_delay(&self.latencies),
+            Placement::Retry | Placement::Hedge => None,
+        };
+        job.tried.lock().expect("job lock poisoned. This is a bug.").push(target.id.clone());
+        job.in_flight.fetch_add(1, Ordering::AcqRel);
+        let p = &self.params;
+        let timeout =
+            attempt_timeout(&self.latencies, p.attempt_timeout, p.attempt_timeout_factor, p.attempt_timeout_floor);
+        attempt::spawn(job, target, myself, timeout, hedge_after_opt);
+    }
+
+    fn candidate(&self, index: usize, t: &TargetState, now: Instant) -> Candidate {
+        let view = self.view(t, now);
+        Candidate { index, estimate: estimate(&view, &self.params.estimate), is_local: view.is_local }
+    }
+
+    fn attempt_ended(&mut self, id: &TargetId, outcome: AttemptOutcome) {
+        let now = now();
+        let ejected_now = self.targets.iter().filter(|t| t.health.is_ejected(now)).count();
+        let allow_eject = may_eject(ejected_now, self.targets.len(), &self.params.outlier);
+        let Some(state) = self.targets.iter_mut().find(|t| &t.target.id == id) else {
+            return; // the target left the cluster meanwhile
+        };
+        state.outstanding = state.outstanding.saturating_sub(1);
+        match outcome {
+            AttemptOutcome::Succeeded(latency) => {
+                self.latencies.record(latency);
+                state.health.record_success(now);
+            }
+            AttemptOutcome::Failed | AttemptOutcome::TimedOut => {
+                if state.health.record_failure(now, &self.params.outlier, allow_eject) {
+                    self.ejections += 1;
+                    metrics::counter!("senti_ejections_total").increment(1);
+                    tracing::warn!(target = %id, failures = state.health.consecutive_failures(), "actor ejected from the rotation");
+                }
+            }
+            AttemptOutcome::Overloaded | AttemptOutcome::Abandoned => {}
+        }
+    }
+
+    fn set_remote(&mut self, remote: Vec<Target>) {
+        let now = now();
+        let (local, mut previous): (Vec<TargetState>, Vec<TargetState>) =
+            std::mem::take(&mut self.targets).into_iter().partition(|t| t.target.load.is_local());
+        self.targets = local;
+        for target in remote {
+            if let crate::estimate::Reported::Gossiped { age, .. } = target.load.reported(now) {
+                metrics::histogram!("senti_gossip_load_age_seconds").record(age.as_secs_f64());
+            }
+            let (outstanding, health) = match previous.iter().position(|p| p.target.id == target.id) {
+                Some(i) => {
+                    let p = previous.swap_remove(i);
+                    (p.outstanding, p.health)
+                }
+                None => (0, TargetHealth::new(now)),
+            };
+            self.targets.push(TargetState { target, outstanding, health });
+        }
+    }
+
+    fn snapshot(&self) -> RoutingSnapshot {
+        let now = now();
+        let targets = self
+            .targets
+            .iter()
+            .map(|t| {
+                let view = self.view(t, now);
+                let never = matches!(t.target.load, crate::target::LoadSource::NeverPublished);
+                TargetReport {
+                    target: t.target.id.to_string(),
+                    local: view.is_local,
+                    backlog_tokens: (!never).then_some(view.reported_backlog),
+                    age_ms: if never { 0 } else { millis(view.reported_age) },
+                    outstanding: t.outstanding,
+                    estimate: estimate(&view, &self.params.estimate),
+                    ejected_for_ms: t.health.ejected_until(now).map(|until| millis(until - now)),
+                    consecutive_failures: t.health.consecutive_failures(),
+                }
+            })
+            .collect();
+        RoutingSnapshot { targets, retries: self.retries, hedges: self.hedges, ejections: self.ejections }
+    }
+}
+
+/// The handle of a node's gateway actor: what the HTTP layer, the command line and the cluster
+/// layer call.
+pub struct Gateway {
+    actor: ActorRef<GatewayMsg>,
+    handle: tokio::task::JoinHandle<()>,
+    readiness: Readiness,
+}
+
+impl Gateway {
+    /// Starts the gateway actor with this node's targets. New requests are refused with
+    /// [`InferError::ShuttingDown`] once `readiness` says the node drains.
+    pub async fn start(args: GatewayArgs, readiness: Readiness) -> Result<Self, ractor::SpawnErr> {
+        let (actor, handle) = Actor::spawn(None, GatewayActor, args).await?;
+        let handle = tokio::spawn(async move {
+            let _ = handle.await;
+        });
+        Ok(Self { actor, handle, readiness })
+    }
+
+    /// Classifies `texts` before `deadline`, wherever in the cluster that is quickest. Dropping
+    /// the future cancels the request: every attempt stops and its texts leave their queue.
+    pub async fn classify(
+        &self,
+        texts: Arc<EncodedTexts>,
+        deadline: Instant,
+        request: RequestId,
+    ) -> Result<Classified, InferError> {
+        if self.readiness.is_draining() {
+            return Err(InferError::ShuttingDown);
+        }
+        let (tx, rx) = oneshot::channel();
+        // Held until this future ends: dropping it (answer or cancellation) stops every attempt.
+        let (_cancel, cancelled) = watch::channel(());
+        let span = tracing::debug_span!("request", id = %request);
+        self.actor
+            .cast(GatewayMsg::Classify(Job::new(texts, deadline, request, tx, cancelled)))
+            .map_err(|_| InferError::ShuttingDown)?;
+        async { rx.await.unwrap_or(Err(InferError::ShuttingDown)) }.instrument(span).await
+    }
+
+    /// Every target's routing state, retries, hedges and ejections.
+    pub async fn snapshot(&self) -> RoutingSnapshot {
+        ractor::call!(self.actor, GatewayMsg::Snapshot).unwrap_or_default()
+    }
+
+    /// The actor (the cluster layer sends it [`GatewayMsg::SetRemoteTargets`]).
+    pub fn actor(&self) -> &ActorRef<GatewayMsg> {
+        &self.actor
+    }
+
+    /// Stops the actor; attempts still running end with their tasks.
+    pub async fn stop(self) {
+        self.actor.stop(None);
+        let _ = self.handle.await;
+    }
+}
