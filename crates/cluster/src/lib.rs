@@ -16,6 +16,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod keyring;
 mod keys;
 mod publish;
 mod sessions;
@@ -36,6 +37,7 @@ use senti_engine::{ActorInfo, Engine, GatewayMsg, LoadGauge};
 use serde::Serialize;
 use tokio::sync::Mutex;
 
+pub use keyring::{Key, KeyError, KeyId, Keyring, KeyringHandle, MAX_KEYS};
 pub use keys::{set_ready, unix_ms_now, ActorEntry, GossipedLoad, NodeKeys};
 pub use publish::{should_publish, PublishPolicy, Published};
 pub use sessions::INFERENCE_GROUP;
