@@ -131,6 +131,12 @@ impl Key {
     pub(crate) fn secret(&self) -> &[u8; 32] {
         &self.secret
     }
+
+    /// The secret bytes, for tests that look for them in captured traffic.
+    #[cfg(feature = "testsuite")]
+    pub fn secret_for_tests(&self) -> &[u8; 32] {
+        &self.secret
+    }
 }
 
 /// The keys of a node: one primary (seals outgoing datagrams) and others (only open incoming ones).

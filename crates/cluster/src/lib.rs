@@ -22,6 +22,8 @@ mod keys;
 mod publish;
 mod seal;
 mod sessions;
+#[cfg(feature = "testsuite")]
+pub mod testsuite;
 mod view;
 mod wire;
 
