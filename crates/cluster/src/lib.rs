@@ -16,10 +16,16 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod guard;
+mod keyring;
 mod keys;
 mod publish;
+mod seal;
 mod sessions;
+#[cfg(feature = "testsuite")]
+pub mod testsuite;
 mod view;
+mod wire;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -38,8 +44,15 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
 use utoipa::ToSchema;
 
+pub use guard::{Guard, GuardError, GuardLimits, LimitsError};
+pub use keyring::{Key, KeyError, KeyId, Keyring, KeyringHandle, MAX_KEYS};
 pub use keys::{set_ready, unix_ms_now, ActorEntry, GossipedLoad, ModelId, NodeKeys};
 pub use publish::{should_publish, PublishPolicy, Published};
+pub use seal::{
+    open as open_datagram, seal as seal_datagram, Admission, ChitchatCodec, CodecError, OpenError, Opened,
+    RejectReason, Rejection, ReplayError, ReplayWindow, SealConfig, SealError, SealedUdpTransport, TransportStats,
+    MAX_SEALED_MESSAGE, SEAL_OVERHEAD,
+};
 pub use sessions::INFERENCE_GROUP;
 pub use view::{exclusion_reason, members, remote_targets, Member, RemoteActor};
 
