@@ -5,7 +5,7 @@ CARGO ?= cargo
 TRAIN_VENV := .cache/venv-train
 TRAIN_PY := $(TRAIN_VENV)/bin/python
 
-.PHONY: run test setup build lint cluster simulate sim-report model model-sweep bench-model bench bench-node bench-ab bench-cluster bench-cluster-shape web-test clean-cache
+.PHONY: run test setup build lint cluster prometheus prometheus-check simulate sim-report model model-sweep bench-model bench bench-node bench-ab bench-cluster bench-cluster-shape web-test clean-cache
 
 ## Serve the embedded default model on http://127.0.0.1:8080
 run: setup
@@ -14,8 +14,22 @@ run: setup
 ## Every test: unit, property, API contract, model parity, multi-process, browser
 test: setup
 	$(CARGO) build -p senti-node --bin senti
+	bash scripts/prometheus-check.sh
 	$(CARGO) test --workspace --no-fail-fast
 	bash tests/web/run.sh
+
+## The shipped Prometheus files: promtool check config/rules and the alert rules' unit tests
+## (installs Debian's prometheus package if missing). The live checks are `make test`'s
+## tests/tests/prometheus.rs (a real Prometheus scrapes a 3-node cluster) and dashboard.rs.
+prometheus-check:
+	bash scripts/prometheus-check.sh
+
+## Prometheus on http://127.0.0.1:9090 scraping `make cluster` with the shipped configuration
+## and alert rules (cluster-config/prometheus/prometheus.yml; data in .cache/prometheus)
+prometheus:
+	bash scripts/install-prometheus.sh
+	prometheus --config.file=cluster-config/prometheus/prometheus.yml \
+	  --storage.tsdb.path=.cache/prometheus --web.listen-address=127.0.0.1:9090
 
 ## Three nodes on this machine (cluster-config/node-{a,b,c}.toml), HTTP on 127.0.0.1:8080-8082
 cluster: setup

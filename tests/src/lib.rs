@@ -1,6 +1,11 @@
 //! Helpers for multi-process tests: find the `senti` binary, start it on a free loopback port,
 //! wait until it is ready, and stop it. `make test` builds the binary before running these.
+//! [`loopback`] starts a small cluster of them; [`promql`] reads PromQL expressions and
+//! `/metrics` pages for the monitoring tests (dashboard and Prometheus).
 #![forbid(unsafe_code)]
+
+pub mod loopback;
+pub mod promql;
 
 use std::future::Future;
 use std::net::{SocketAddr, TcpListener};
