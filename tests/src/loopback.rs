@@ -81,22 +81,22 @@ pub async fn wait_full_mesh(ids: [&str; 3], servers: &[Server]) {
 /// texts (requests of four texts refuse each other: queue rejections), an ejection at the first
 /// failed attempt and short attempt timeouts (retries and ejections when a node hangs).
 const EVENTFUL: &[(&str, &str)] = &[
-    ("SENTI__ENGINE__QUEUE_CAPACITY", "4"),
+    ("SENTI__ADVANCED__QUEUE_CAPACITY", "4"),
     ("SENTI__LIMITS__MAX_TEXTS", "4"),
-    ("SENTI__ROUTING__EJECT_CONSECUTIVE_FAILURES", "1"),
+    ("SENTI__ADVANCED__EJECT_CONSECUTIVE_FAILURES", "1"),
     ("SENTI__ROUTING__ATTEMPT_TIMEOUT_MS", "400"),
     // Rejected and timed-out attempts are expected here: no warning for each.
     ("RUST_LOG", "error"),
 ];
 /// The first node hedges every attempt slower than the median (hedges).
 const HEDGING: &[(&str, &str)] = &[
-    ("SENTI__ROUTING__HEDGE_BUDGET_RATIO", "1.0"),
-    ("SENTI__ROUTING__HEDGE_QUANTILE", "0.5"),
-    ("SENTI__ROUTING__HEDGE_MIN_DELAY_MS", "1"),
+    ("SENTI__ADVANCED__HEDGE_BUDGET_RATIO", "1.0"),
+    ("SENTI__ADVANCED__HEDGE_QUANTILE", "0.5"),
+    ("SENTI__ADVANCED__HEDGE_MIN_DELAY_MS", "1"),
 ];
 /// The second never hedges: its attempts on a hung node run into their timeout (a hedge would
 /// answer first and abandon them, which counts as no failure), so they retry and eject.
-const NO_HEDGES: &[(&str, &str)] = &[("SENTI__ROUTING__HEDGE_BUDGET_RATIO", "0")];
+const NO_HEDGES: &[(&str, &str)] = &[("SENTI__ADVANCED__HEDGE_BUDGET_RATIO", "0")];
 
 /// [`start_cluster`] with the settings [`traffic_with_every_event`] needs.
 pub async fn start_eventful_cluster(ids: [&str; 3]) -> (Vec<LoopbackNode>, Vec<Server>) {
