@@ -7,7 +7,6 @@
 pub mod loopback;
 pub mod promql;
 
-use std::future::Future;
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -112,18 +111,4 @@ impl Drop for Server {
     }
 }
 
-/// Polls `condition` every 50 ms until it holds; panics naming `what` after `limit`.
-pub async fn wait_until<F, Fut>(limit: Duration, what: &str, mut condition: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let until = Instant::now() + limit;
-    loop {
-        if condition().await {
-            return;
-        }
-        assert!(Instant::now() < until, "timed out after {limit:?} waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
+pub use senti_engine::testsuite::wait_until;

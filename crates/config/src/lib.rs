@@ -641,8 +641,7 @@ mod repo_configs {
             .sum();
         // Options that are unset (node_id, model path, advertise addresses...) serialize to
         // nothing; count them too.
-        let unset = ["server.node_id", "model.path", "model.variant", "model.onnxruntime"]
-            .len()
+        let unset = ["server.node_id", "model.path", "model.variant", "model.onnxruntime"].len()
             + ["cluster.gossip_advertise", "cluster.actor_advertise"].len();
         assert!((18..=26).contains(&(keys + unset)), "{} user-facing keys", keys + unset);
     }

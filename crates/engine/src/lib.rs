@@ -21,6 +21,8 @@ mod model_thread;
 mod queue;
 mod readiness;
 mod request;
+#[cfg(feature = "testsuite")]
+pub mod testsuite;
 mod texts;
 mod wire;
 

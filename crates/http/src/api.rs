@@ -106,17 +106,42 @@ pub struct Status {
     pub reason: Option<String>,
 }
 
+/// The errors of both classification routes, for the OpenAPI document (`error.rs` maps them).
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)] // only its OpenAPI description is used
+enum ClassifyErrors {
+    /// Malformed JSON, invalid UTF-8 or a bad `x-senti-timeout-ms`.
+    #[response(status = 400)]
+    BadRequest(ErrorBody),
+    /// No bearer token (auth on).
+    #[response(status = 401)]
+    MissingToken(ErrorBody),
+    /// A bearer token that is not accepted.
+    #[response(status = 403)]
+    WrongToken(ErrorBody),
+    /// Body over `limits.max_body_bytes`.
+    #[response(status = 413)]
+    TooLarge(ErrorBody),
+    /// Not `application/json`.
+    #[response(status = 415)]
+    MediaType(ErrorBody),
+    /// A missing field, no texts, too many texts, an empty or too long text.
+    #[response(status = 422)]
+    Invalid(ErrorBody),
+    /// Queues full; see Retry-After.
+    #[response(status = 429)]
+    QueueFull(ErrorBody),
+    /// Shutting down or no inference actor.
+    #[response(status = 503)]
+    Unavailable(ErrorBody),
+    /// Not answered before the deadline.
+    #[response(status = 504)]
+    Deadline(ErrorBody),
+}
+
 /// Classify one text (the seed recipe's API).
 #[utoipa::path(post, path = "/analyze", request_body = AnalyzeRequest,
-    responses(
-        (status = 200, body = AnalyzeResponse),
-        (status = 400, body = ErrorBody, description = "malformed JSON or invalid UTF-8"),
-        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
-        (status = 413, body = ErrorBody), (status = 415, body = ErrorBody),
-        (status = 422, body = ErrorBody, description = "missing field, empty or too long text"),
-        (status = 429, body = ErrorBody, description = "queues full; see Retry-After"),
-        (status = 503, body = ErrorBody), (status = 504, body = ErrorBody),
-    ))]
+    responses((status = 200, body = AnalyzeResponse), ClassifyErrors))]
 pub async fn analyze(
     State(state): State<AppState>,
     Extension(request): Extension<RequestId>,
@@ -136,15 +161,7 @@ pub async fn analyze(
 
 /// Classify a batch of texts.
 #[utoipa::path(post, path = "/v1/classify", request_body = ClassifyRequest,
-    responses(
-        (status = 200, body = ClassifyResponse),
-        (status = 400, body = ErrorBody, description = "malformed JSON, invalid UTF-8 or a bad timeout header"),
-        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
-        (status = 413, body = ErrorBody), (status = 415, body = ErrorBody),
-        (status = 422, body = ErrorBody, description = "missing field, no texts, too many texts, empty or too long text"),
-        (status = 429, body = ErrorBody, description = "queues full; see Retry-After"),
-        (status = 503, body = ErrorBody), (status = 504, body = ErrorBody),
-    ))]
+    responses((status = 200, body = ClassifyResponse), ClassifyErrors))]
 pub async fn classify(
     State(state): State<AppState>,
     Extension(request): Extension<RequestId>,

@@ -336,6 +336,13 @@ async fn metrics_openapi_and_page() {
     for path in ["/analyze", "/v1/classify", "/v1/cluster", "/healthz", "/readyz", "/metrics"] {
         assert!(doc.json["paths"][path].is_object(), "openapi lacks {path}");
     }
+    for path in ["/analyze", "/v1/classify"] {
+        let responses = &doc.json["paths"][path]["post"]["responses"];
+        for status in ["200", "400", "413", "415", "422", "429", "503", "504"] {
+            assert!(responses[status].is_object(), "{path} lacks {status} in the openapi document");
+        }
+    }
+    assert!(doc.json["components"]["schemas"]["ClusterResponse"].is_object());
     let page = send(&app, Request::get("/").body(Body::empty()).unwrap()).await;
     assert_eq!(page.status, StatusCode::OK);
     assert!(page.headers[header::CONTENT_TYPE].to_str().unwrap().starts_with("text/html"));

@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use ractor::{Actor, ActorRef, RpcReplyPort};
 use senti_config::Config;
+use senti_engine::testsuite::wait_until;
 use senti_engine::{EncodedTexts, InferError, InferResult, LoadGauge, ModelFailure, RequestId};
 use senti_model::Scores;
 use senti_routing::{
@@ -220,20 +221,9 @@ fn report<'a>(snapshot: &'a RoutingSnapshot, actor: &str) -> &'a TargetReport {
         .unwrap_or_else(|| panic!("no target {actor}"))
 }
 
-/// Polls `condition` every millisecond (of paused time) until it holds; panics after a second.
-async fn wait_until(what: &str, mut condition: impl AsyncFnMut() -> bool) {
-    for _ in 0..1_000 {
-        if condition().await {
-            return;
-        }
-        tokio::time::sleep(ms(1)).await;
-    }
-    panic!("timed out waiting until {what}");
-}
-
 /// Waits until no attempt is outstanding on any target (losing attempts have been cancelled).
 async fn wait_idle(gateway: &ActorRef<GatewayMsg>) {
-    wait_until("no attempt is outstanding", async || {
+    wait_until(ms(1_000), "no attempt is outstanding", async || {
         snapshot(gateway).await.targets.iter().all(|t| t.outstanding == 0)
     })
     .await;
@@ -580,7 +570,7 @@ async fn equal_load_prefers_the_local_target() {
     // Load comes first: with one attempt outstanding the local target is busier, and the remote wins.
     near.set(Behaviour::Hang);
     let pending = submit(&gw, "hangs", ms(10_000));
-    wait_until("the local target holds the request", async || near.held() == 1).await;
+    wait_until(ms(1_000), "the local target holds the request", async || near.held() == 1).await;
     assert_eq!(classify(&gw, "next", ms(10_000)).await.unwrap().served_by.to_string(), "n2/far");
     drop(pending);
 }
@@ -594,12 +584,12 @@ async fn cancelling_ends_a_hanging_attempt() {
     let gw = gateway(vec![local(&hanging), local(&spare)], never_eject()).await;
     let start = tokio::time::Instant::now();
     let Pending { answer, cancel } = submit(&gw, "t", ms(10_000));
-    wait_until("the attempt reached the target", async || hanging.held() == 1).await;
+    wait_until(ms(1_000), "the attempt reached the target", async || hanging.held() == 1).await;
     assert_eq!(report(&snapshot(&gw).await, "a").outstanding, 1);
     assert!(!hanging.held.lock().unwrap()[0].is_closed());
 
     drop(cancel);
-    wait_until("the attempt ended", async || report(&snapshot(&gw).await, "a").outstanding == 0).await;
+    wait_until(ms(1_000), "the attempt ended", async || report(&snapshot(&gw).await, "a").outstanding == 0).await;
     assert!(hanging.held.lock().unwrap()[0].is_closed(), "the target sees its reply port closed");
     assert!(start.elapsed() < ms(1_000), "ended by cancellation, not by the attempt timeout");
     let unanswered = tokio::time::timeout(GUARD, answer).await.expect("the job was dropped");
@@ -622,7 +612,7 @@ async fn set_remote_targets_replaces_remotes_and_keeps_locals() {
 
     // The local target fails and `r1` looks busy, so the request ends up hanging on `r2`.
     let pending = submit(&gw, "t", ms(10_000));
-    wait_until("the request hangs on r2", async || staying.held() == 1).await;
+    wait_until(ms(1_000), "the request hangs on r2", async || staying.held() == 1).await;
 
     gw.cast(GatewayMsg::SetRemoteTargets(vec![remote(&staying, 0.0), remote(&arriving, 0.0)])).unwrap();
     let snap = snapshot(&gw).await;
@@ -632,7 +622,8 @@ async fn set_remote_targets_replaces_remotes_and_keeps_locals() {
     assert_eq!(report(&snap, "r3").outstanding, 0);
 
     drop(pending);
-    wait_until("the cancelled attempt ended", async || report(&snapshot(&gw).await, "r2").outstanding == 0).await;
+    wait_until(ms(1_000), "the cancelled attempt ended", async || report(&snapshot(&gw).await, "r2").outstanding == 0)
+        .await;
     assert_eq!(departing.attempts(), 0);
 }
 

@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use chitchat::transport::{Transport, UdpTransport};
 use chitchat::{spawn_chitchat, ChitchatConfig, ChitchatHandle, ChitchatId, FailureDetectorConfig};
-use tokio::time::Instant;
 
 use crate::{KeyringHandle, SealConfig, SealedUdpTransport, TransportStats};
 
@@ -165,14 +164,4 @@ impl TestNode {
     }
 }
 
-/// Polls `condition` every 50 ms until it holds; panics naming `what` after `limit`.
-pub async fn wait_until(limit: Duration, what: &str, mut condition: impl AsyncFnMut() -> bool) {
-    let until = Instant::now() + limit;
-    loop {
-        if condition().await {
-            return;
-        }
-        assert!(Instant::now() < until, "timed out after {limit:?} waiting until {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
+pub use senti_engine::testsuite::wait_until;
