@@ -43,9 +43,11 @@ impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
             .await
             .map_err(|_| ApiError::BodyTooLarge(max as u64))?;
         let text = std::str::from_utf8(&bytes).map_err(|_| ApiError::InvalidUtf8)?;
-        let value: serde_json::Value =
-            serde_json::from_str(text).map_err(|err| ApiError::MalformedJson(err.to_string()))?;
-        let parsed = serde_json::from_value(value).map_err(|err| ApiError::InvalidRequest(err.to_string()))?;
-        Ok(JsonBody(parsed))
+        // One pass straight into `T`; serde_json says whether the text was not JSON (400) or JSON
+        // of the wrong shape (422).
+        serde_json::from_str(text).map(JsonBody).map_err(|err| match err.classify() {
+            serde_json::error::Category::Data => ApiError::InvalidRequest(err.to_string()),
+            _ => ApiError::MalformedJson(err.to_string()),
+        })
     }
 }
