@@ -111,4 +111,4 @@ impl Drop for Server {
     }
 }
 
-pub use senti_engine::testsuite::wait_until;
+pub use senti_engine::testsuite::{wait_until, wait_until_ok};

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use senti_system_tests::loopback::{load, start_eventful_cluster, traffic_with_every_event};
 use senti_system_tests::promql::selectors;
-use senti_system_tests::{free_port, repo_root, wait_until, Server};
+use senti_system_tests::{free_port, repo_root, wait_until, wait_until_ok, Server};
 use serde_json::Value;
 
 const CONFIG_DIR: &str = "cluster-config/prometheus";
@@ -185,7 +185,7 @@ fn render_file_sd(servers: &[Server]) -> (Scratch, PathBuf) {
 /// `node` labels.
 async fn assert_every_node_scraped(prometheus: &Prometheus, servers: &[Server], variant: &str) {
     let want: BTreeSet<String> = servers.iter().map(|s| s.addr.to_string()).collect();
-    wait_until(Duration::from_secs(40), &format!("{variant}: every node scraped with health up"), || async {
+    wait_until(Duration::from_secs(60), &format!("{variant}: every node scraped with health up"), || async {
         let targets = prometheus.targets().await;
         let up: BTreeSet<String> = targets
             .iter()
@@ -213,8 +213,16 @@ async fn assert_every_node_scraped(prometheus: &Prometheus, servers: &[Server], 
 }
 
 /// The series an operator needs first, each on every node (or at least one, for those only
-/// the entry node of a request records).
+/// the entry node of a request records). Rechecked on every scrape until they are all there:
+/// the first scrape of a node can race its first gossip round.
 async fn assert_key_series(prometheus: &Prometheus, servers: &[Server]) {
+    wait_until_ok(Duration::from_secs(60), "the key series exist on every node", async || {
+        key_series_problems(prometheus, servers).await
+    })
+    .await;
+}
+
+async fn key_series_problems(prometheus: &Prometheus, servers: &[Server]) -> Result<(), String> {
     let every_node = [
         r#"senti_http_requests_total{route="/v1/classify", status="200"}"#,
         r#"senti_http_request_seconds_bucket{route="/v1/classify", le="+Inf"}"#,
@@ -226,6 +234,7 @@ async fn assert_key_series(prometheus: &Prometheus, servers: &[Server]) {
         "senti_gossip_load_age_seconds_count",
         "senti_actor_tokens_per_second",
     ];
+    let mut problems = Vec::new();
     for selector in every_node {
         let instances: BTreeSet<String> = prometheus
             .query(&format!("count by (instance) ({selector})"))
@@ -233,12 +242,23 @@ async fn assert_key_series(prometheus: &Prometheus, servers: &[Server]) {
             .iter()
             .map(|s| s["metric"]["instance"].as_str().unwrap().to_owned())
             .collect();
-        assert_eq!(instances.len(), servers.len(), "{selector} on {instances:?}, want every node");
+        if instances.len() != servers.len() {
+            problems.push(format!("{selector} on {instances:?}, want every node"));
+        }
     }
     let local_and_remote = prometheus.query(r#"count by (hop) (senti_attempts_total{hop=~"local|remote"})"#).await;
-    assert_eq!(local_and_remote.len(), 2, "attempts of both hops: {local_and_remote:?}");
-    let members = prometheus.query("senti_cluster_live_members == 3").await;
-    assert_eq!(members.len(), 3, "every node sees three live members: {members:?}");
+    if local_and_remote.len() != 2 {
+        problems.push(format!("attempts of both hops: {local_and_remote:?}"));
+    }
+    let members = prometheus.query("senti_cluster_live_members").await;
+    if members.len() != 3 || members.iter().any(|m| m["value"][1] != "3") {
+        problems.push(format!("every node sees three live members: {members:?}"));
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems.join("\n  "))
+    }
 }
 
 /// The rule groups as Prometheus loaded them.
@@ -273,11 +293,24 @@ async fn assert_rules_evaluate(prometheus: &Prometheus) {
     })
     .await;
 
+    wait_until_ok(Duration::from_secs(60), "every alert rule is healthy and no availability alert is on", async || {
+        rule_problems(prometheus, &names).await
+    })
+    .await;
+}
+
+/// What is wrong with the loaded rules: groups missing, rules unhealthy or reading metrics no
+/// node exports, availability alerts pending or firing.
+async fn rule_problems(prometheus: &Prometheus, names: &BTreeSet<String>) -> Result<(), String> {
     let groups = rule_groups(prometheus).await;
     let loaded: BTreeSet<&str> = groups.iter().filter_map(|g| g["name"].as_str()).collect();
     let shipped = std::fs::read_to_string(repo_root().join(CONFIG_DIR).join("senti-alerts.yml")).unwrap();
     let declared: BTreeSet<&str> = shipped.lines().filter_map(|l| l.trim().strip_prefix("- name: ")).collect();
-    assert_eq!(loaded, declared, "rule groups loaded by Prometheus vs declared in senti-alerts.yml");
+    if loaded != declared {
+        return Err(format!(
+            "rule groups loaded by Prometheus {loaded:?} vs declared in senti-alerts.yml {declared:?}"
+        ));
+    }
 
     let mut problems = Vec::new();
     for group in &groups {
@@ -301,7 +334,11 @@ async fn assert_rules_evaluate(prometheus: &Prometheus) {
             }
         }
     }
-    assert!(problems.is_empty(), "alert rules:\n  {}", problems.join("\n  "));
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("alert rules:\n  {}", problems.join("\n  ")))
+    }
 }
 
 /// Every query of the Grafana dashboard, with its variables given values, is valid PromQL that
