@@ -18,6 +18,7 @@ if (!/^https?:\/\/[^/]+$/.test(BASE)) {
 }
 const SAME_ORIGIN = BASE + "/"; // the trailing slash keeps :1808 from matching :18080
 const SCREENSHOT = join(dirname(fileURLToPath(import.meta.url)), "screenshot.png");
+const CLUSTER_SCREENSHOT = join(dirname(fileURLToPath(import.meta.url)), "cluster.png");
 const POSITIVE = "这家酒店非常好，服务周到";
 const NEGATIVE = "太差了，再也不会来了";
 // Inference shares 2 cores with whatever else runs: be patient, but not forever.
@@ -42,7 +43,7 @@ after(async () => {
 });
 
 /** A fresh context and page that records every request, console error and page error. */
-async function openPage() {
+async function openPage(path = "") {
   const context = await browser.newContext({ viewport: { width: 1100, height: 760 } });
   const page = await context.newPage();
   page.setDefaultTimeout(WAIT_MS);
@@ -50,8 +51,8 @@ async function openPage() {
   page.on("request", (req) => seen.requests.push(req));
   page.on("console", (msg) => { if (msg.type() === "error") seen.consoleErrors.push(msg.text()); });
   page.on("pageerror", (err) => seen.pageErrors.push(String(err)));
-  const response = await page.goto(SAME_ORIGIN, { waitUntil: "networkidle" });
-  assert.equal(response.status(), 200, "GET / answers 200");
+  const response = await page.goto(SAME_ORIGIN + path, { waitUntil: path ? "load" : "networkidle" });
+  assert.equal(response.status(), 200, `GET /${path} answers 200`);
   return { context, page, seen };
 }
 
@@ -219,6 +220,45 @@ test("(f) a 401 missing_token asks for a bearer token and sends it next time", a
     assert.ok(await page.isHidden("#error"));
     assert.equal(await page.evaluate(() => sessionStorage.getItem("senti.token")), "s3cret-token");
     assertOnlySameOrigin(seen);
+  } finally {
+    await context.close();
+  }
+});
+
+test("(g) the cluster page shows actors, traffic and recent errors, refreshed live", async () => {
+  // /cluster polls GET /v1/cluster every second (its own connection: no networkidle wait).
+  const { context, page, seen } = await openPage("cluster");
+  try {
+    assert.match(await page.title(), /senti/);
+    await page.locator('#live[data-state="live"]').waitFor();
+    const view = await (await fetch(BASE + "/v1/cluster")).json();
+    assert.equal(await page.textContent("#node"), view.node_id);
+    // The server of run.sh runs alone: one member row, and a row per local actor.
+    assert.match(await page.textContent("#members tbody"), new RegExp(view.node_id));
+    assert.equal(await page.locator("#targets tbody tr").count(), view.routing.targets.length);
+    assert.match(await page.textContent("#targets tbody"), /本地 local/);
+
+    // A refused and an answered request: the next refreshes show the error and the traffic.
+    const refused = await page.evaluate(async () => {
+      const res = await fetch("/v1/classify", { method: "POST", headers: { "Content-Type": "application/json" }, body: '{"texts": []}' });
+      return { status: res.status, id: res.headers.get("x-request-id"), body: await res.json() };
+    });
+    assert.equal(refused.status, 422);
+    const answered = await page.evaluate(async (text) => {
+      const res = await fetch("/v1/classify", { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ texts: [text] }) });
+      return res.status;
+    }, POSITIVE);
+    assert.equal(answered, 200);
+    await page.waitForFunction((id) => document.querySelector("#errors tbody").textContent.includes(id), refused.id);
+    assert.match(await page.textContent("#errors tbody"), new RegExp(refused.body.error.code));
+    await page.waitForFunction(() => /\/s/.test(document.querySelector("#traffic tbody").textContent));
+    await page.screenshot({ path: CLUSTER_SCREENSHOT, fullPage: true });
+    assert.ok(statSync(CLUSTER_SCREENSHOT).size > 1000, "the screenshot was written");
+
+    assert.ok(await page.isHidden("#problem"));
+    assertOnlySameOrigin(seen);
+    assert.deepEqual(seen.consoleErrors.filter((m) => !/Failed to load resource.*422/.test(m)), []);
+    assert.deepEqual(seen.pageErrors, []);
   } finally {
     await context.close();
   }

@@ -7,6 +7,7 @@ use senti_routing::RoutingSnapshot;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use crate::recent::ErrorRecord;
 use crate::state::AppState;
 
 /// `GET /v1/cluster` response.
@@ -16,8 +17,10 @@ pub struct ClusterResponse {
     pub node_id: String,
     /// Gossip membership; `null` when `cluster.enabled` is false.
     pub membership: Option<ClusterReport>,
-    /// This node's gateway: every target it can place work on.
+    /// This node's gateway: every target it can place work on, with the attempts it sent each.
     pub routing: RoutingSnapshot,
+    /// The last errors this node answered (at most 20), newest first.
+    pub recent_errors: Vec<ErrorRecord>,
 }
 
 /// Membership, loads with their ages, and ejections.
@@ -27,5 +30,10 @@ pub async fn cluster(State(state): State<AppState>) -> Json<ClusterResponse> {
         Some(cluster) => Some(cluster.report().await),
         None => None,
     };
-    Json(ClusterResponse { node_id: state.node_id.to_string(), membership, routing: state.gateway.snapshot().await })
+    Json(ClusterResponse {
+        node_id: state.node_id.to_string(),
+        membership,
+        routing: state.gateway.snapshot().await,
+        recent_errors: state.recent_errors.newest_first(),
+    })
 }

@@ -13,6 +13,8 @@ use senti_engine::InferError;
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use crate::recent::ErrorSummary;
+
 /// A limit that a request exceeded.
 #[derive(Debug, Clone, Serialize, ToSchema, PartialEq)]
 pub struct LimitInfo {
@@ -215,7 +217,9 @@ impl IntoResponse for ApiError {
         if status.is_server_error() {
             tracing::warn!(%status, code, %message, "request failed");
         }
+        let summary = ErrorSummary { code, message: message.clone() };
         let mut response = (status, Json(ErrorBody { error: ErrorDetail { code, message, limit } })).into_response();
+        response.extensions_mut().insert(summary);
         let headers = response.headers_mut();
         match &self {
             ApiError::QueueFull(after) => {

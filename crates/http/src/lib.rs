@@ -16,6 +16,7 @@ mod cluster;
 mod error;
 mod extract;
 mod metrics;
+mod recent;
 mod state;
 mod ui;
 
@@ -26,6 +27,7 @@ pub use api::{
 pub use app::{app, openapi, NODE_HEADER, REQUEST_ID_HEADER};
 pub use cluster::ClusterResponse;
 pub use error::{ApiError, ErrorBody, ErrorDetail, LimitInfo};
+pub use recent::{ErrorRecord, RecentErrors, RECENT_ERRORS};
 pub use senti_cluster::{ActorReport, ClusterReport, DeadReport, MemberReport};
 pub use senti_routing::{RoutingSnapshot, TargetReport};
 pub use state::AppState;

@@ -8,6 +8,8 @@ use senti_config::{AuthConfig, LimitsConfig};
 use senti_engine::{Engine, Readiness};
 use senti_routing::Gateway;
 
+use crate::recent::RecentErrors;
+
 /// Shared state of the HTTP app.
 #[derive(Clone)]
 pub struct AppState {
@@ -27,6 +29,8 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
     /// Cluster membership, set by the node once it has joined (never, when clustering is off).
     pub cluster: Arc<OnceLock<Arc<Cluster>>>,
+    /// The last errors answered, for `/v1/cluster`.
+    pub recent_errors: RecentErrors,
 }
 
 impl AppState {
@@ -48,6 +52,7 @@ impl AppState {
             node_id: node_id.into(),
             metrics: crate::metrics::handle(),
             cluster: Arc::new(OnceLock::new()),
+            recent_errors: RecentErrors::default(),
         }
     }
 }

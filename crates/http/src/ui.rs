@@ -1,4 +1,7 @@
-//! The web page at `GET /`: self-contained HTML, CSS and JavaScript; it loads nothing else.
+//! The web pages: self-contained HTML, CSS and JavaScript; they load nothing else.
 
-/// ui/index.html
+/// `GET /`: classify texts (ui/index.html).
 pub const INDEX_HTML: &str = include_str!("ui/index.html");
+
+/// `GET /cluster`: the live cluster page over `GET /v1/cluster` (ui/cluster.html).
+pub const CLUSTER_HTML: &str = include_str!("ui/cluster.html");

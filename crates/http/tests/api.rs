@@ -11,7 +11,7 @@ use axum::Router;
 use http_body_util::BodyExt;
 use senti_config::{AuthConfig, Config};
 use senti_engine::{Engine, NodeState, Readiness};
-use senti_http::{app, AppState};
+use senti_http::{app, AppState, REQUEST_ID_HEADER};
 use senti_model::{ModelBundle, ModelSource};
 use senti_routing::{Gateway, GatewayArgs, LoadSource, RoutingParams, Target, TargetId};
 use serde_json::{json, Value};
@@ -347,6 +347,10 @@ async fn metrics_openapi_and_page() {
     assert_eq!(page.status, StatusCode::OK);
     assert!(page.headers[header::CONTENT_TYPE].to_str().unwrap().starts_with("text/html"));
     assert!(!page.text.contains("http://") && !page.text.contains("https://"), "the page loads nothing from elsewhere");
+    let cluster_page = send(&app, Request::get("/cluster").body(Body::empty()).unwrap()).await;
+    assert_eq!(cluster_page.status, StatusCode::OK);
+    assert!(cluster_page.text.contains("fetch(\"/v1/cluster\""));
+    assert!(!cluster_page.text.contains("https://") && !cluster_page.text.contains(" src="), "loads nothing else");
 }
 
 #[tokio::test]
@@ -373,4 +377,21 @@ async fn cluster_view_of_a_lone_node_lists_its_local_actors() {
     let names: Vec<&str> = targets.iter().map(|t| t["target"].as_str().unwrap()).collect();
     assert_eq!(names, ["test-node/a0", "test-node/a1"]);
     assert!(targets.iter().all(|t| t["local"] == true && t["ejected_for_ms"].is_null()));
+    assert_eq!(reply.json["recent_errors"], json!([]));
+
+    // Traffic per target and the errors answered show up in the next view.
+    let ok = send(&app, post_json("/v1/classify", json!({"texts": ["好"]}))).await;
+    assert_eq!(ok.status, StatusCode::OK, "{}", ok.text);
+    let refused = send(&app, post_json("/v1/classify", json!({"texts": []}))).await;
+    assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let view = send(&app, Request::get("/v1/cluster").body(Body::empty()).unwrap()).await;
+    let attempts: u64 =
+        view.json["routing"]["targets"].as_array().unwrap().iter().map(|t| t["attempts"].as_u64().unwrap()).sum();
+    assert_eq!(attempts, 1, "{}", view.text);
+    let errors = view.json["recent_errors"].as_array().unwrap();
+    assert_eq!(errors.len(), 1, "{}", view.text);
+    assert_eq!(errors[0]["route"], "/v1/classify");
+    assert_eq!(errors[0]["status"], 422);
+    assert_eq!(errors[0]["code"], refused.json["error"]["code"]);
+    assert_eq!(errors[0]["request_id"], refused.headers[REQUEST_ID_HEADER].to_str().unwrap());
 }

@@ -87,7 +87,16 @@ struct TargetState {
     target: Target,
     /// Attempts sent and not ended: counts work the target's own load may not show yet.
     outstanding: u32,
+    /// Attempts sent since it became a target, and those that failed or timed out.
+    traffic: Traffic,
     health: TargetHealth,
+}
+
+/// Attempts this gateway sent to one target, for `/v1/cluster` (traffic between nodes).
+#[derive(Clone, Copy, Default)]
+struct Traffic {
+    attempts: u64,
+    failures: u64,
 }
 
 /// The gateway's view of its targets and its budgets. Only its own handler touches it.
@@ -126,7 +135,12 @@ impl Actor for GatewayActor {
             targets: args
                 .local
                 .into_iter()
-                .map(|target| TargetState { target, outstanding: 0, health: TargetHealth::new(now) })
+                .map(|target| TargetState {
+                    target,
+                    outstanding: 0,
+                    traffic: Traffic::default(),
+                    health: TargetHealth::new(now),
+                })
                 .collect(),
             retry_budget: RetryBudget::new(
                 p.retry_budget_ratio,
@@ -246,6 +260,7 @@ impl GatewayState {
         };
         let state = &mut self.targets[index];
         state.outstanding += 1;
+        state.traffic.attempts += 1;
         let target = state.target.clone();
         let local = target.load.is_local();
         metrics::counter!("senti_attempts_total", "hop" => if local { "local" } else { "remote" }).increment(1);
@@ -284,6 +299,7 @@ impl GatewayState {
                 state.health.record_success(now);
             }
             AttemptOutcome::Failed | AttemptOutcome::TimedOut => {
+                state.traffic.failures += 1;
                 if state.health.record_failure(now, &self.params.outlier, allow_eject) {
                     self.ejections += 1;
                     metrics::counter!("senti_ejections_total").increment(1);
@@ -303,14 +319,14 @@ impl GatewayState {
             if let crate::estimate::Reported::Gossiped { age, .. } = target.load.reported(now) {
                 metrics::histogram!("senti_gossip_load_age_seconds").record(age.as_secs_f64());
             }
-            let (outstanding, health) = match previous.iter().position(|p| p.target.id == target.id) {
+            let (outstanding, traffic, health) = match previous.iter().position(|p| p.target.id == target.id) {
                 Some(i) => {
                     let p = previous.swap_remove(i);
-                    (p.outstanding, p.health)
+                    (p.outstanding, p.traffic, p.health)
                 }
-                None => (0, TargetHealth::new(now)),
+                None => (0, Traffic::default(), TargetHealth::new(now)),
             };
-            self.targets.push(TargetState { target, outstanding, health });
+            self.targets.push(TargetState { target, outstanding, traffic, health });
         }
     }
 
@@ -331,6 +347,8 @@ impl GatewayState {
                     estimate: estimate(&view, &self.params.estimate),
                     ejected_for_ms: t.health.ejected_until(now).map(|until| millis(until - now)),
                     consecutive_failures: t.health.consecutive_failures(),
+                    attempts: t.traffic.attempts,
+                    failures: t.traffic.failures,
                 }
             })
             .collect();

@@ -91,6 +91,10 @@ pub struct TargetReport {
     pub ejected_for_ms: Option<u64>,
     /// Failures in a row.
     pub consecutive_failures: u32,
+    /// Attempts this gateway sent it since it became a target.
+    pub attempts: u64,
+    /// Of those, attempts that failed or timed out.
+    pub failures: u64,
 }
 
 /// The gateway's routing state, as `/v1/cluster` shows it.
