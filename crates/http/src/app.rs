@@ -34,9 +34,12 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 
 /// The whole HTTP app of one node.
 pub fn app(state: AppState) -> Router {
-    let protected = Router::new()
+    let inference = Router::new()
         .route("/analyze", post(api::analyze))
         .route("/v1/classify", post(api::classify))
+        .route_layer(middleware::from_fn_with_state(state.clone(), admit));
+    let protected = Router::new()
+        .merge(inference)
         .route("/v1/cluster", get(crate::cluster::cluster))
         .route_layer(middleware::from_fn_with_state(state.clone(), crate::auth::require_token));
     Router::new()
@@ -54,6 +57,15 @@ pub fn app(state: AppState) -> Router {
         .layer(middleware::from_fn_with_state(state.clone(), node_header))
         .layer(middleware::from_fn(request_id))
         .with_state(state)
+}
+
+/// A draining node refuses inference requests that arrive from now on (503, retry elsewhere);
+/// those admitted before run to the end, whatever stage they are in (body, tokenizer, queue).
+async fn admit(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    if state.readiness.is_draining() {
+        return ApiError::ShuttingDown.into_response();
+    }
+    next.run(req).await
 }
 
 async fn node_header(State(state): State<AppState>, req: Request, next: Next) -> Response {

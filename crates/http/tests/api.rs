@@ -33,7 +33,7 @@ async fn state_with(mut config: Config) -> AppState {
         .collect();
     let readiness = Readiness::default();
     let args = GatewayArgs { local, params: RoutingParams::from_config(&config), seed: 1 };
-    let gateway = Arc::new(Gateway::start(args, readiness.clone()).await.unwrap());
+    let gateway = Arc::new(Gateway::start(args).await.unwrap());
     let state =
         AppState::new(engine, gateway, readiness.clone(), config.limits.clone(), config.auth.clone(), config.node_id());
     readiness.set(NodeState::Ready);

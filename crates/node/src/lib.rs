@@ -53,7 +53,7 @@ pub async fn load_model(config: &Config) -> anyhow::Result<ModelBundle> {
 }
 
 /// Starts this node's gateway actor over its engine's inference actors.
-pub async fn start_gateway(engine: &Engine, config: &Config, readiness: Readiness) -> anyhow::Result<Gateway> {
+pub async fn start_gateway(engine: &Engine, config: &Config) -> anyhow::Result<Gateway> {
     let node: Arc<str> = config.node_id().into();
     let local = engine
         .actors()
@@ -66,7 +66,7 @@ pub async fn start_gateway(engine: &Engine, config: &Config, readiness: Readines
         .collect();
     let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
     let args = GatewayArgs { local, params: RoutingParams::from_config(config), seed };
-    Gateway::start(args, readiness).await.context("cannot start the gateway actor")
+    Gateway::start(args).await.context("cannot start the gateway actor")
 }
 
 /// Starts a node and returns once its HTTP port is bound; readiness follows the known-answer check.
@@ -76,7 +76,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
     tracing::info!(model = %manifest.name, version = %manifest.version, variant = bundle.variant(), "model loaded");
     let readiness = Readiness::default();
     let engine = Arc::new(Engine::start(bundle, &config).await?);
-    let gateway = Arc::new(start_gateway(&engine, &config, readiness.clone()).await?);
+    let gateway = Arc::new(start_gateway(&engine, &config).await?);
     let node_id = config.node_id();
     let state = AppState::new(
         engine.clone(),

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use senti_config::Config;
-use senti_engine::{Engine, Readiness, RequestId};
+use senti_engine::{Engine, RequestId};
 use senti_http::ClassifyResult;
 use serde::Serialize;
 use tracing_subscriber::fmt::format::{FormatEvent, FormatFields, Writer};
@@ -175,8 +175,7 @@ async fn classify(config: Config, file: Option<PathBuf>, args: Vec<String>) -> a
     anyhow::ensure!(!texts.is_empty(), "no texts: give them as arguments or with --file");
     let bundle = senti_node::load_model(&config).await?;
     let engine = Engine::start(bundle, &config).await?;
-    let readiness = Readiness::default();
-    let gateway = senti_node::start_gateway(&engine, &config, readiness).await?;
+    let gateway = senti_node::start_gateway(&engine, &config).await?;
     let manifest = engine.bundle().manifest().clone();
     let progress =
         indicatif::ProgressBar::with_draw_target(Some(texts.len() as u64), indicatif::ProgressDrawTarget::stderr());

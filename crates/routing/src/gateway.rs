@@ -28,7 +28,7 @@ use std::time::Instant;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use rand::rngs::SmallRng;
 use rand::SeedableRng;
-use senti_engine::{EncodedTexts, InferError, Readiness, RequestId};
+use senti_engine::{EncodedTexts, InferError, RequestId};
 use tokio::sync::{oneshot, watch};
 use tracing::Instrument;
 
@@ -361,18 +361,18 @@ impl GatewayState {
 pub struct Gateway {
     actor: ActorRef<GatewayMsg>,
     handle: tokio::task::JoinHandle<()>,
-    readiness: Readiness,
 }
 
 impl Gateway {
-    /// Starts the gateway actor with this node's targets. New requests are refused with
-    /// [`InferError::ShuttingDown`] once `readiness` says the node drains.
-    pub async fn start(args: GatewayArgs, readiness: Readiness) -> Result<Self, ractor::SpawnErr> {
+    /// Starts the gateway actor with this node's targets. It takes every request it is given:
+    /// refusing new work while the node drains is the HTTP layer's job (it knows which requests
+    /// were admitted before).
+    pub async fn start(args: GatewayArgs) -> Result<Self, ractor::SpawnErr> {
         let (actor, handle) = Actor::spawn(None, GatewayActor, args).await?;
         let handle = tokio::spawn(async move {
             let _ = handle.await;
         });
-        Ok(Self { actor, handle, readiness })
+        Ok(Self { actor, handle })
     }
 
     /// Classifies `texts` before `deadline`, wherever in the cluster that is quickest. Dropping
@@ -383,9 +383,6 @@ impl Gateway {
         deadline: Instant,
         request: RequestId,
     ) -> Result<Classified, InferError> {
-        if self.readiness.is_draining() {
-            return Err(InferError::ShuttingDown);
-        }
         let (tx, rx) = oneshot::channel();
         // Held until this future ends: dropping it (answer or cancellation) stops every attempt.
         let (_cancel, cancelled) = watch::channel(());

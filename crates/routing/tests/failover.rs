@@ -5,11 +5,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use senti_config::{Config, EngineConfig};
-use senti_engine::{Engine, InferError, NodeState, Readiness, RequestId};
+use senti_engine::{Engine, RequestId};
 use senti_model::{ModelBundle, ModelSource};
 use senti_routing::{Gateway, GatewayArgs, LoadSource, RoutingParams, Target, TargetId};
 
-async fn node(actors: usize) -> (Engine, Gateway, Readiness) {
+async fn node(actors: usize) -> (Engine, Gateway) {
     senti_model::init_runtime(None).expect("ONNX Runtime: run `make setup`");
     let bundle = ModelBundle::load(&ModelSource::Embedded, None).unwrap();
     let config = Config { engine: EngineConfig { actors, threads_per_actor: 1 }, ..Config::default() };
@@ -23,10 +23,9 @@ async fn node(actors: usize) -> (Engine, Gateway, Readiness) {
             load: LoadSource::Local(a.gauge.clone()),
         })
         .collect();
-    let readiness = Readiness::default();
     let args = GatewayArgs { local, params: RoutingParams::from_config(&config), seed: 1 };
-    let gateway = Gateway::start(args, readiness.clone()).await.unwrap();
-    (engine, gateway, readiness)
+    let gateway = Gateway::start(args).await.unwrap();
+    (engine, gateway)
 }
 
 fn texts() -> Vec<String> {
@@ -39,7 +38,7 @@ fn later() -> Instant {
 
 #[tokio::test]
 async fn a_dead_actor_is_failed_over() {
-    let (engine, gateway, _) = node(2).await;
+    let (engine, gateway) = node(2).await;
     engine.kill_actor(0);
     tokio::time::sleep(Duration::from_millis(50)).await;
     let encoded = engine.encode(&texts()).await.unwrap();
@@ -52,14 +51,4 @@ async fn a_dead_actor_is_failed_over() {
         assert_eq!(classified.attempts, 1, "a0's failure counts as load: a1 is now preferred");
         assert_eq!(classified.scores.len(), texts().len());
     }
-}
-
-#[tokio::test]
-async fn a_draining_node_refuses_new_requests() {
-    let (engine, gateway, readiness) = node(1).await;
-    let encoded = engine.encode(&texts()).await.unwrap();
-    assert!(gateway.classify(encoded.clone(), later(), RequestId::generate()).await.is_ok(), "starting: served");
-    readiness.set(NodeState::Draining);
-    let refused = gateway.classify(encoded, later(), RequestId::generate()).await;
-    assert_eq!(refused.unwrap_err(), InferError::ShuttingDown);
 }
