@@ -21,6 +21,8 @@ use crate::state::AppState;
 pub const TIMEOUT_HEADER: &str = "x-senti-timeout-ms";
 /// Response header naming the inference actor that answered.
 pub const SERVED_BY_HEADER: &str = "x-senti-served-by";
+/// Header a client may send to ask for a model (`name` or `name@version`), like the `model` field.
+pub const MODEL_HEADER: &str = "x-senti-model";
 
 /// `POST /analyze` request: the seed recipe's API.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -28,6 +30,9 @@ pub struct AnalyzeRequest {
     /// The text to classify.
     #[schema(example = "这家酒店非常好，服务周到")]
     pub text: String,
+    /// The model that must answer, `name` or `name@version` (else this node's model answers).
+    #[serde(default)]
+    pub model: Option<String>,
 }
 
 /// `POST /analyze` response: the seed recipe's API (label in Chinese: 正面 or 负面).
@@ -47,6 +52,10 @@ pub struct ClassifyRequest {
     /// Texts to classify, at most `limits.max_texts`, each at most `limits.max_text_chars`.
     #[schema(example = json!(["这家酒店非常好，服务周到", "太差了，再也不会来了"]))]
     pub texts: Vec<String>,
+    /// The model that must answer, `name` or `name@version` (else this node's model answers).
+    #[serde(default)]
+    #[schema(example = "senti-zh-small")]
+    pub model: Option<String>,
 }
 
 /// `POST /v1/classify` response.
@@ -119,6 +128,9 @@ enum ClassifyErrors {
     /// A bearer token that is not accepted.
     #[response(status = 403)]
     WrongToken(ErrorBody),
+    /// A `model` this node does not serve; the message names the nodes that do.
+    #[response(status = 404)]
+    ModelNotServed(ErrorBody),
     /// Body over `limits.max_body_bytes`.
     #[response(status = 413)]
     TooLarge(ErrorBody),
@@ -148,6 +160,7 @@ pub async fn analyze(
     headers: HeaderMap,
     JsonBody(req): JsonBody<AnalyzeRequest>,
 ) -> Result<Response, ApiError> {
+    check_model(req.model.as_deref(), &headers, &state).await?;
     check_text(0, &req.text, &state)?;
     let deadline = deadline(&headers, &state)?;
     let texts = state.engine.encode(std::slice::from_ref(&req.text)).await?;
@@ -168,6 +181,7 @@ pub async fn classify(
     headers: HeaderMap,
     JsonBody(req): JsonBody<ClassifyRequest>,
 ) -> Result<Response, ApiError> {
+    check_model(req.model.as_deref(), &headers, &state).await?;
     let max = state.limits.max_texts;
     if req.texts.is_empty() {
         return Err(ApiError::NoTexts);
@@ -195,6 +209,46 @@ pub(crate) fn model_info(state: &AppState) -> ModelInfo {
     let bundle = state.engine.bundle();
     let manifest = bundle.manifest();
     ModelInfo { name: manifest.name.clone(), version: manifest.version.clone(), variant: bundle.variant().to_owned() }
+}
+
+/// A request that asks for a model (the `model` field, else the `x-senti-model` header) is answered
+/// only by actors that serve it. This node's gateway routes only to actors of its own model
+/// (tokens are computed here, with this model's tokenizer), so another model is a 404 that names
+/// the nodes that serve it, as gossip shows them: send the request there.
+async fn check_model(field: Option<&str>, headers: &HeaderMap, state: &AppState) -> Result<(), ApiError> {
+    let header = headers.get(MODEL_HEADER).map(|v| v.to_str().map_err(|_| ApiError::BadModel));
+    let Some(requested) = field.map(Ok).or(header).transpose()? else {
+        return Ok(());
+    };
+    let requested = requested.trim();
+    let ours = model_info(state);
+    let (name, version) = match requested.split_once('@') {
+        Some((name, version)) => (name, Some(version)),
+        None => (requested, None),
+    };
+    if name.is_empty() || version == Some("") {
+        return Err(ApiError::BadModel);
+    }
+    if name == ours.name && version.is_none_or(|v| v == ours.version) {
+        return Ok(());
+    }
+    let mut elsewhere = Vec::new();
+    if let Some(cluster) = state.cluster.get() {
+        for member in cluster.report().await.members {
+            let serves = member.model.as_deref().is_some_and(|m| match version {
+                Some(_) => m == requested,
+                None => m.split_once('@').is_some_and(|(n, _)| n == name),
+            });
+            if let (true, true, Some(http)) = (serves, member.ready, member.http_addr) {
+                elsewhere.push(http.to_string());
+            }
+        }
+    }
+    Err(ApiError::ModelNotServed {
+        requested: requested.to_owned(),
+        served: format!("{}@{}", ours.name, ours.version),
+        elsewhere,
+    })
 }
 
 /// Alive: the process answers HTTP.

@@ -87,6 +87,17 @@ pub enum ApiError {
         /// The limit.
         max: u64,
     },
+    /// 400: a `model` field or `x-senti-model` header that is not `name` or `name@version`.
+    BadModel,
+    /// 404: a model this node does not serve.
+    ModelNotServed {
+        /// As asked.
+        requested: String,
+        /// What this node serves, `name@version`.
+        served: String,
+        /// HTTP addresses of ready nodes that serve the requested model, per gossip.
+        elsewhere: Vec<String>,
+    },
     /// 400: a bad `x-senti-timeout-ms` header.
     BadTimeout(String),
     /// 429: queues full.
@@ -189,6 +200,25 @@ impl ApiError {
                 None,
             ),
             Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "unavailable", "no inference actor is ready".into(), None),
+            BadModel => (
+                StatusCode::BAD_REQUEST,
+                "bad_model",
+                "`model` (or the `x-senti-model` header) must be `name` or `name@version`".into(),
+                None,
+            ),
+            ModelNotServed { requested, served, elsewhere } => {
+                let there = if elsewhere.is_empty() {
+                    "no ready node of the cluster serves it".to_owned()
+                } else {
+                    format!("it is served by {}", elsewhere.join(", "))
+                };
+                (
+                    StatusCode::NOT_FOUND,
+                    "model_not_served",
+                    format!("this node serves {served}, not {requested}; {there}"),
+                    None,
+                )
+            }
             DeadlineExceeded => (
                 StatusCode::GATEWAY_TIMEOUT,
                 "deadline_exceeded",

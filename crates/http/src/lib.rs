@@ -22,7 +22,7 @@ mod ui;
 
 pub use api::{
     AnalyzeRequest, AnalyzeResponse, ClassifyRequest, ClassifyResponse, ClassifyResult, ModelInfo, Status,
-    SERVED_BY_HEADER, TIMEOUT_HEADER,
+    MODEL_HEADER, SERVED_BY_HEADER, TIMEOUT_HEADER,
 };
 pub use app::{app, openapi, NODE_HEADER, REQUEST_ID_HEADER};
 pub use cluster::ClusterResponse;

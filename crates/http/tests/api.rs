@@ -338,7 +338,7 @@ async fn metrics_openapi_and_page() {
     }
     for path in ["/analyze", "/v1/classify"] {
         let responses = &doc.json["paths"][path]["post"]["responses"];
-        for status in ["200", "400", "413", "415", "422", "429", "503", "504"] {
+        for status in ["200", "400", "404", "413", "415", "422", "429", "503", "504"] {
             assert!(responses[status].is_object(), "{path} lacks {status} in the openapi document");
         }
     }
@@ -394,4 +394,31 @@ async fn cluster_view_of_a_lone_node_lists_its_local_actors() {
     assert_eq!(errors[0]["status"], 422);
     assert_eq!(errors[0]["code"], refused.json["error"]["code"]);
     assert_eq!(errors[0]["request_id"], refused.headers[REQUEST_ID_HEADER].to_str().unwrap());
+}
+
+#[tokio::test]
+async fn a_request_may_ask_for_the_model_that_answers() {
+    let (app, _) = default_app().await;
+    let served = send(&app, post_json("/v1/classify", json!({"texts": ["好"]}))).await;
+    let (name, version) =
+        (served.json["model"]["name"].as_str().unwrap(), served.json["model"]["version"].as_str().unwrap());
+    for asked in [name.to_owned(), format!("{name}@{version}")] {
+        let reply = send(&app, post_json("/v1/classify", json!({"texts": ["好"], "model": asked}))).await;
+        assert_eq!(reply.status, StatusCode::OK, "{asked}: {}", reply.text);
+        assert_eq!(reply.json["model"], served.json["model"]);
+        let reply = send(&app, post_json("/analyze", json!({"text": "好", "model": asked}))).await;
+        assert_eq!(reply.status, StatusCode::OK, "{asked}: {}", reply.text);
+    }
+
+    let other = send(&app, post_json("/v1/classify", json!({"texts": ["好"], "model": format!("{name}@0.0.1")}))).await;
+    assert_error(&other, StatusCode::NOT_FOUND, "model_not_served");
+    let message = other.json["error"]["message"].as_str().unwrap();
+    assert!(message.contains(&format!("serves {name}@{version}")) && message.contains("no ready node"), "{message}");
+    let mut by_header = post_json("/analyze", json!({"text": "好"}));
+    by_header.headers_mut().insert("x-senti-model", "another-model".parse().unwrap());
+    assert_error(&send(&app, by_header).await, StatusCode::NOT_FOUND, "model_not_served");
+    for bad in ["@1", "name@", " "] {
+        let reply = send(&app, post_json("/v1/classify", json!({"texts": ["好"], "model": bad}))).await;
+        assert_error(&reply, StatusCode::BAD_REQUEST, "bad_model");
+    }
 }
