@@ -8,10 +8,10 @@
 //!
 //! Two single-threaded actors on two cores serve the most texts/s when busy, but leave a lone
 //! request one core. A many-threaded session beside each single-threaded one gives that request
-//! every core; whether that pays depends on the model (measured, docs/benchmarks.md: 1.42x the
-//! texts/s at concurrency 1 on the StructBERT-base-sized model, 0.9x on the small default one,
-//! whose 0.6 ms inference is too short to split). So the engine measures both sessions at start
-//! and keeps the second only if it is clearly faster.
+//! every core; whether that pays depends on the model: a large model's inference splits well
+//! across threads, a small one's is too short to gain from it and only pays the threads'
+//! coordination (figures and the command in docs/benchmarks.md, "What chose the defaults"). So the
+//! engine measures both sessions at start and keeps the second only if it is clearly faster.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};

@@ -1,12 +1,13 @@
 //! BERT tokenization to ids only, without `tokenizers`' bookkeeping.
 //!
 //! `tokenizers` keeps, for every character, where it came from (alignments, offsets) and builds a
-//! string per token; senti needs only the ids. That bookkeeping cost 65 to 85 us per review of the
-//! validation set on this project's 2-core machines, the size of the whole per-text allowance at
-//! the small model's throughput (docs/benchmarks.md). [`FastWordPiece`] computes the same ids for
-//! the tokenizer.json shape BERT models ship (`BertNormalizer`, `BertPreTokenizer`, `WordPiece`,
-//! special tokens around the text), step by step as `tokenizers` 0.22 does and with the Unicode
-//! tables it uses (the crates `unicode_categories` and `unicode-normalization-alignments`).
+//! string per token; senti needs only the ids. On the small default model that bookkeeping costs
+//! about as much CPU per text as everything else senti may spend outside inference, so it is
+//! skipped (`senti-bench-raw` times both paths; figures in docs/benchmarks.md).
+//! [`FastWordPiece`] computes the same ids for the tokenizer.json shape BERT models ship
+//! (`BertNormalizer`, `BertPreTokenizer`, `WordPiece`, special tokens around the text), step by
+//! step as `tokenizers` 0.22 does and with the Unicode tables it uses (the crates
+//! `unicode_categories` and `unicode-normalization-alignments`).
 //!
 //! [`FastWordPiece::from_tokenizer`] accepts a tokenizer only if its parts have that shape and it
 //! agrees with `tokenizers` on probe texts; anything else keeps using `tokenizers`. A text that

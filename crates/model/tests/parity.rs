@@ -51,7 +51,7 @@ fn rust_matches_python_tokens_and_logits_alone_and_batched() {
         // Python. ONNX Runtime's int8 MatMulInteger picks its kernel by instruction set, and they
         // round differently: AVX2's vpmaddubsw saturates u8 x s8 pair sums to i16, AVX-VNNI and AMX
         // accumulate in i32. parity.json was written on an AVX2 CPU; on an AMX CPU Python ONNX
-        // Runtime itself differs from it by 0.104 in a logit (measured, 2026-11-24). So int8 is held
+        // Runtime itself differs from it by 0.104 in a logit (measured on an AMX CPU). So int8 is held
         // to the labels and to a bound that covers the kernels, not to 1e-4.
         let tolerance = if variant == "fp32" { 1e-4 } else { 0.2 };
         let alone_diff = max_abs_diff(&alone, &expected);
