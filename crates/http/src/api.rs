@@ -21,7 +21,8 @@ use crate::state::AppState;
 pub const TIMEOUT_HEADER: &str = "x-senti-timeout-ms";
 /// Response header naming the inference actor that answered.
 pub const SERVED_BY_HEADER: &str = "x-senti-served-by";
-/// Header a client may send to ask for a model (`name` or `name@version`), like the `model` field.
+/// Header a client may send to ask for a model (`name` or `name@version`), like the `model` field;
+/// every answer carries it too, naming the model that answered.
 pub const MODEL_HEADER: &str = "x-senti-model";
 
 /// `POST /analyze` request: the seed recipe's API.
@@ -169,7 +170,7 @@ pub async fn analyze(
     let scores = &classified.scores[0];
     let body =
         AnalyzeResponse { text: req.text, label: manifest.labels[scores.label].name_zh.clone(), score: scores.score() };
-    Ok(with_served_by(Json(body), &classified))
+    Ok(with_served_by(Json(body), &classified, &state))
 }
 
 /// Classify a batch of texts.
@@ -201,7 +202,7 @@ pub async fn classify(
         model: model_info(&state),
         results: classified.scores.iter().map(|scores| ClassifyResult::new(scores, manifest)).collect(),
     };
-    Ok(with_served_by(Json(body), &classified))
+    Ok(with_served_by(Json(body), &classified, &state))
 }
 
 /// The model this node serves.
@@ -309,10 +310,16 @@ fn deadline(headers: &HeaderMap, state: &AppState) -> Result<Instant, ApiError> 
     Ok(Instant::now() + Duration::from_millis(ms))
 }
 
-fn with_served_by(body: impl IntoResponse, classified: &Classified) -> Response {
+/// The answer with the actor that served it and the model that answered (`name@version`, the
+/// form a request's `model` takes) as headers: `/analyze`'s body has no room for them.
+fn with_served_by(body: impl IntoResponse, classified: &Classified, state: &AppState) -> Response {
     let mut response = body.into_response();
     if let Ok(value) = HeaderValue::from_str(&classified.served_by.to_string()) {
         response.headers_mut().insert(SERVED_BY_HEADER, value);
+    }
+    let model = model_info(state);
+    if let Ok(value) = HeaderValue::from_str(&format!("{}@{}", model.name, model.version)) {
+        response.headers_mut().insert(MODEL_HEADER, value);
     }
     response
 }

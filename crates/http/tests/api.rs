@@ -408,6 +408,7 @@ async fn a_request_may_ask_for_the_model_that_answers() {
         assert_eq!(reply.json["model"], served.json["model"]);
         let reply = send(&app, post_json("/analyze", json!({"text": "好", "model": asked}))).await;
         assert_eq!(reply.status, StatusCode::OK, "{asked}: {}", reply.text);
+        assert_eq!(reply.headers["x-senti-model"], format!("{name}@{version}").as_str(), "the answer names its model");
     }
 
     let other = send(&app, post_json("/v1/classify", json!({"texts": ["好"], "model": format!("{name}@0.0.1")}))).await;
