@@ -15,7 +15,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use senti_system_tests::loopback::{wait_full_mesh, LoopbackNode};
-use senti_system_tests::{free_port, repo_root, wait_until};
+use senti_system_tests::{free_port, repo_root, wait_until_ok, Server};
 use serde_json::{json, Value};
 
 const IDS: [&str; 3] = ["u-a", "u-b", "u-c"];
@@ -138,30 +138,20 @@ async fn a_rolling_upgrade_under_load_fails_no_request() {
         addrs.write().unwrap()[index] = restarted.addr;
         servers[index] = restarted;
 
-        // Mixed versions: a request for the new version sent to a node still on the old one is
-        // refused with the nodes that serve it; the upgraded node answers it.
-        if index + 1 < nodes.len() {
-            let asked = format!("senti-zh-small@{}", next.version);
-            let old = &servers[index + 1];
-            let reply = reqwest::Client::new()
-                .post(old.url("/v1/classify"))
-                .json(&json!({ "texts": ["好"], "model": asked }))
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(reply.status(), 404);
-            let body: Value = reply.json().await.unwrap();
-            assert_eq!(body["error"]["code"], "model_not_served", "{body}");
+        // Mixed versions: the upgraded node answers a request for the new version; a node still
+        // on the old one refuses it and names the nodes that serve it (once gossip told it).
+        let asked = format!("senti-zh-small@{}", next.version);
+        let (status, body) = ask(&servers[index], Some(&asked)).await;
+        assert_eq!((status, &body["model"]["version"]), (200, &json!(next.version)), "{body}");
+        if let Some(old) = servers.get(index + 1) {
             let upgraded = servers[index].addr.to_string();
-            wait_until(Duration::from_secs(10), "the old node names the upgraded one", || async {
-                let reply = reqwest::Client::new()
-                    .post(old.url("/v1/classify"))
-                    .json(&json!({ "texts": ["好"], "model": asked }))
-                    .send()
-                    .await
-                    .unwrap();
-                let body: Value = reply.json().await.unwrap();
-                body["error"]["message"].as_str().is_some_and(|m| m.contains(&upgraded))
+            wait_until_ok(Duration::from_secs(10), "the old node names the upgraded one", async || {
+                let (status, body) = ask(old, Some(&asked)).await;
+                let names = body["error"]["message"].as_str().is_some_and(|m| m.contains(&upgraded));
+                match (status, &body["error"]["code"], names) {
+                    (404, code, true) if code == "model_not_served" => Ok(()),
+                    _ => Err(format!("{status} {body}")),
+                }
             })
             .await;
         }
@@ -188,17 +178,25 @@ async fn a_rolling_upgrade_under_load_fails_no_request() {
     assert!(total.ok >= 50, "too little traffic to mean anything: {total:?}");
     assert!(total.by_new > 0, "the new version answered nothing: {total:?}");
     for server in &servers {
-        let reply: Value = reqwest::Client::new()
-            .post(server.url("/v1/classify"))
-            .json(&json!({ "texts": ["好"] }))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        assert_eq!(reply["model"]["version"], next.version.as_str(), "{} serves the new version", server.addr);
+        let (status, body) = ask(server, None).await;
+        assert_eq!(
+            (status, &body["model"]["version"]),
+            (200, &json!(next.version)),
+            "{} serves the new version",
+            server.addr
+        );
     }
+}
+
+/// One text to `server`, asking for `model` if given: the status and the body.
+async fn ask(server: &Server, model: Option<&str>) -> (u16, Value) {
+    let reply = reqwest::Client::new()
+        .post(server.url("/v1/classify"))
+        .json(&json!({ "texts": ["好"], "model": model }))
+        .send()
+        .await
+        .unwrap();
+    (reply.status().as_u16(), reply.json().await.unwrap())
 }
 
 /// The gossip seed for a node restarting: another node's (a node cannot seed itself back in).
