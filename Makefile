@@ -5,7 +5,7 @@ CARGO ?= cargo
 TRAIN_VENV := .cache/venv-train
 TRAIN_PY := $(TRAIN_VENV)/bin/python
 
-.PHONY: run test setup build lint cluster prometheus prometheus-check simulate sim-report model model-sweep bench-model bench bench-node bench-ab bench-cluster bench-cluster-shape web-test clean-cache
+.PHONY: run test setup build lint cluster prometheus prometheus-check simulate sim-report model model-sweep bench-model bench bench-node bench-ab bench-vs-nginx bench-cluster bench-cluster-shape web-test clean-cache
 
 ## Serve the embedded default model on http://127.0.0.1:8080
 run: setup
@@ -82,6 +82,12 @@ bench-node: setup
 ## (ROUNDS=3 CONCURRENCIES="1 5 20" or RATES="54" for open loop, ROUTE=analyze; about ROUNDS x loads x 24 s)
 bench-ab: setup
 	CARGO="$(CARGO)" bash scripts/bench-ab.sh
+
+## nginx least_conn over three standalone senti nodes against the same nodes as one senti cluster,
+## unequal nodes (one has a core alone, two share the other); installs nginx (about 3 minutes;
+## QUICK=1 for a smoke run)
+bench-vs-nginx: setup
+	CARGO="$(CARGO)" bash scripts/bench-vs-nginx.sh
 
 ## Gossip failure detector of a 3-node loopback cluster per interval x phi (about 6 minutes; QUICK=1 for a smoke run)
 bench-cluster: setup

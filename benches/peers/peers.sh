@@ -4,6 +4,7 @@
 # behind nginx `least_conn` on 127.0.0.1:PORT.
 #
 #   peers.sh install                     nginx from Debian (if missing) and .cache/venv-peers
+#   peers.sh install-nginx               nginx only (scripts/bench-vs-nginx.sh)
 #   peers.sh start WORKDIR ENGINE MODEL VARIANT INSTANCES PORT
 #                                        ENGINE torch (MODEL: Hugging Face checkpoint folder) or
 #                                        onnx (MODEL: senti model folder; VARIANT fp32|int8);
@@ -21,7 +22,7 @@ die() {
   exit 1
 }
 
-install() {
+install_nginx() {
   if ! command -v nginx >/dev/null && [[ ! -x /usr/sbin/nginx ]]; then
     echo "peers: installing nginx from Debian" >&2
     # Debian's package would start a system nginx on port 80; forbid service starts meanwhile
@@ -36,6 +37,11 @@ install() {
       { apt-get update -q >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q nginx >&2; }
     [[ $policy_added == 1 ]] && rm -f /usr/sbin/policy-rc.d
   fi
+  return 0
+}
+
+install() {
+  install_nginx
   if [[ ! -x $venv/bin/python || $here/requirements.txt -nt $venv/bin/python || $repo/models/train/requirements.txt -nt $venv/bin/python ]]; then
     echo "peers: creating $venv (PyTorch, transformers, ONNX Runtime, Flask, gunicorn; a few minutes)" >&2
     python3 -m venv "$venv"
@@ -141,7 +147,8 @@ stop() {
 
 case ${1:-} in
   install) install ;;
+  install-nginx) install_nginx ;;
   start) shift && start "$@" ;;
   stop) shift && stop "$@" ;;
-  *) die "usage: peers.sh install | start WORKDIR ENGINE MODEL VARIANT INSTANCES PORT | stop WORKDIR" ;;
+  *) die "usage: peers.sh install | install-nginx | start WORKDIR ENGINE MODEL VARIANT INSTANCES PORT | stop WORKDIR" ;;
 esac
