@@ -59,8 +59,9 @@ def parse_args():
     p.add_argument("--mlm-masking", choices=["token", "ngram"], default="ngram", help="mask single tokens, or spans of 1-4 characters (40/30/20/10%%)")
     p.add_argument("--mlm-max-length", type=int, default=128)
     p.add_argument("--init", default=str(HERE.parents[1] / ".cache" / "init" / "senti-zh-small-1.1.0.onnx"), help="start from the encoder and classifier of this model.onnx (train.py's own export; `make model` takes 1.1.0's from git); 'none': from MLM pre-training")
-    p.add_argument("--continue-mlm-epochs", type=float, default=0.0, help="with --init: epochs of MLM pre-training (--mlm-masking, same corpus) on the init's encoder before fine-tuning")
+    p.add_argument("--continue-mlm-epochs", type=float, default=1.0, help="with --init: epochs of MLM pre-training (--mlm-masking, same corpus) on the init's encoder before fine-tuning")
     p.add_argument("--continue-mlm-lr", type=float, default=3e-4)
+    p.add_argument("--continue-mlm-corpus", choices=["new", "all"], default="new", help="new: only the train texts of the pools other than sentiment (1.1.0 read the rest); all: unlabeled.tsv and every train file")
     p.add_argument("--fresh", action="store_true", help="train again even when the fine-tuned weights for these inputs are cached")
     p.add_argument("--pretrain-only", action="store_true", help="run (or find) the cached pre-training and stop (make model-pretrain)")
     p.add_argument("--cache", type=Path, default=HERE.parents[1] / ".cache" / "pretrain", help="where pre-trained encoders are cached, by a key of their inputs")
@@ -128,7 +129,11 @@ def sha256_of(path: Path) -> str:
 
 
 def mlm_corpus_files(args) -> list[Path]:
-    """unlabeled.tsv and the train file of every pool: never a val file."""
+    """unlabeled.tsv and the train file of every pool: never a val file. Continued pre-training
+    with --continue-mlm-corpus new reads only the train files of the pools other than
+    `sentiment`: the texts that 1.1.0's own pre-training never read (domain-adaptive MLM)."""
+    if args.init != "none" and args.continue_mlm_epochs > 0 and args.continue_mlm_corpus == "new":
+        return [args.data / pool / "train.tsv" for pool in args.pools if pool != "sentiment"]
     return [args.data / "sentiment" / "unlabeled.tsv", *[args.data / pool / "train.tsv" for pool in args.pools]]
 
 
@@ -149,7 +154,7 @@ def pretrain_key(args, config) -> tuple[str, dict]:
         "torch": torch.__version__,
     }
     if continuing:
-        inputs |= {"init": sha256_of(Path(args.init)), "mlm_epochs": args.continue_mlm_epochs, "mlm_lr": args.continue_mlm_lr}
+        inputs |= {"init": sha256_of(Path(args.init)), "mlm_epochs": args.continue_mlm_epochs, "mlm_lr": args.continue_mlm_lr, "continue_corpus": args.continue_mlm_corpus}
     digest = hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:16]
     return digest, inputs
 
@@ -484,9 +489,16 @@ PROBES = [
 ]
 
 
-def probe_answers(session, tokenizer, max_length: int, temperature: float) -> list[dict]:
+def probe_answers(session, tokenizer, max_length: int, temperature: float, torch_model=None, head=None, args=None) -> list[dict]:
+    """The model's answers to PROBES: from the ONNX session, or (session None, ablations) from
+    the PyTorch encoder plus the head."""
     ids = sx.encode(tokenizer, [t for t, _, _ in PROBES], max_length)
-    p = sx.softmax(sx.ort_logits(session, ids), temperature)[:, 1]
+    if session is None:
+        logits = torch_logits(torch_model, encoder_view(ids, args))
+        logits = sum_logits(logits, head, head.scores(ids)) if head is not None else logits
+    else:
+        logits = sx.ort_logits(session, ids)
+    p = sx.softmax(logits, temperature)[:, 1]
     return [{"text": t, "label": y, "kind": k, "p_positive": float(q), "right": bool((q > 0.5) == bool(y))} for (t, y, k), q in zip(PROBES, p)]
 
 
@@ -683,7 +695,12 @@ def main():
         "max_length": args.max_length,
         "window": args.window,
         "window_head": args.window_head,
-        "mlm": mlm_info and {k: v for k, v in mlm_info.items() if k != "inputs"} | {"epochs": args.mlm_epochs, "masking": args.mlm_masking},
+        "mlm": mlm_info and {k: v for k, v in mlm_info.items() if k != "inputs"} | {
+            "epochs": args.continue_mlm_epochs if args.init != "none" else args.mlm_epochs,
+            "masking": args.mlm_masking,
+            "continued": args.init != "none",
+            "corpus": [f"{p.parent.name}/{p.name}" for p in mlm_corpus_files(args)],
+        },
         "epochs": args.epochs,
         "distillation": distill_info,
         "history": history,
@@ -698,6 +715,8 @@ def main():
         out = HERE / "ablations"
         out.mkdir(exist_ok=True)
         summary["args"] = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
+        last = stages[list(stages)[-1]]
+        summary["probes"] = probe_answers(None, tokenizer, args.max_length, last["sum" if head is not None else "encoder"]["temperature"], model, head, args)
         if args.sweep_latency:
             tmp = out / f"{tag}.onnx"
             sx.export_onnx(model, tmp, config.vocab_size)
