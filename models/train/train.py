@@ -75,6 +75,7 @@ def parse_args():
     p.add_argument("--balance", nargs="*", default=["smp2020_usual"], help="sources whose two classes get equal weight in training")
     p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=False, help="contrast and negation rows (augment.py) for the encoder")
     p.add_argument("--augment-contrast", type=int, default=10000, help="how many contrast rows")
+    p.add_argument("--distill-skip-val-texts", action=argparse.BooleanOptionalAction, default=False, help="leave the val files' texts out of the distillation set (unlabeled.tsv holds 2,105 of the 2,106 Weibo val texts); off in 2.0.0's recipe, which was distilled with them")
     p.add_argument("--distill-epochs", type=int, default=1, help="epochs on train + unlabeled.tsv soft-labelled by the fine-tuned model and head (0: none)")
     p.add_argument("--distill-min-confidence", type=float, default=0.9, help="above 1: no pseudo-labels (the extra epoch alone, a control)")
     p.add_argument("--distill-weight", type=float, default=1.0)
@@ -122,6 +123,19 @@ def read_labeled(path: Path):
 def read_unlabeled(path: Path):
     with open(path, encoding="utf-8", newline="") as f:
         return [r["text"] for r in csv.DictReader(f, delimiter="\t")]
+
+
+def same_text(text: str) -> str:
+    """The key under which two texts count as the same (whitespace ignored)."""
+    return "".join(text.split())
+
+
+def without_val_texts(texts: list[str], args) -> tuple[list[str], int]:
+    """unlabeled.tsv holds every SMP2020-EWECT post, the Weibo val texts among them: distillation
+    must not train on val's inputs, even with its own labels. Returns the rest and how many went."""
+    val = {same_text(t) for t in load_pools(args, "val")[0]}
+    kept = [t for t in texts if same_text(t) not in val]
+    return kept, len(texts) - len(kept)
 
 
 def sha256_of(path: Path) -> str:
@@ -174,6 +188,8 @@ def finetune_key(args, config) -> tuple[str, dict]:
         "pretrain": pretrain_key(args, config)[0] if (args.mlm_epochs > 0 if args.init == "none" else args.continue_mlm_epochs > 0) else None,
         "torch": torch.__version__,
     }
+    if args.distill_epochs and args.distill_skip_val_texts:
+        inputs["distill_set"] = {"unlabeled_minus_val": {f"{pool}/val.tsv": sha256_of(args.data / pool / "val.tsv") for pool in VAL_POOLS}}
     return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:16], inputs
 
 
@@ -651,7 +667,10 @@ def main():
             # Self-distillation: the fine-tuned encoder + n-gram head (calibrated) labels
             # unlabeled.tsv; the encoder trains on its confident soft labels beside the real rows.
             t0 = time.time()
-            unlabeled = read_unlabeled(args.data / "sentiment" / "unlabeled.tsv")
+            unlabeled, left_out = read_unlabeled(args.data / "sentiment" / "unlabeled.tsv"), 0
+            if args.distill_skip_val_texts:
+                unlabeled, left_out = without_val_texts(unlabeled, args)
+                log.info("distillation: %d unlabeled texts, %d left out as val texts", len(unlabeled), left_out)
             if args.train_limit:
                 unlabeled = [unlabeled[i] for i in sorted(random.Random(args.seed).sample(range(len(unlabeled)), args.train_limit))]
             final = stages["fine-tuned"]["sum" if head is not None else "encoder"]
@@ -663,7 +682,7 @@ def main():
             else:
                 u_ids, u_p, keep = pseudo_labels(model, head, unlabeled, args, tokenizer, final["temperature"])
             kept = np.flatnonzero(keep)
-            distill_info = {"unlabeled": len(unlabeled), "kept": int(keep.sum()), "kept_positive": float((u_p[kept] > 0.5).mean()) if len(kept) else None, "min_confidence": args.distill_min_confidence, "weight": args.distill_weight}
+            distill_info = {"unlabeled": len(unlabeled), "left_out_as_val": left_out if args.distill_skip_val_texts else None, "kept": int(keep.sum()), "kept_positive": float((u_p[kept] > 0.5).mean()) if len(kept) else None, "min_confidence": args.distill_min_confidence, "weight": args.distill_weight}
             log.info("distillation set %s", distill_info)
             d_ids = enc_ids + encoder_view([u_ids[i] for i in kept], args)
             d_targets = np.concatenate([enc_targets, u_p[kept]])
