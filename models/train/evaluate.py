@@ -89,7 +89,7 @@ def main():
         sample = texts[:1024] + texts[len(read(args.data / "sentiment" / "val.tsv")[0]) :][:1024]
         from tokenizers import Tokenizer
 
-        runs = {}
+        runs, rounds = {}, []
         for folder in args.latency:
             manifest = tomllib.loads((folder / "model.toml").read_text(encoding="utf-8"))
             ids = sx.encode(Tokenizer.from_file(str(folder / manifest["tokenizer"])), sample, manifest["max_length"])
@@ -97,7 +97,10 @@ def main():
         for r in range(args.rounds):
             for folder, (graph, ids) in runs.items():
                 lat = sx.measure_latency(graph, ids, seconds=6)
+                rounds.append({"round": r + 1, "model": str(folder), "graph": graph.name, "sha256": sx.sha256_file(graph)} | lat)
                 print(f"round {r + 1} {str(folder):40} batch 1 {lat['batch1_ms_per_sentence']:.3f} ms  batch 32 {lat['batch32_ms_per_sentence']:.3f} ms", flush=True)
+        if args.json:
+            args.json.write_text(json.dumps({"variant": args.variant or "int8", "rounds": rounds}, indent=2) + "\n")
         return
     if args.naive_bayes:
         from sklearn.feature_extraction.text import CountVectorizer

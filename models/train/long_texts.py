@@ -1,17 +1,21 @@
 """How should the encoder read a text longer than its 256-token window? Measured on the val texts
 (both val files) longer than 256 tokens:
 
-    python long_texts.py --model DIR     # DIR/model.onnx: a graph train.py exported
+    python long_texts.py --model DIR [--json FILE]   # DIR/model.onnx: a graph train.py exported
 
 The encoder's weights are read back from the fp32 graph (train.state_from_onnx) into PyTorch, and
 each way of choosing 256 of a text's tokens is scored by the encoder alone (the n-gram head reads
-every token whatever the window). Prints accuracy per way, on all long texts and per val file.
+every token whatever the window). A last row scores the folder as the server runs it: its default
+ONNX graph (with the head, if it has one) on the ids cut at its manifest's max_length. Prints
+accuracy per way, on all long texts and per val file.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+import tomllib
 from pathlib import Path
 
 import numpy as np
@@ -44,6 +48,7 @@ def main():
     p.add_argument("--data", type=Path, default=HERE.parents[2] / "shared" / "data")
     p.add_argument("--model", type=Path, required=True)
     p.add_argument("--max-tokens", type=int, default=512, help="what the server passes (the texts are cut here first)")
+    p.add_argument("--json", type=Path, help="also write the figures here")
     args = p.parse_args()
     torch.set_num_threads(2)
     tok = sx.build_bert_chinese_tokenizer(args.data / "vocab" / "bert-base-chinese-vocab.txt")
@@ -56,11 +61,23 @@ def main():
     long = np.flatnonzero([len(i) > 256 for i in ids])
     print(f"{len(long)} val texts longer than 256 tokens ({(pools[long] == 'sentiment').sum()} original, {(pools[long] == 'sentiment-extra').sum()} extra)")
     print(f"{'way':48} {'all':>14} {'original':>9} {'extra':>9}")
-    for name, way in WAYS.items():
-        logits = sx.torch_logits(model, [way(ids[i]) for i in long], 32)
+    result = {"texts": len(long), "by_pool": {pool: int((pools[long] == pool).sum()) for pool in train.VAL_POOLS}, "ways": {}}
+
+    def show(name, logits):
         hit = logits.argmax(1) == labels[long]
-        by = {pool: hit[pools[long] == pool].mean() for pool in train.VAL_POOLS}
+        by = {pool: float(hit[pools[long] == pool].mean()) for pool in train.VAL_POOLS}
+        result["ways"][name] = {"accuracy": float(hit.mean()), "right": int(hit.sum())} | by
         print(f"{name:48} {hit.mean():.4f} ({hit.sum():3d}) {by['sentiment']:9.4f} {by['sentiment-extra']:9.4f}")
+
+    for name, way in WAYS.items():
+        show(name, sx.torch_logits(model, [way(ids[i]) for i in long], 32))
+    manifest = tomllib.loads((args.model / "model.toml").read_text(encoding="utf-8"))
+    served = sx.encode(tok, [texts[i] for i in long], manifest["max_length"])
+    graph = args.model / manifest["variants"][manifest["default_variant"]]
+    show(f"as served ({graph.name}, max_length {manifest['max_length']})", sx.ort_logits(sx.ort_session(graph), served))
+    result["served"] = {"graph": graph.name, "sha256": sx.sha256_file(graph), "max_length": manifest["max_length"]}
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
 
 
 if __name__ == "__main__":
