@@ -4,8 +4,14 @@ SHELL := /bin/bash
 CARGO ?= cargo
 TRAIN_VENV := .cache/venv-train
 TRAIN_PY := $(TRAIN_VENV)/bin/python
+# Model 2.0.0 starts from 1.1.0's encoder and classifier (its fp32 graph, as committed in 08dd09b,
+# the output of make model on a clean tree of d3a1610).
+INIT_COMMIT := 08dd09b
+INIT_RECIPE_COMMIT := d3a1610
+INIT_SHA256 := f30024b79bb5bc71dbb6022d09f5004b27e335671f11802c03705989add7131c
+INIT_ONNX := .cache/init/senti-zh-small-1.1.0.onnx
 
-.PHONY: run test setup build lint cluster prometheus prometheus-check simulate sim-report model model-sweep bench-model bench bench-node bench-ab bench-vs-nginx bench-cluster bench-cluster-shape web-test clean-cache
+.PHONY: run test setup build lint cluster prometheus prometheus-check simulate sim-report model model-pretrain model-init-rebuild model-ablation model-sweep bench-model bench bench-node bench-ab bench-vs-nginx bench-cluster bench-cluster-shape web-test clean-cache
 
 ## Serve the embedded default model on http://127.0.0.1:8080
 run: setup
@@ -56,9 +62,34 @@ lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
-## Train the default model into models/senti-zh-small/ (about 90 minutes on 2 cores; needs PyTorch)
-model: $(TRAIN_PY)
+## Train the default model into models/senti-zh-small/ (needs PyTorch; see docs/models.md for the time).
+## It starts from model 1.1.0's weights, taken from git (commit 08dd09b) into .cache/init/.
+model: $(TRAIN_PY) $(INIT_ONNX)
 	cd models/train && ../../$(TRAIN_PY) train.py
+
+## make model's first step alone, cached in .cache/pretrain/: masked-language modelling continued from
+## 1.1.0's encoder (train.py --continue-mlm-epochs); make model runs it too when it is not cached
+model-pretrain: $(TRAIN_PY) $(INIT_ONNX)
+	cd models/train && ../../$(TRAIN_PY) train.py --pretrain-only
+
+## The ablations of docs/models.md (shorter runs; results in models/train/ablations/)
+model-ablation: $(TRAIN_PY) $(INIT_ONNX)
+	cd models/train && ../../$(TRAIN_PY) ablation.py
+
+$(INIT_ONNX):
+	mkdir -p $(dir $@)
+	git show $(INIT_COMMIT):models/senti-zh-small/model.onnx > $@.tmp
+	echo "$(INIT_SHA256)  $@.tmp" | sha256sum -c --quiet
+	mv $@.tmp $@
+
+## Optional, instead of taking 1.1.0 from git: rebuild its model.onnx with its own pipeline (commit
+## d3a1610's models/, about 90 minutes on 2 cores); fails unless the file is byte-identical to INIT_SHA256
+model-init-rebuild: $(TRAIN_PY)
+	rm -rf .cache/init/rebuild-1.1.0 && mkdir -p .cache/init/rebuild-1.1.0/src
+	git archive $(INIT_RECIPE_COMMIT) models/train models/export | tar -x -C .cache/init/rebuild-1.1.0/src
+	cd .cache/init/rebuild-1.1.0/src/models/train && $(abspath $(TRAIN_PY)) train.py --data $(abspath ../shared/data) --out $(abspath .cache/init/rebuild-1.1.0/model)
+	echo "$(INIT_SHA256)  .cache/init/rebuild-1.1.0/model/model.onnx" | sha256sum -c
+	cp .cache/init/rebuild-1.1.0/model/model.onnx $(INIT_ONNX)
 
 ## Size and pre-training comparison (shorter runs, results in models/train/sweeps/)
 model-sweep: $(TRAIN_PY)

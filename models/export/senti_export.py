@@ -85,8 +85,14 @@ def pad_batch(id_lists, pad_id: int = 0):
 # --------------------------------------------------------------------------------------------
 
 
-def export_onnx(model, path: Path, vocab_size: int) -> None:
-    """Exports a BertForSequenceClassification-like module to ONNX with dynamic batch/sequence."""
+def export_onnx(model, path: Path, vocab_size: int, window: tuple[int, int] | None = None) -> None:
+    """Exports a BertForSequenceClassification-like module to ONNX with dynamic batch/sequence.
+
+    window = (size, head): the graph reads texts of any length (up to the manifest's max_length)
+    and gives the encoder at most `size` tokens of each: all of a text that fits, else its first
+    `head` tokens and its last `size - head` (right-padded rows, each by its own length). Nodes
+    added before the encoder, so the interface stays input_ids/attention_mask/token_type_ids ->
+    logits and a server needs no change beyond passing max_length tokens."""
     import torch
 
     class Wrapper(torch.nn.Module):
@@ -95,6 +101,19 @@ def export_onnx(model, path: Path, vocab_size: int) -> None:
             self.inner = inner
 
         def forward(self, input_ids, attention_mask, token_type_ids):
+            if window is not None:
+                size, head = window
+                length = attention_mask.sum(1, keepdim=True)  # [batch, 1]
+                j = torch.cumsum(torch.ones_like(input_ids[:1]), 1) - 1  # [1, width]: 0, 1, ...
+                if head < size:
+                    tail = j - head + length - (size - head)
+                    j = torch.where((length <= size) | (j < head), j, tail)
+                else:
+                    j = j.expand_as(input_ids)
+                j = j[:, :size]
+                input_ids = torch.gather(input_ids, 1, j)
+                attention_mask = torch.gather(attention_mask, 1, j)
+                token_type_ids = torch.gather(token_type_ids, 1, j)
             return self.inner(
                 input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
             ).logits
@@ -243,6 +262,37 @@ def calibrate(logits: np.ndarray, labels: np.ndarray) -> dict:
     }
 
 
+def by_source(logits: np.ndarray, labels: np.ndarray, sources, temperature: float) -> dict:
+    """Rows, accuracy and ECE (at `temperature`) of every source, and of all rows ("all")."""
+    sources = np.asarray(sources)
+    probs = softmax(logits, temperature)
+    out = {}
+    for source in [*sorted(set(sources.tolist())), "all"]:
+        sel = np.ones(len(labels), bool) if source == "all" else sources == source
+        out[source] = {
+            "rows": int(sel.sum()),
+            "accuracy": float((probs[sel].argmax(1) == labels[sel]).mean()),
+            "ece": expected_calibration_error(probs[sel], labels[sel]),
+        }
+    return out
+
+
+def by_source_cross_fitted(logits: np.ndarray, labels: np.ndarray, sources) -> dict:
+    """ECE per source with T fitted on one half of all rows (every source mixed) and measured on
+    the other half, both ways round; each row is scored with the T that did not see it."""
+    idx = np.arange(len(labels))
+    probs = np.zeros_like(logits, dtype=np.float64)
+    for fit_sel in (idx % 2 == 0, idx % 2 == 1):
+        t = fit_temperature(logits[fit_sel], labels[fit_sel])
+        probs[~fit_sel] = softmax(logits[~fit_sel], t)
+    sources = np.asarray(sources)
+    out = {}
+    for source in [*sorted(set(sources.tolist())), "all"]:
+        sel = np.ones(len(labels), bool) if source == "all" else sources == source
+        out[source] = expected_calibration_error(probs[sel], labels[sel])
+    return out
+
+
 # --------------------------------------------------------------------------------------------
 # Latency
 # --------------------------------------------------------------------------------------------
@@ -341,6 +391,8 @@ PARITY_TEXTS = [
     "屏幕显示效果一般，但是性价比还可以 OK",
     "iPhone 15 Pro 的电池续航真的让人失望!!!",
     "房间干净整洁，早餐种类丰富，前台服务热情，交通也方便，强烈推荐给大家。" * 3,
+    # Longer than a 256-token window: the verdict is at the end.
+    "这本书我是在朋友的推荐下买的，" + "书中讲了很多作者年轻时在各地旅行的经历，也写了不少关于家乡和亲人的回忆。" * 8 + "但说实话，读完之后很失望，内容空洞，不推荐。",
 ]
 
 

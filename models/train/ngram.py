@@ -77,14 +77,16 @@ class NgramHead:
         return np.stack([-s / 2, s / 2], axis=1).astype(np.float32)
 
 
-def fit(train_ids, train_labels, vocab: int, buckets: int, c: float, seed: int) -> tuple[NgramHead, dict]:
-    """L2 logistic regression (liblinear) on the hashed features, then an int8 table. The
-    held-out figure comes from a fit on 90% of train, measured on the other 10%."""
+def fit(train_ids, train_labels, vocab: int, buckets: int, c: float, seed: int, weights=None) -> tuple[NgramHead, dict]:
+    """L2 logistic regression (liblinear) on the hashed features, each row with its weight (None:
+    1), then an int8 table. The held-out figure comes from a fit on 90% of train, measured on the
+    other 10%."""
     x = features(train_ids, vocab, buckets)
+    weights = np.ones(len(train_labels)) if weights is None else np.asarray(weights, dtype=np.float64)
     held = np.random.default_rng(seed).random(len(train_labels)) < 0.1
-    probe = LogisticRegression(C=c, solver="liblinear", max_iter=2000).fit(x[~held], train_labels[~held])
+    probe = LogisticRegression(C=c, solver="liblinear", max_iter=2000).fit(x[~held], train_labels[~held], sample_weight=weights[~held])
     held_accuracy = float((probe.predict(x[held]) == train_labels[held]).mean())
-    model = LogisticRegression(C=c, solver="liblinear", max_iter=2000).fit(x, train_labels)
+    model = LogisticRegression(C=c, solver="liblinear", max_iter=2000).fit(x, train_labels, sample_weight=weights)
     weights = model.coef_[0]
     scale = float(np.abs(weights).max() / 127)
     table = np.round(weights / scale).astype(np.int8)

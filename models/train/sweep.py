@@ -25,16 +25,19 @@ def main():
     args = p.parse_args()
     runs = [(size, 0.0) for size in args.sizes] + ([(size, 1.0) for size in args.sizes] if args.mlm else [])
     for size, mlm in runs:
-        cmd = [sys.executable, str(HERE / "train.py"), "--size", size, "--epochs", str(args.epochs), "--mlm-epochs", str(mlm), "--no-export"]
+        # 1.1.0's recipe from scratch: original pool, plain truncation at 256 tokens, no warm start.
+        tag = f"sweep-{size}-mlm{mlm:g}"
+        cmd = [sys.executable, str(HERE / "train.py"), "--size", size, "--epochs", str(args.epochs), "--mlm-epochs", str(mlm), "--no-export", "--tag", tag,
+               "--init", "none", "--mlm-masking", "token", "--pools", "sentiment", "--no-augment", "--balance", "--max-length", "256", "--window-head", "256", "--lr", "3e-4", "--sweep-latency"]
         print("+", " ".join(cmd), flush=True)
         subprocess.run(cmd, check=True, cwd=HERE)
     rows = []
-    for path in sorted((HERE / "sweeps").glob("sweep-*.json")):
+    for path in sorted((HERE / "ablations").glob("sweep-*.json")):
         s = json.loads(path.read_text())
         lat = s["latency_fp32"]
         rows.append(
             f"| {s['size']} | {s['hidden']}x{s['layers']} | {s['parameters'] / 1e6:.2f} M | {s['mlm_epochs']:g} | {s['epochs']} | "
-            f"{s['val_accuracy_torch']:.4f} | {lat['batch1_ms_per_sentence']:.2f} | {lat['batch32_ms_per_sentence']:.2f} | {s['minutes_total_training']:.1f} |"
+            f"{s['stages']['fine-tuned']['encoder']['by_source']['val:sentiment']['accuracy']:.4f} | {lat['batch1_ms_per_sentence']:.2f} | {lat['batch32_ms_per_sentence']:.2f} | {s['minutes_total_training']:.1f} |"
         )
     table = "\n".join(
         [
