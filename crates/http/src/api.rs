@@ -247,7 +247,7 @@ async fn check_model(field: Option<&str>, headers: &HeaderMap, state: &AppState)
     }
     Err(ApiError::ModelNotServed {
         requested: requested.to_owned(),
-        served: format!("{}@{}", ours.name, ours.version),
+        served: state.model_id.to_str().unwrap_or_default().to_owned(),
         elsewhere,
     })
 }
@@ -317,9 +317,6 @@ fn with_served_by(body: impl IntoResponse, classified: &Classified, state: &AppS
     if let Ok(value) = HeaderValue::from_str(&classified.served_by.to_string()) {
         response.headers_mut().insert(SERVED_BY_HEADER, value);
     }
-    let model = model_info(state);
-    if let Ok(value) = HeaderValue::from_str(&format!("{}@{}", model.name, model.version)) {
-        response.headers_mut().insert(MODEL_HEADER, value);
-    }
+    response.headers_mut().insert(MODEL_HEADER, state.model_id.clone());
     response
 }

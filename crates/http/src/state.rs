@@ -2,6 +2,7 @@
 
 use std::sync::{Arc, OnceLock};
 
+use axum::http::HeaderValue;
 use metrics_exporter_prometheus::PrometheusHandle;
 use senti_cluster::Cluster;
 use senti_config::{AuthConfig, LimitsConfig};
@@ -31,6 +32,8 @@ pub struct AppState {
     pub cluster: Arc<OnceLock<Arc<Cluster>>>,
     /// The last errors answered, for `/v1/cluster`.
     pub recent_errors: RecentErrors,
+    /// This node's model as `name@version`, the `x-senti-model` header of every answer.
+    pub model_id: HeaderValue,
 }
 
 impl AppState {
@@ -43,6 +46,9 @@ impl AppState {
         auth: AuthConfig,
         node_id: String,
     ) -> Self {
+        let manifest = engine.bundle().manifest();
+        let model_id = HeaderValue::from_str(&format!("{}@{}", manifest.name, manifest.version))
+            .unwrap_or_else(|_| HeaderValue::from_static("unnamed"));
         Self {
             engine,
             gateway,
@@ -53,6 +59,7 @@ impl AppState {
             metrics: crate::metrics::handle(),
             cluster: Arc::new(OnceLock::new()),
             recent_errors: RecentErrors::default(),
+            model_id,
         }
     }
 }
