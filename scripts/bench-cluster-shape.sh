@@ -43,6 +43,7 @@ fi
 
 # shellcheck source=scripts/bench-lib.sh
 source scripts/bench-lib.sh
+BENCH=bench-cluster-shape
 
 stamp=$(date -u +%Y%m%dT%H%M%SZ)
 work=$(mktemp -d)
@@ -51,34 +52,6 @@ declare -A node_pid node_url
 stop_nodes() { stop_all node_pid; }
 trap 'stop_nodes; rm -rf "$work"' EXIT
 
-
-# start_node NAME CORE [ENV=VALUE...]: `senti serve` (one actor, one ONNX thread) pinned to CORE on a
-# free loopback port, with the extra environment; returns once /readyz answers 200.
-start_node() {
-  local name=$1 core=$2 port log="$work/senti-$1.log" url pid
-  shift 2
-  port=$(free_port)
-  url="http://127.0.0.1:$port"
-  env SENTI__ENGINE__ACTORS=1 SENTI__ENGINE__THREADS_PER_ACTOR=1 RUST_LOG="warn" "$@" \
-    taskset -c "$core" target/release/senti serve --listen "127.0.0.1:$port" 2>"$log" &
-  pid=$!
-  node_pid[$name]=$pid
-  node_url[$name]=$url
-  for _ in $(seq 600); do
-    if curl -fsS -o /dev/null "$url/readyz" 2>/dev/null; then
-      return 0
-    fi
-    if ! kill -0 "$pid" 2>/dev/null; then
-      cat "$log" >&2
-      echo "bench-cluster-shape: senti ($name) exited before it was ready" >&2
-      exit 1
-    fi
-    sleep 0.1
-  done
-  tail -n 20 "$log" >&2
-  echo "bench-cluster-shape: senti ($name) was not ready after 60 s" >&2
-  exit 1
-}
 
 # routing_counters URL: the entry node's attempt counters as JSON
 # ({"local": n, "remote": n, "hedges": n, "retries": n, "ejections": n}; absent counters are 0).

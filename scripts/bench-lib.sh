@@ -1,5 +1,5 @@
 # Shell helpers shared by the benchmark scripts (sourced, not run): stopping started servers,
-# free loopback ports, and CPU tick counters from /proc.
+# free loopback ports, CPU tick counters from /proc, and pinned one-actor senti nodes.
 
 # stop_all ARRAY: SIGTERM every pid in the associative array named ARRAY, wait up to 30 s for
 # each, then SIGKILL what is left, and empty the array.
@@ -61,5 +61,33 @@ wait_answer() {
   done
   tail -n 20 "$log" >&2
   echo "$what: no answer after ${READY_TIMEOUT:-120} s" >&2
+  exit 1
+}
+
+# start_node NAME CORE [ENV=VALUE...]: `senti serve` (one actor, one ONNX thread) pinned to CORE on a
+# free loopback port, with the extra environment (RUST_LOG=warn unless given); records its pid and
+# URL in the caller's associative arrays node_pid and node_url, logs to $work/senti-NAME.log, and
+# returns once /readyz answers 200. Messages start with $BENCH (the calling script's name).
+start_node() {
+  local name=$1 core=$2 port log="$work/senti-$1.log" url pid
+  shift 2
+  port=$(free_port)
+  url="http://127.0.0.1:$port"
+  env SENTI__ENGINE__ACTORS=1 SENTI__ENGINE__THREADS_PER_ACTOR=1 RUST_LOG="warn" "$@" \
+    taskset -c "$core" target/release/senti serve --listen "127.0.0.1:$port" 2>"$log" &
+  pid=$!
+  node_pid[$name]=$pid
+  node_url[$name]=$url
+  for _ in $(seq 600); do
+    curl -fsS -o /dev/null "$url/readyz" 2>/dev/null && return 0
+    if ! kill -0 "$pid" 2>/dev/null; then
+      cat "$log" >&2
+      echo "$BENCH: senti ($name) exited before it was ready" >&2
+      exit 1
+    fi
+    sleep 0.1
+  done
+  tail -n 20 "$log" >&2
+  echo "$BENCH: senti ($name) was not ready after 60 s" >&2
   exit 1
 }

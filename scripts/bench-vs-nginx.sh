@@ -35,6 +35,7 @@ fi
 
 # shellcheck source=scripts/bench-lib.sh
 source scripts/bench-lib.sh
+BENCH=bench-vs-nginx
 
 stamp=$(date -u +%Y%m%dT%H%M%SZ)
 work=$(mktemp -d)
@@ -51,32 +52,6 @@ stop_everything() {
   fi
 }
 trap 'stop_everything; rm -rf "$work"' EXIT
-
-# start_node NAME CORE [ENV=VALUE...]: `senti serve` (one actor, one ONNX thread) pinned to CORE
-# on a free loopback port; returns once /readyz answers 200.
-start_node() {
-  local name=$1 core=$2 port log="$work/senti-$1.log" url pid
-  shift 2
-  port=$(free_port)
-  url="http://127.0.0.1:$port"
-  env SENTI__ENGINE__ACTORS=1 SENTI__ENGINE__THREADS_PER_ACTOR=1 SENTI__SERVER__NODE_ID="$name" RUST_LOG=error "$@" \
-    taskset -c "$core" target/release/senti serve --listen "127.0.0.1:$port" 2>"$log" &
-  pid=$!
-  node_pid[$name]=$pid
-  node_url[$name]=$url
-  for _ in $(seq 600); do
-    curl -fsS -o /dev/null "$url/readyz" 2>/dev/null && return 0
-    if ! kill -0 "$pid" 2>/dev/null; then
-      cat "$log" >&2
-      echo "bench-vs-nginx: senti ($name) exited before it was ready" >&2
-      exit 1
-    fi
-    sleep 0.1
-  done
-  tail -n 20 "$log" >&2
-  echo "bench-vs-nginx: senti ($name) was not ready after 60 s" >&2
-  exit 1
-}
 
 # start_nginx: nginx least_conn over the three standalone nodes on a free port (NGINX_URL).
 start_nginx() {
@@ -160,7 +135,7 @@ loadavg_before=$(cut -d' ' -f1-3 /proc/loadavg)
 
 for round in $(seq "$ROUNDS"); do
   echo "bench-vs-nginx: round $round: nginx least_conn over three standalone nodes (cores ${CORES[*]})" >&2
-  for i in 0 1 2; do start_node "n$i" "${CORES[$i]}"; done
+  for i in 0 1 2; do start_node "n$i" "${CORES[$i]}" SENTI__SERVER__NODE_ID="n$i" RUST_LOG=error; done
   start_nginx
   run nginx "$round" "$NGINX_URL"
   stop_everything
@@ -170,7 +145,7 @@ for round in $(seq "$ROUNDS"); do
   gossip0=$(free_port)
   for i in 0 1 2; do
     if ((i == 0)); then gossip=$gossip0; else gossip=$(free_port); fi
-    start_node "n$i" "${CORES[$i]}" SENTI__CLUSTER__ENABLED=true SENTI_CLUSTER_COOKIE="$cookie" \
+    start_node "n$i" "${CORES[$i]}" SENTI__SERVER__NODE_ID="n$i" RUST_LOG=error SENTI__CLUSTER__ENABLED=true SENTI_CLUSTER_COOKIE="$cookie" \
       SENTI__CLUSTER__GOSSIP_LISTEN="127.0.0.1:$gossip" SENTI__CLUSTER__ACTOR_LISTEN="127.0.0.1:$(free_port)" \
       SENTI__CLUSTER__SEEDS="[\"127.0.0.1:$gossip0\"]"
   done
