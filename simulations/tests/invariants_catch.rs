@@ -45,7 +45,11 @@ fn a_gateway_that_ignores_the_client_deadline_answers_late() {
         ..SimConfig::default()
     };
     config.node.routing.attempt_timeout_ms = 5_000;
-    let report = run(config, vec![Op::Rate(500.0), Op::Hang(1), Op::Wait(secs(2.0))]);
+    // Work must cross to the hung node for anything to answer late: gateways keep light, even load
+    // local (the hop costs `remote_hop_cost_tokens`), so the load is about half of capacity and
+    // the hop is free.
+    config.node.advanced.remote_hop_cost_tokens = 0.0;
+    let report = run(config, vec![Op::Rate(3_000.0), Op::Hang(1), Op::Wait(secs(2.0))]);
     assert!(report.violations.iter().any(|v| matches!(v, Violation::Late { .. })), "{report}");
 }
 

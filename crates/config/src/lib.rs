@@ -315,6 +315,9 @@ pub struct AdvancedConfig {
     pub tokens_per_attempt: f64,
     /// What one recent failure of a target adds to its load estimate, in tokens.
     pub failure_penalty_tokens: f64,
+    /// What sending an attempt to another node costs, in tokens of work: a remote actor is chosen
+    /// only when its estimate is lower than the best local one by more than this.
+    pub remote_hop_cost_tokens: f64,
     /// Consecutive failures (errors or attempt timeouts) that eject an actor from the rotation.
     pub eject_consecutive_failures: u32,
     /// First ejection length; each further ejection doubles it.
@@ -355,6 +358,7 @@ impl Default for AdvancedConfig {
             trust_half_life_ms: 200,
             tokens_per_attempt: 64.0,
             failure_penalty_tokens: 512.0,
+            remote_hop_cost_tokens: 64.0,
             eject_consecutive_failures: 5,
             eject_base_ms: 1_000,
             eject_max_ms: 30_000,
@@ -482,6 +486,7 @@ impl Config {
         at_least("advanced.trust_half_life_ms", a.trust_half_life_ms, 1)?;
         fraction("advanced.tokens_per_attempt", a.tokens_per_attempt, 0.0, 1e9)?;
         fraction("advanced.failure_penalty_tokens", a.failure_penalty_tokens, 0.0, 1e9)?;
+        fraction("advanced.remote_hop_cost_tokens", a.remote_hop_cost_tokens, 0.0, 1e9)?;
         at_least("advanced.eject_consecutive_failures", a.eject_consecutive_failures as u64, 1)?;
         at_least("advanced.eject_base_ms", a.eject_base_ms, 1)?;
         at_least("advanced.eject_max_ms", a.eject_max_ms, a.eject_base_ms)?;

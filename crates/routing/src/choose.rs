@@ -45,9 +45,10 @@ pub fn power_of_two_choices<R: Rng + ?Sized>(candidates: &[Candidate], rng: &mut
 
 /// The gateway's placement: every local candidate (its load is exact and costs nothing to read)
 /// and two remote candidates sampled uniformly; the best of these wins. Local actors get work
-/// without a hop whenever they are at least as idle as a random pair of remote ones, and remote
-/// actors are still compared two at a time, so stale gossip cannot send every gateway to the same
-/// one. Ties: local first, then the earlier sampled.
+/// without a hop unless one of a random pair of remote ones is estimated lighter, and a remote
+/// estimate includes the hop's cost ([`estimate`](crate::estimate)), so that means lighter by
+/// more than the hop. Remote actors are still compared two at a time, so stale gossip cannot send
+/// every gateway to the same one. Ties: local first, then the earlier sampled.
 pub fn local_plus_two_remote<R: Rng + ?Sized>(candidates: &[Candidate], rng: &mut R) -> Option<usize> {
     let remote: Vec<&Candidate> = candidates.iter().filter(|c| !c.is_local).collect();
     let sampled: Vec<&Candidate> = match remote.len() {

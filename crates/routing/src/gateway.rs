@@ -2,7 +2,8 @@
 //! over, hedges and ejects outliers.
 //!
 //! It never awaits an inference. `handle` makes a decision over its snapshot of the targets
-//! (microseconds: every local actor and two sampled remote ones, compared by [`estimate`]) and
+//! (microseconds: every local actor and two sampled remote ones, compared by [`estimate`], which
+//! charges a remote one the hop) and
 //! spawns an attempt task (`attempt.rs`); the task waits for the actor's answer, the attempt
 //! timeout, the request's deadline, or the client leaving, and reports back with
 //! [`GatewayMsg::AttemptEnded`]. [`Gateway`] is the handle callers hold.
@@ -35,7 +36,7 @@ use tracing::Instrument;
 use crate::attempt::{self, AttemptOutcome};
 use crate::budget::RetryBudget;
 use crate::choose::{local_plus_two_remote, Candidate};
-use crate::estimate::{estimate, LoadView};
+use crate::estimate::{estimate, mean_backlog, LoadView};
 use crate::hedge::{attempt_timeout, LatencyWindow};
 use crate::job::{Classified, Job};
 use crate::outlier::{may_eject, TargetHealth};
@@ -207,9 +208,14 @@ impl Actor for GatewayActor {
 }
 
 impl GatewayState {
-    fn view(&self, t: &TargetState, now: Instant) -> LoadView {
+    fn view(&self, t: &TargetState, prior_backlog: f64, now: Instant) -> LoadView {
         let failures = t.health.recent_failures(now, &self.params.outlier);
-        LoadView::new(t.target.load.reported(now), t.outstanding, failures)
+        LoadView::new(t.target.load.reported(now), prior_backlog, t.outstanding, failures)
+    }
+
+    /// What an old or missing report decays toward: the mean backlog over every target.
+    fn mean_backlog(&self, now: Instant) -> f64 {
+        mean_backlog(self.targets.iter().map(|t| t.target.load.reported(now)))
     }
 
     /// Whether any target has not been tried for `job` yet.
@@ -230,6 +236,7 @@ impl GatewayState {
         }
         let now = now();
         let tried = job.tried();
+        let mean = self.mean_backlog(now);
         let untried = |t: &&TargetState| match placement {
             Placement::Hedge => !tried.iter().any(|id| id.node == t.target.id.node),
             Placement::First | Placement::Retry => !tried.contains(&t.target.id),
@@ -239,7 +246,7 @@ impl GatewayState {
             .iter()
             .enumerate()
             .filter(|(_, t)| untried(t) && !t.health.is_ejected(now))
-            .map(|(index, t)| self.candidate(index, t, now))
+            .map(|(index, t)| self.candidate(index, t, mean, now))
             .collect();
         // Every untried target ejected: route to them anyway rather than fail (Envoy's panic mode).
         let candidates = if healthy.is_empty() {
@@ -247,7 +254,7 @@ impl GatewayState {
                 .iter()
                 .enumerate()
                 .filter(|(_, t)| untried(t))
-                .map(|(index, t)| self.candidate(index, t, now))
+                .map(|(index, t)| self.candidate(index, t, mean, now))
                 .collect()
         } else {
             healthy
@@ -280,8 +287,8 @@ impl GatewayState {
         attempt::spawn(job, target, myself, timeout, hedge_after_opt);
     }
 
-    fn candidate(&self, index: usize, t: &TargetState, now: Instant) -> Candidate {
-        let view = self.view(t, now);
+    fn candidate(&self, index: usize, t: &TargetState, prior_backlog: f64, now: Instant) -> Candidate {
+        let view = self.view(t, prior_backlog, now);
         Candidate { index, estimate: estimate(&view, &self.params.estimate), is_local: view.is_local }
     }
 
@@ -332,11 +339,12 @@ impl GatewayState {
 
     fn snapshot(&self) -> RoutingSnapshot {
         let now = now();
+        let mean = self.mean_backlog(now);
         let targets = self
             .targets
             .iter()
             .map(|t| {
-                let view = self.view(t, now);
+                let view = self.view(t, mean, now);
                 let never = matches!(t.target.load, crate::target::LoadSource::NeverPublished);
                 TargetReport {
                     target: t.target.id.to_string(),

@@ -15,7 +15,7 @@
 //! One request uses them in this order:
 //! ```text
 //! new request      RetryBudget::deposit (retry and hedge budgets)
-//! place            TargetHealth::is_ejected filters targets; LoadView::new -> estimate ->
+//! place            TargetHealth::is_ejected filters targets; mean_backlog; LoadView::new -> estimate ->
 //!                  Candidate; local_plus_two_remote
 //! slow attempt     HedgePolicy::hedge_delay(LatencyWindow) passes; hedge budget try_withdraw;
 //!                  place again on another node
@@ -42,7 +42,7 @@ mod target;
 pub use attempt::AttemptOutcome;
 pub use budget::RetryBudget;
 pub use choose::{least_loaded, local_plus_two_remote, power_of_two_choices, Candidate};
-pub use estimate::{estimate, EstimateParams, LoadView, Reported};
+pub use estimate::{estimate, mean_backlog, EstimateParams, LoadView, Reported};
 pub use gateway::{Gateway, GatewayActor, GatewayArgs, GatewayMsg};
 pub use hedge::{attempt_timeout, HedgePolicy, LatencyWindow};
 pub use hop::Hop;

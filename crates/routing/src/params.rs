@@ -50,6 +50,7 @@ impl RoutingParams {
                 tokens_per_attempt: a.tokens_per_attempt,
                 trust_half_life: ms(a.trust_half_life_ms),
                 failure_penalty_tokens: a.failure_penalty_tokens,
+                remote_hop_cost_tokens: a.remote_hop_cost_tokens,
             },
             outlier: OutlierParams {
                 consecutive_failures: a.eject_consecutive_failures,

@@ -85,7 +85,7 @@ pub struct TargetReport {
     pub age_ms: u64,
     /// This gateway's attempts on it that have not ended.
     pub outstanding: u32,
-    /// The load estimate placement compares (tokens).
+    /// The load estimate placement compares (tokens; a remote target's includes the hop cost).
     pub estimate: f64,
     /// Milliseconds left in its ejection, if ejected.
     pub ejected_for_ms: Option<u64>,

@@ -559,20 +559,27 @@ async fn equal_load_prefers_the_local_target() {
     // The remote target goes first (index 0), so "lower index wins a tie" would pick it: only the
     // local preference sends requests to `near`. (`GatewayArgs::local` takes any target; its
     // `LoadSource` is what makes it local or remote.)
-    let gw = gateway(vec![remote(&far, 0.0), local(&near)], never_eject()).await;
+    let config = never_eject();
+    let (hop_cost, tokens_per_attempt) = (config.advanced.remote_hop_cost_tokens, config.advanced.tokens_per_attempt);
+    let gw = gateway(vec![remote(&far, 0.0), local(&near)], config).await;
     let snap = snapshot(&gw).await;
-    assert_eq!(report(&snap, "near").estimate, report(&snap, "far").estimate, "equal load");
+    assert_eq!(report(&snap, "near").estimate + hop_cost, report(&snap, "far").estimate, "equal load, plus the hop");
     for i in 0..10 {
         assert_eq!(classify(&gw, &format!("r{i}"), ms(10_000)).await.unwrap().served_by.to_string(), "n1/near");
     }
     assert_eq!(far.attempts(), 0);
 
-    // Load comes first: with one attempt outstanding the local target is busier, and the remote wins.
+    // Load comes first, beyond the hop: with one attempt outstanding (64 tokens, no more than the
+    // hop) the local target still wins; with two it is busier by more than the hop, and the
+    // remote wins.
+    assert!(hop_cost >= tokens_per_attempt && hop_cost < 2.0 * tokens_per_attempt);
     near.set(Behaviour::Hang);
-    let pending = submit(&gw, "hangs", ms(10_000));
+    let first = submit(&gw, "hangs-1", ms(10_000));
     wait_until(ms(1_000), "the local target holds the request", async || near.held() == 1).await;
+    let second = submit(&gw, "hangs-2", ms(10_000));
+    wait_until(ms(1_000), "the local target holds both requests", async || near.held() == 2).await;
     assert_eq!(classify(&gw, "next", ms(10_000)).await.unwrap().served_by.to_string(), "n2/far");
-    drop(pending);
+    drop((first, second));
 }
 
 #[tokio::test(start_paused = true)]

@@ -3,7 +3,7 @@
 //! Runs every policy at every offered load for each cluster size, one simulation at a time on one
 //! thread, prints the markdown tables (progress goes to stderr), and writes one SVG plot per
 //! cluster size, `routing-p99-<nodes>.svg`, into `--img-dir`. `--sweep` instead runs the project's
-//! policy over a grid of estimate weights.
+//! policy over a grid of estimate weights, `--sweep-hop-cost` over remote hop costs.
 #![forbid(unsafe_code)]
 
 use std::path::PathBuf;
@@ -45,6 +45,10 @@ struct Cli {
     /// tokens_per_attempt of the sweep, one table per cluster size and load; no plots.
     #[arg(long)]
     sweep: bool,
+    /// Instead of the grid: the project's policy at `--loads` for every remote hop cost of the
+    /// sweep (`advanced.remote_hop_cost_tokens`), one table per cluster size; no plots.
+    #[arg(long)]
+    sweep_hop_cost: bool,
 }
 
 /// Rows beyond the compared policies, each labelled: the project's policy with other weights
@@ -55,9 +59,10 @@ fn extra_rows() -> Vec<(Policy, bool)> {
     let gateway = gateway_estimate_params();
     vec![
         (Policy::Project(EstimateParams { tokens_per_attempt: 32.0, ..gateway }), false),
-        (Policy::Project(EstimateParams { trust_half_life: Duration::from_millis(20), ..gateway }), true),
+        (Policy::Project(EstimateParams { trust_half_life: Duration::from_millis(20), ..gateway }), false),
         (Policy::ProjectRandomTies(EstimateParams { trust_half_life: Duration::ZERO, ..gateway }), false),
         (Policy::IdleLocalFirst, true),
+        (Policy::ProjectPiggyback(gateway), true),
         (Policy::SampledOracle(2), true),
         (Policy::SampledOracle(4), false),
     ]
@@ -70,6 +75,7 @@ fn is_extra_row(label: &str) -> bool {
 
 const SWEEP_HALF_LIVES_MS: [u64; 7] = [2_000, 500, 200, 100, 50, 20, 0];
 const SWEEP_TOKENS_PER_ATTEMPT: [f64; 4] = [32.0, 64.0, 128.0, 256.0];
+const SWEEP_HOP_COST_TOKENS: [f64; 6] = [0.0, 16.0, 32.0, 64.0, 128.0, 256.0];
 
 fn default_requests(nodes: usize) -> usize {
     if (17..=64).contains(&nodes) {
@@ -110,6 +116,8 @@ fn report(cli: Cli) -> anyhow::Result<()> {
     let started = Instant::now();
     if cli.sweep {
         sweep(&cli);
+    } else if cli.sweep_hop_cost {
+        sweep_hop_cost(&cli);
     } else {
         grid(&cli)?;
     }
@@ -195,5 +203,29 @@ fn sweep(cli: &Cli) {
             }
             println!();
         }
+    }
+}
+
+/// p99, mean and share served locally of the project's policy for each remote hop cost.
+fn sweep_hop_cost(cli: &Cli) {
+    for &nodes in &cli.nodes {
+        let requests = scenario(cli, nodes, cli.loads[0]).measured_requests;
+        println!("### Remote hop cost, {nodes} nodes, {requests} requests per cell\n");
+        print!("| remote_hop_cost_tokens |");
+        cli.loads.iter().for_each(|l| print!(" {:.0}% load: p99 / mean ms, served locally |", l * 100.0));
+        print!("\n|---|");
+        cli.loads.iter().for_each(|_| print!("---:|"));
+        println!();
+        for remote_hop_cost_tokens in SWEEP_HOP_COST_TOKENS {
+            print!("| {remote_hop_cost_tokens} |");
+            for &load in &cli.loads {
+                let params = EstimateParams { remote_hop_cost_tokens, ..gateway_estimate_params() };
+                let r = run(&scenario(cli, nodes, load), &Policy::Project(params));
+                let p99 = r.p99_ms.map_or_else(|| "∞".to_owned(), |v| format!("{v:.1}"));
+                print!(" {p99} / {:.1}, {:.1}% |", r.mean_ms, r.local_share * 100.0);
+            }
+            println!();
+        }
+        println!();
     }
 }

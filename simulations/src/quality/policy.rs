@@ -14,8 +14,8 @@ use rand::rngs::SmallRng;
 use rand::seq::index;
 use rand::Rng;
 use senti_routing::{
-    estimate, least_loaded, local_plus_two_remote, power_of_two_choices, Candidate, EstimateParams, LoadView, Reported,
-    RoutingParams,
+    estimate, least_loaded, local_plus_two_remote, mean_backlog, power_of_two_choices, Candidate, EstimateParams,
+    LoadView, Reported, RoutingParams,
 };
 
 use crate::quality::gossip::Report;
@@ -50,6 +50,10 @@ pub enum Policy {
     /// Hypothetical, not the gateway's code: an idle local actor (exact gauge) if there is one,
     /// else [`Policy::LeastConnections`].
     IdleLocalFirst,
+    /// Hypothetical, not the gateway's code yet: the project's policy where each answer carries
+    /// the actor's backlog as it left the actor, and a remote actor's value is the newer of that
+    /// and its gossip (issue 16: fresher information where it is cheap).
+    ProjectPiggyback(EstimateParams),
 }
 
 /// The estimate weights the gateway uses with the default configuration (`GatewayState::pre_start`).
@@ -85,6 +89,9 @@ impl Policy {
             if params.failure_penalty_tokens != default.failure_penalty_tokens {
                 changed.push(format!("failure penalty {}", params.failure_penalty_tokens));
             }
+            if params.remote_hop_cost_tokens != default.remote_hop_cost_tokens {
+                changed.push(format!("hop cost {}", params.remote_hop_cost_tokens));
+            }
             if changed.is_empty() {
                 String::new()
             } else {
@@ -102,6 +109,9 @@ impl Policy {
             Policy::SampledOracle(d) => format!("reference: best of {d} on true queues"),
             Policy::ProjectRandomTies(params) => format!("hypothetical: project, random ties{}", weights(params)),
             Policy::IdleLocalFirst => "hypothetical: idle local actor, else least-connections".into(),
+            Policy::ProjectPiggyback(params) => {
+                format!("hypothetical: project + backlog on replies{}", weights(params))
+            }
         }
     }
 }
@@ -122,6 +132,8 @@ pub(crate) struct Inputs<'a> {
     pub gossip: &'a [Option<Report>],
     /// This gateway's attempts in flight, by actor.
     pub outstanding: &'a [u32],
+    /// The backlog each actor's latest answer to this gateway carried, by actor.
+    pub replied: &'a [Option<Report>],
 }
 
 /// A policy with its per-gateway state and its own random numbers.
@@ -167,6 +179,7 @@ impl Placer {
             Policy::LeastConnections => self.least_connections(inputs.outstanding),
             Policy::GossipP2c(params) => self.p2c(inputs, &params, false),
             Policy::Project(params) => self.p2c(inputs, &params, true),
+            Policy::ProjectPiggyback(params) => self.p2c_with(inputs, &params, true, 0, true),
             Policy::Oracle => {
                 self.true_candidates(inputs);
                 least_loaded(&self.candidates).expect("no actors. This is a bug.")
@@ -185,7 +198,7 @@ impl Placer {
                 // actors a fair coin (it is decided by the highest bit where they differ, which the
                 // mask flips half of the time).
                 let mask = self.rng.random_range(0..actors.next_power_of_two());
-                self.p2c_with_labels(inputs, &params, true, mask)
+                self.p2c_with(inputs, &params, true, mask, false)
             }
             Policy::IdleLocalFirst => {
                 let local = inputs.node * inputs.actors_per_node..(inputs.node + 1) * inputs.actors_per_node;
@@ -225,37 +238,51 @@ impl Placer {
 
     /// The gateway's placement: one `LoadView` per actor, `estimate`, `power_of_two_choices`.
     fn p2c(&mut self, inputs: &Inputs, params: &EstimateParams, count_outstanding: bool) -> usize {
-        self.p2c_with_labels(inputs, params, count_outstanding, 0)
+        self.p2c_with(inputs, params, count_outstanding, 0, false)
     }
 
-    /// [`Placer::p2c`] with candidate `index` = actor XOR `mask` (0: the actor itself).
-    fn p2c_with_labels(
+    /// [`Placer::p2c`] with candidate `index` = actor XOR `mask` (0: the actor itself), and with
+    /// `read_replies` a remote actor's newer of gossip and the backlog its last answer carried.
+    fn p2c_with(
         &mut self,
         inputs: &Inputs,
         params: &EstimateParams,
         count_outstanding: bool,
         mask: usize,
+        read_replies: bool,
     ) -> usize {
         self.candidates.clear();
-        for (index, report_opt) in inputs.gossip.iter().enumerate() {
-            let is_local = index / inputs.actors_per_node == inputs.node;
-            let reported = if is_local {
+        let reported = |index: usize, report_opt: &Option<Report>| {
+            let newest = match (report_opt, inputs.replied[index]) {
+                (Some(gossiped), Some(replied)) if read_replies && replied.published_ns > gossiped.published_ns => {
+                    Some(replied)
+                }
+                (None, replied) if read_replies => replied,
+                (gossiped, _) => *gossiped,
+            };
+            if index / inputs.actors_per_node == inputs.node {
                 Reported::Local { backlog_tokens: inputs.gauge_tokens[index] as f64 }
             } else {
-                match report_opt {
+                match newest {
                     Some(report) => {
                         let age = Duration::from_nanos(inputs.now_ns.saturating_sub(report.published_ns));
-                        if self.record_ages {
-                            self.age_sum += age;
-                            self.age_count += 1;
-                        }
                         Reported::Gossiped { backlog_tokens: report.backlog_tokens as f64, age }
                     }
                     None => Reported::Never,
                 }
-            };
+            }
+        };
+        // The gateway's prior: the mean over every target, as `GatewayState::place` computes it.
+        let mean = mean_backlog(inputs.gossip.iter().enumerate().map(|(index, r)| reported(index, r)));
+        for (index, report_opt) in inputs.gossip.iter().enumerate() {
+            let reported = reported(index, report_opt);
+            if let (true, Reported::Gossiped { age, .. }) = (self.record_ages, reported) {
+                self.age_sum += age;
+                self.age_count += 1;
+            }
             let outstanding = if count_outstanding { inputs.outstanding[index] } else { 0 };
-            let view = LoadView::new(reported, outstanding, 0.0);
+            let view = LoadView::new(reported, mean, outstanding, 0.0);
+            let is_local = view.is_local;
             self.candidates.push(Candidate { index: index ^ mask, estimate: estimate(&view, params), is_local });
         }
         let chosen = if count_outstanding {
@@ -289,6 +316,7 @@ mod tests {
                 true_tokens: &true_tokens,
                 gossip: &[None; 8],
                 outstanding: &[0; 8],
+                replied: &[None; 8],
             };
             let chosen = placer.place(&inputs);
             let shortest = *true_tokens.iter().min().unwrap();
@@ -321,6 +349,7 @@ mod tests {
             true_tokens: &[0; 4],
             gossip: &gossip,
             outstanding: &[3, 0, 0, 0],
+            replied: &[None; 4],
         };
         let params = gateway_estimate_params();
         let mut project = Placer::new(Policy::Project(params), 2, 4, SmallRng::seed_from_u64(3));

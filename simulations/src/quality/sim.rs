@@ -11,7 +11,8 @@
 //! Deadline (arrival + deadline): not answered yet -> dropped, the attempt abandoned
 //! ```
 //! The gateway's count of outstanding attempts drops when the reply arrives or the deadline
-//! passes, whichever is first, as `AttemptEnded` does. Periodic events: each node's load
+//! passes, whichever is first, as `AttemptEnded` does. Every answer (scores or 429) carries the
+//! actor's gauge as it left, for the policy that reads backlogs from replies. Periodic events: each node's load
 //! publisher and gossip round ([`gossip`](crate::quality::gossip)).
 //!
 //! Random numbers come from three seeded streams, so every policy sees the same requests (arrival
@@ -26,7 +27,7 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution, Exp};
 
-use crate::quality::gossip::Gossip;
+use crate::quality::gossip::{Gossip, Report};
 use crate::quality::policy::{Inputs, Placer, Policy};
 use crate::quality::scenario::{Scenario, ServiceSampler};
 
@@ -132,6 +133,8 @@ struct Request {
     /// The gateway stopped counting the attempt as outstanding.
     attempt_ended: bool,
     measured: bool,
+    /// The actor's gauge when its answer left it, and when: what a reply could carry back.
+    answered_with: Option<Report>,
 }
 
 struct Sim<'a> {
@@ -150,6 +153,9 @@ struct Sim<'a> {
     true_tokens: Vec<u64>,
     /// `outstanding[gateway * actors + actor]`: the gateway's attempts not ended.
     outstanding: Vec<u32>,
+    /// `replied[gateway * actors + actor]`: the backlog the actor's latest answer to the gateway
+    /// carried (only [`Policy::ProjectPiggyback`] reads it).
+    replied: Vec<Option<Report>>,
     gossip: Gossip,
     placer: Placer,
     arrivals_rng: SmallRng,
@@ -197,6 +203,7 @@ pub fn run(scenario: &Scenario, policy: &Policy) -> CellResult {
         gauge_tokens: vec![0; actors],
         true_tokens: vec![0; actors],
         outstanding: vec![0; scenario.nodes * actors],
+        replied: vec![None; scenario.nodes * actors],
         gossip: Gossip::new(scenario.nodes, actors),
         placer: Placer::new(*policy, scenario.nodes, actors, stream(scenario.seed, 3)),
         arrivals_rng: stream(scenario.seed, 1),
@@ -264,6 +271,7 @@ impl Sim<'_> {
         }
         self.placer.record_ages = measured;
         let outstanding = &self.outstanding[gateway * actors..(gateway + 1) * actors];
+        let replied = &self.replied[gateway * actors..(gateway + 1) * actors];
         let inputs = Inputs {
             node: gateway,
             actors_per_node: self.scenario.actors_per_node,
@@ -272,6 +280,7 @@ impl Sim<'_> {
             true_tokens: &self.true_tokens,
             gossip: self.gossip.view_of(gateway),
             outstanding,
+            replied,
         };
         let actor = self.placer.place(&inputs);
         let req = u32::try_from(self.requests.len()).expect("more than 4 billion requests. This is a bug.");
@@ -283,6 +292,7 @@ impl Sim<'_> {
             done: false,
             attempt_ended: false,
             measured,
+            answered_with: None,
         };
         let local = self.is_local(&request);
         if measured && local {
@@ -338,6 +348,9 @@ impl Sim<'_> {
     }
 
     fn send_reply(&mut self, req: u32, rejected: bool) {
+        let actor = self.requests[req as usize].actor as usize;
+        let backlog_tokens = self.gauge_tokens[actor];
+        self.requests[req as usize].answered_with = Some(Report { backlog_tokens, published_ns: self.now });
         if self.is_local(&self.requests[req as usize]) {
             self.reply_arrived(req, rejected);
         } else {
@@ -348,7 +361,12 @@ impl Sim<'_> {
     fn reply_arrived(&mut self, req: u32, rejected: bool) {
         self.end_attempt(req);
         let now = self.now;
+        let actors = self.scenario.total_actors();
         let request = &mut self.requests[req as usize];
+        let slot = &mut self.replied[request.gateway as usize * actors + request.actor as usize];
+        if slot.is_none_or(|last| request.answered_with.is_some_and(|new| new.published_ns >= last.published_ns)) {
+            *slot = request.answered_with;
+        }
         if request.done {
             return;
         }
@@ -455,6 +473,7 @@ mod tests {
             Policy::SampledOracle(4),
             Policy::ProjectRandomTies(params),
             Policy::IdleLocalFirst,
+            Policy::ProjectPiggyback(params),
         ];
         for policy in Policy::compared().into_iter().chain(others) {
             let a = run(&small(0.85, 7), &policy);

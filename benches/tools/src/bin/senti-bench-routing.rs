@@ -161,6 +161,7 @@ fn random_view(is_local: bool, rng: &mut SmallRng) -> LoadView {
     LoadView {
         reported_backlog: f64::from(rng.random_range(0..2_000u32)),
         reported_age: if is_local { Duration::ZERO } else { Duration::from_millis(rng.random_range(0..1_000)) },
+        prior_backlog: 1_000.0,
         outstanding: rng.random_range(0..4),
         recent_failures: if rng.random_ratio(1, 10) { rng.random_range(0.0..2.0) } else { 0.0 },
         is_local,
