@@ -171,13 +171,19 @@ impl Default for LimitsConfig {
 #[derive(Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthConfig {
-    /// Accepted bearer tokens; empty means authentication is off.
+    /// Accepted bearer tokens; empty means authentication is off. When set, they guard
+    /// classification, `/v1/cluster` and (unless `open_metrics`) `/metrics`.
     pub tokens: Vec<String>,
+    /// Leave `/metrics` open when tokens are set, for a Prometheus that has no token.
+    pub open_metrics: bool,
 }
 
 impl fmt::Debug for AuthConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("AuthConfig").field("tokens", &format_args!("[{} redacted]", self.tokens.len())).finish()
+        f.debug_struct("AuthConfig")
+            .field("tokens", &format_args!("[{} redacted]", self.tokens.len()))
+            .field("open_metrics", &self.open_metrics)
+            .finish()
     }
 }
 
@@ -672,7 +678,7 @@ mod repo_configs {
         // nothing; count them too.
         let unset = ["server.node_id", "model.path", "model.variant", "model.onnxruntime"].len()
             + ["cluster.gossip_advertise", "cluster.actor_advertise"].len();
-        // 22 before the HTTP hardening of issue 14 added four `[server]` keys.
+        // 22 before the HTTP hardening of issue 14 added four `[server]` keys and `auth.open_metrics`.
         assert!((18..=28).contains(&(keys + unset)), "{} user-facing keys", keys + unset);
     }
 
