@@ -83,11 +83,35 @@ pub struct ServerConfig {
     pub node_id: Option<String>,
     /// How long a graceful shutdown waits for in-flight requests before giving up.
     pub shutdown_grace_ms: u64,
+    /// A request's headers (from a new connection's start, or from the first byte of a request
+    /// on a kept-alive one) must all arrive within this, or the connection is closed.
+    pub header_timeout_ms: u64,
+    /// A request's whole body must arrive within this from the end of its headers, besides
+    /// `limits.max_body_bytes`, or the connection is closed.
+    pub body_timeout_ms: u64,
+    /// A kept-alive connection with no request for this long is closed; so is one whose answer
+    /// the client has not read for this long.
+    pub idle_timeout_ms: u64,
+    /// Most connections served at once; beyond it a new connection gets a 503 and is closed,
+    /// while the open ones keep being served. Keep it well below the process's file limit
+    /// (`LimitNOFILE` in cluster-config/systemd/senti.service).
+    pub max_connections: usize,
 }
 
 impl Default for ServerConfig {
     fn default() -> Self {
-        Self { listen: SocketAddr::from(([127, 0, 0, 1], 8080)), node_id: None, shutdown_grace_ms: 30_000 }
+        // Timeouts as nginx and Envoy ship them, give or take: 10 s for headers, 30 s for a body,
+        // 60 s of keep-alive idleness. 512 connections leave half of a 1,024 file limit for
+        // sessions, gossip, the model and logs.
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            node_id: None,
+            shutdown_grace_ms: 30_000,
+            header_timeout_ms: 10_000,
+            body_timeout_ms: 30_000,
+            idle_timeout_ms: 60_000,
+            max_connections: 512,
+        }
     }
 }
 
@@ -147,13 +171,19 @@ impl Default for LimitsConfig {
 #[derive(Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthConfig {
-    /// Accepted bearer tokens; empty means authentication is off.
+    /// Accepted bearer tokens; empty means authentication is off. When set, they guard
+    /// classification, `/v1/cluster` and (unless `open_metrics`) `/metrics`.
     pub tokens: Vec<String>,
+    /// Leave `/metrics` open when tokens are set, for a Prometheus that has no token.
+    pub open_metrics: bool,
 }
 
 impl fmt::Debug for AuthConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("AuthConfig").field("tokens", &format_args!("[{} redacted]", self.tokens.len())).finish()
+        f.debug_struct("AuthConfig")
+            .field("tokens", &format_args!("[{} redacted]", self.tokens.len()))
+            .field("open_metrics", &self.open_metrics)
+            .finish()
     }
 }
 
@@ -417,6 +447,11 @@ impl Config {
             }
             Ok(())
         }
+        let s = &self.server;
+        at_least("server.header_timeout_ms", s.header_timeout_ms, 1)?;
+        at_least("server.body_timeout_ms", s.body_timeout_ms, 1)?;
+        at_least("server.idle_timeout_ms", s.idle_timeout_ms, 1)?;
+        at_least("server.max_connections", s.max_connections as u64, 1)?;
         let e = &self.engine;
         at_least("engine.actors", e.actors as u64, 1)?;
         at_least("engine.threads_per_actor", e.threads_per_actor as u64, 1)?;
@@ -648,7 +683,23 @@ mod repo_configs {
         // nothing; count them too.
         let unset = ["server.node_id", "model.path", "model.variant", "model.onnxruntime"].len()
             + ["cluster.gossip_advertise", "cluster.actor_advertise"].len();
-        assert!((18..=26).contains(&(keys + unset)), "{} user-facing keys", keys + unset);
+        // 22 before the HTTP hardening of issue 14 added four `[server]` keys and `auth.open_metrics`.
+        assert!((18..=28).contains(&(keys + unset)), "{} user-facing keys", keys + unset);
+    }
+
+    /// The systemd unit's file limit leaves room above the connection cap for everything else
+    /// the node opens (listeners, sessions, ONNX Runtime, logs), so a flood meets the cap first.
+    #[test]
+    fn the_systemd_file_limit_fits_the_connection_cap() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../cluster-config/systemd/senti.service");
+        let unit = std::fs::read_to_string(path).unwrap();
+        let limit: usize = unit
+            .lines()
+            .find_map(|l| l.strip_prefix("LimitNOFILE="))
+            .and_then(|v| v.trim().parse().ok())
+            .expect("senti.service sets LimitNOFILE");
+        let cap = ServerConfig::default().max_connections;
+        assert!(limit >= cap + 512, "LimitNOFILE={limit} leaves too little above server.max_connections = {cap}");
     }
 
     #[test]

@@ -272,7 +272,7 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Status>)
 }
 
 /// Prometheus metrics in text format.
-#[utoipa::path(get, path = "/metrics", responses((status = 200, content_type = "text/plain", body = String)))]
+#[utoipa::path(get, path = "/metrics", responses((status = 200, content_type = "text/plain", body = String), (status = 401), (status = 403)))]
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     for actor in state.engine.actors().iter() {
         let load = actor.gauge.snapshot();

@@ -42,11 +42,14 @@ pub fn app(state: AppState) -> Router {
         .merge(inference)
         .route("/v1/cluster", get(crate::cluster::cluster))
         .route_layer(middleware::from_fn_with_state(state.clone(), crate::auth::require_token));
+    let metrics = Router::new()
+        .route("/metrics", get(api::metrics))
+        .route_layer(middleware::from_fn_with_state(state.clone(), crate::auth::require_token_for_metrics));
     Router::new()
         .merge(protected)
+        .merge(metrics)
         .route("/healthz", get(api::healthz))
         .route("/readyz", get(api::readyz))
-        .route("/metrics", get(api::metrics))
         .route("/openapi.json", get(|| async { Json(openapi()) }))
         .route("/", get(|| async { Html(crate::ui::INDEX_HTML) }))
         .route("/cluster", get(|| async { Html(crate::ui::CLUSTER_HTML) }))

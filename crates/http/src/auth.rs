@@ -1,8 +1,10 @@
 //! Optional bearer-token authentication (off when `auth.tokens` is empty).
 //!
-//! Guards the classification routes only: health, readiness, metrics, the OpenAPI document and
-//! the web page stay open so that probes and scrapers need no secret. Tokens are compared in
-//! constant time.
+//! Guards what reads or spends the cluster: classification, `GET /v1/cluster` (node ids, gossip
+//! and actor addresses, recent errors) and `GET /metrics` unless `auth.open_metrics` is set for a
+//! Prometheus without a token. Health, readiness, the OpenAPI document and the web pages stay
+//! open: probes need no secret, and the pages are static (the cluster page asks for a token and
+//! sends it with its `/v1/cluster` requests). Tokens are compared in constant time.
 
 use axum::extract::{Request, State};
 use axum::http::header;
@@ -30,6 +32,14 @@ pub async fn require_token(State(state): State<AppState>, req: Request, next: Ne
         }
         Some(_) => ApiError::WrongToken.into_response(),
     }
+}
+
+/// [`require_token`], unless `auth.open_metrics` leaves `/metrics` open.
+pub async fn require_token_for_metrics(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    if state.auth.open_metrics {
+        return next.run(req).await;
+    }
+    require_token(State(state), req, next).await
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {

@@ -104,6 +104,8 @@ pub enum ApiError {
     QueueFull(Duration),
     /// 503: shutting down.
     ShuttingDown,
+    /// 503: `server.max_connections` connections are open; this one is closed after the answer.
+    TooManyConnections(u64),
     /// 503: not ready or no actor available.
     Unavailable,
     /// 504: the deadline passed.
@@ -199,6 +201,14 @@ impl ApiError {
                 "the node is shutting down; send the request to another node".into(),
                 None,
             ),
+            TooManyConnections(max) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too_many_connections",
+                format!(
+                    "this node serves {max} connections at once and all are taken; retry shortly or use another node"
+                ),
+                Some(LimitInfo { name: "server.max_connections", value: *max }),
+            ),
             Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "unavailable", "no inference actor is ready".into(), None),
             BadModel => (
                 StatusCode::BAD_REQUEST,
@@ -244,7 +254,8 @@ fn retry_after_secs(after: Duration) -> u64 {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code, message, limit) = self.parts();
-        if status.is_server_error() {
+        // Refused connections are counted and logged (rate-limited) by the server loop instead.
+        if status.is_server_error() && !matches!(self, ApiError::TooManyConnections(_)) {
             tracing::warn!(%status, code, %message, "request failed");
         }
         let summary = ErrorSummary { code, message: message.clone() };
@@ -255,7 +266,7 @@ impl IntoResponse for ApiError {
             ApiError::QueueFull(after) => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs(*after)));
             }
-            ApiError::ShuttingDown => {
+            ApiError::ShuttingDown | ApiError::TooManyConnections(_) => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
                 headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
             }

@@ -1,7 +1,8 @@
 //! The JSON body extractor: every way a body can be wrong gets its own clear error.
 //!
 //! axum's `Json` rejects with plain-text bodies; this one checks, in order, the content type (415:
-//! only `application/json`, with or without parameters such as `charset`),
+//! only `application/json`, any case, with at most a `charset=utf-8` parameter: no `+json`
+//! suffixes, no other charsets),
 //! the size (413, without reading more than the limit), UTF-8 (400), JSON syntax (400) and the
 //! shape (422), and answers in the API's error format.
 
@@ -20,13 +21,7 @@ impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
-        let is_json = req
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(';').next())
-            .map(|mime| mime.trim().eq_ignore_ascii_case("application/json"))
-            .unwrap_or(false);
+        let is_json = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(is_json);
         if !is_json {
             return Err(ApiError::UnsupportedMediaType);
         }
@@ -49,5 +44,48 @@ impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
             serde_json::error::Category::Data => ApiError::InvalidRequest(err.to_string()),
             _ => ApiError::MalformedJson(err.to_string()),
         })
+    }
+}
+
+/// `application/json`, optionally with `charset=utf-8` (quoted or not), case-insensitive. The
+/// body is read as UTF-8 whatever it says, so any other charset would be a lie we act on.
+fn is_json(content_type: &str) -> bool {
+    let mut parts = content_type.split(';').map(str::trim);
+    if !parts.next().is_some_and(|mime| mime.eq_ignore_ascii_case("application/json")) {
+        return false;
+    }
+    parts.filter(|p| !p.is_empty()).all(|param| {
+        param.split_once('=').is_some_and(|(name, value)| {
+            name.trim().eq_ignore_ascii_case("charset") && value.trim().trim_matches('"').eq_ignore_ascii_case("utf-8")
+        })
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_json;
+
+    #[test]
+    fn only_application_json_with_an_optional_utf8_charset_is_json() {
+        for ok in [
+            "application/json",
+            "Application/JSON",
+            "application/json; charset=utf-8",
+            "application/json;charset=\"UTF-8\"",
+            "application/json;",
+        ] {
+            assert!(is_json(ok), "{ok}");
+        }
+        for bad in [
+            "application/evil+json",
+            "application/json-seq",
+            "text/json",
+            "application/json; charset=latin1",
+            "application/json; boundary=x",
+            "application/json, text/plain",
+            "",
+        ] {
+            assert!(!is_json(bad), "{bad}");
+        }
     }
 }

@@ -1,6 +1,7 @@
 //! senti's HTTP API: axum handlers over the engine, one error-to-status mapping, metrics, the
 //! web page and the generated OpenAPI document.
 //!
+//! [`serve`] runs the app on a socket with the `[server]` timeouts and connection cap.
 //! A request's path here: [`app`] (router + middleware: request id and span, node header,
 //! metrics, auth) -> `api::classify` (validate limits, compute the deadline, tokenize once with
 //! `Engine::encode`) -> `Gateway::classify` (the gateway actor, `senti-routing`) -> back as JSON,
@@ -17,6 +18,7 @@ mod error;
 mod extract;
 mod metrics;
 mod recent;
+mod serve;
 mod state;
 mod ui;
 
@@ -30,4 +32,5 @@ pub use error::{ApiError, ErrorBody, ErrorDetail, LimitInfo};
 pub use recent::{ErrorRecord, RecentErrors, RECENT_ERRORS};
 pub use senti_cluster::{ActorReport, ClusterReport, DeadReport, MemberReport};
 pub use senti_routing::{RoutingSnapshot, TargetReport};
+pub use serve::{serve, ServeLimits, REFUSING_AT_ONCE};
 pub use state::AppState;

@@ -180,7 +180,12 @@ async fn wrong_content_type_is_415() {
         .unwrap();
     assert_error(&send(&app, req).await, StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type");
     let req = Request::post("/analyze")
-        .header(header::CONTENT_TYPE, "application/json; charset=utf-8")
+        .header(header::CONTENT_TYPE, "application/json; charset=latin1")
+        .body(Body::from("{\"text\":\"好\"}"))
+        .unwrap();
+    assert_error(&send(&app, req).await, StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type");
+    let req = Request::post("/analyze")
+        .header(header::CONTENT_TYPE, "Application/JSON; charset=UTF-8")
         .body(Body::from("{\"text\":\"好\"}"))
         .unwrap();
     assert_eq!(send(&app, req).await.status, StatusCode::OK);
@@ -217,8 +222,8 @@ fn futures_stream_body(chunks: Vec<String>) -> Body {
 
 #[tokio::test]
 async fn bearer_tokens_when_configured() {
-    let config = Config { auth: AuthConfig { tokens: vec!["s3cret".into()] }, ..Config::default() };
-    let app = app(state_with(config).await);
+    let auth = AuthConfig { tokens: vec!["s3cret".into()], ..AuthConfig::default() };
+    let app = app(state_with(Config { auth, ..Config::default() }).await);
     let body = json!({"text": "好"});
     assert_error(&send(&app, post_json("/analyze", body.clone())).await, StatusCode::UNAUTHORIZED, "missing_token");
     let mut req = post_json("/analyze", body.clone());
@@ -227,9 +232,29 @@ async fn bearer_tokens_when_configured() {
     let mut req = post_json("/analyze", body);
     req.headers_mut().insert(header::AUTHORIZATION, "Bearer s3cret".parse().unwrap());
     assert_eq!(send(&app, req).await.status, StatusCode::OK);
-    // Probes stay open.
-    let health = send(&app, Request::get("/healthz").body(Body::empty()).unwrap()).await;
-    assert_eq!(health.status, StatusCode::OK);
+    // Probes and the (static) pages stay open.
+    for path in ["/healthz", "/readyz", "/", "/cluster", "/openapi.json"] {
+        let reply = send(&app, Request::get(path).body(Body::empty()).unwrap()).await;
+        assert_eq!(reply.status, StatusCode::OK, "{path}: {}", reply.text);
+    }
+    // What the cluster looks like, and its metrics, need the token.
+    for path in ["/v1/cluster", "/metrics"] {
+        let reply = send(&app, Request::get(path).body(Body::empty()).unwrap()).await;
+        assert_error(&reply, StatusCode::UNAUTHORIZED, "missing_token");
+        assert_eq!(reply.headers[header::WWW_AUTHENTICATE], "Bearer");
+        let req = Request::get(path).header(header::AUTHORIZATION, "Bearer s3cret").body(Body::empty()).unwrap();
+        assert_eq!(send(&app, req).await.status, StatusCode::OK, "{path}");
+    }
+}
+
+#[tokio::test]
+async fn open_metrics_leaves_only_metrics_open() {
+    let auth = AuthConfig { tokens: vec!["s3cret".into()], open_metrics: true };
+    let app = app(state_with(Config { auth, ..Config::default() }).await);
+    let metrics = send(&app, Request::get("/metrics").body(Body::empty()).unwrap()).await;
+    assert_eq!(metrics.status, StatusCode::OK, "{}", metrics.text);
+    let cluster = send(&app, Request::get("/v1/cluster").body(Body::empty()).unwrap()).await;
+    assert_error(&cluster, StatusCode::UNAUTHORIZED, "missing_token");
 }
 
 #[tokio::test]

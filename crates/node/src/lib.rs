@@ -92,13 +92,11 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
     let addr = listener.local_addr()?;
     let (stop_server, stopped) = oneshot::channel::<()>();
     let app = senti_http::app(state.clone());
-    let server = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async {
-                let _ = stopped.await;
-            })
-            .await
-    });
+    let limits = senti_http::ServeLimits::from_config(&config.server);
+    warn_if_files_run_out_first(limits.max_connections);
+    let server = tokio::spawn(senti_http::serve(listener, app, limits, async {
+        let _ = stopped.await;
+    }));
     tracing::info!(node = %node_id, %addr, "listening");
     if config.cluster.enabled {
         let cluster = Cluster::start(&config, &engine, &gateway, readiness.clone(), addr).await?;
@@ -120,6 +118,34 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
         server,
         grace: Duration::from_millis(config.server.shutdown_grace_ms),
     })
+}
+
+/// Files the node opens besides HTTP connections: listeners, remote-actor sessions, ONNX Runtime,
+/// logs. A lone node holds 15 once ready (`ls /proc/PID/fd`); a cluster adds a few per peer.
+const FILES_BESIDES_CONNECTIONS: u64 = 200;
+
+/// Warns when the process's open-file limit is below what `server.max_connections` needs, so that
+/// a flood of connections would meet `EMFILE` (every new request failing) before the cap (a 503).
+fn warn_if_files_run_out_first(max_connections: usize) {
+    let Some(soft) = open_file_limit() else {
+        return;
+    };
+    let needed = max_connections as u64 + senti_http::REFUSING_AT_ONCE as u64 + FILES_BESIDES_CONNECTIONS;
+    if soft < needed {
+        tracing::warn!(
+            open_file_limit = soft,
+            needed,
+            "the open-file limit is below `server.max_connections` plus what the node needs besides; \
+             raise it (LimitNOFILE, ulimit -n) or lower `server.max_connections`"
+        );
+    }
+}
+
+/// The soft limit on open files, from /proc/self/limits (Linux; `None` elsewhere or unlimited).
+fn open_file_limit() -> Option<u64> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line.trim_start_matches("Max open files").split_whitespace().next()?.parse().ok()
 }
 
 /// Runs the known-answer texts through the whole engine; checks labels when the model has

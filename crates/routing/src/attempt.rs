@@ -5,6 +5,12 @@
 //! attempts only) the hedge delay, which asks the gateway for a backup on another node and keeps
 //! waiting. When it ends it reports to the gateway ([`GatewayMsg::AttemptEnded`]); a retryable
 //! failure with no other attempt running asks for a retry ([`GatewayMsg::Retry`]).
+//!
+//! Big requests get time in proportion: the gateway gives an attempt at least twice what its
+//! tokens are expected to take ([`expected_time`], [`sized_timeout`]), and an attempt that timed
+//! out is retried only if the request's deadline leaves room for that expected time
+//! ([`retry_fits`]); otherwise redoing the whole work elsewhere could only end in a 504 later,
+//! after costing a second node the same work.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -16,6 +22,7 @@ use tokio::sync::oneshot;
 use tracing::Instrument;
 
 use crate::gateway::{now, GatewayMsg};
+use crate::hedge::LatencyWindow;
 use crate::job::{Classified, Job};
 use crate::target::Target;
 
@@ -46,16 +53,53 @@ impl AttemptOutcome {
     }
 }
 
-/// Starts one attempt of `job` on `target`.
+/// Speed assumed before the gateway has timed any attempt of [`SIZED_MIN_TOKENS`] or more:
+/// senti-engine's own assumption before its first batch (2,000 tokens/s; load.rs).
+const INITIAL_SECONDS_PER_KILOTOKEN: f64 = 0.5;
+/// Attempts smaller than this say more about fixed costs (queue wait, a hop) than about speed:
+/// they are not recorded in the speed window.
+pub(crate) const SIZED_MIN_TOKENS: usize = 512;
+/// Which quantile of recent speeds an attempt is expected to go at: a slow but normal one.
+const SPEED_QUANTILE: f64 = 0.9;
+
+/// The time per 1,000 tokens of one successful attempt, for the gateway's speed window; `None`
+/// for attempts too small to say ([`SIZED_MIN_TOKENS`]).
+pub(crate) fn per_kilotoken(latency: Duration, tokens: usize) -> Option<Duration> {
+    (tokens >= SIZED_MIN_TOKENS).then(|| latency.mul_f64(1_000.0 / tokens as f64))
+}
+
+/// How long an attempt of `tokens` tokens is expected to take: at the recent p90 speed of this
+/// gateway's attempts (`speeds`: time per 1,000 tokens), or at 2,000 tokens/s before any.
+pub(crate) fn expected_time(speeds: &LatencyWindow, tokens: usize) -> Duration {
+    let per_kilotoken =
+        speeds.quantile(SPEED_QUANTILE).unwrap_or_else(|| Duration::from_secs_f64(INITIAL_SECONDS_PER_KILOTOKEN));
+    per_kilotoken.mul_f64(tokens as f64 / 1_000.0)
+}
+
+/// An attempt's timeout: the size-free one ([`attempt_timeout`](crate::attempt_timeout): p99-based,
+/// at most `routing.attempt_timeout_ms`), or twice the expected time when that is longer. The
+/// request's deadline still bounds it.
+pub(crate) fn sized_timeout(size_free: Duration, expected: Duration) -> Duration {
+    size_free.max(expected.saturating_mul(2))
+}
+
+/// Whether another attempt, expected to take `expected`, fits in the `remaining` time.
+pub(crate) fn retry_fits(remaining: Duration, expected: Duration) -> bool {
+    remaining >= expected
+}
+
+/// Starts one attempt of `job` on `target`. `expected` is how long the gateway expects it to
+/// take; a timed-out attempt is retried only if the deadline leaves that much.
 pub(crate) fn spawn(
     job: Arc<Job>,
     target: Target,
     gateway: ActorRef<GatewayMsg>,
     attempt_timeout: Duration,
+    expected: Duration,
     hedge_after_opt: Option<Duration>,
 ) {
     let span = tracing::info_span!("request", id = %job.request);
-    tokio::spawn(run(job, target, gateway, attempt_timeout, hedge_after_opt).instrument(span));
+    tokio::spawn(run(job, target, gateway, attempt_timeout, expected, hedge_after_opt).instrument(span));
 }
 
 async fn run(
@@ -63,9 +107,11 @@ async fn run(
     target: Target,
     gateway: ActorRef<GatewayMsg>,
     attempt_timeout: Duration,
+    expected: Duration,
     hedge_after_opt: Option<Duration>,
 ) {
     let started = tokio::time::Instant::now();
+    let tokens = job.texts.total_tokens();
     let request_deadline = tokio::time::Instant::from_std(job.deadline);
     let attempt_deadline = request_deadline.min(started + attempt_timeout);
     let (tx, rx) = oneshot::channel::<InferResult>();
@@ -102,7 +148,8 @@ async fn run(
                         // The caller left (or another attempt answered): dropping `rx` closes the
                         // actor's reply port, so a local actor drops the queued texts.
                         job.in_flight.fetch_sub(1, Ordering::AcqRel);
-                        let _ = gateway.cast(GatewayMsg::AttemptEnded { target: target.id, outcome: AttemptOutcome::Abandoned });
+                        let outcome = AttemptOutcome::Abandoned;
+                        let _ = gateway.cast(GatewayMsg::AttemptEnded { target: target.id, outcome, tokens });
                         return;
                     }
                     _ = &mut hedge, if !hedged => {
@@ -117,7 +164,7 @@ async fn run(
     };
     let in_flight = job.in_flight.fetch_sub(1, Ordering::AcqRel) - 1;
     let outcome = AttemptOutcome::of(&result, started.elapsed());
-    let _ = gateway.cast(GatewayMsg::AttemptEnded { target: target.id.clone(), outcome });
+    let _ = gateway.cast(GatewayMsg::AttemptEnded { target: target.id.clone(), outcome, tokens });
     match result {
         Ok(scores) => {
             job.answer(Ok(Classified { scores, served_by: target.id, attempts: job.attempts() }));
@@ -126,8 +173,13 @@ async fn run(
             if job.is_done() {
                 return;
             }
-            let retryable = err.is_retryable() && now() < job.deadline;
-            tracing::warn!(target = %target.id, error = %err, in_flight, retryable, "attempt failed");
+            let remaining = job.deadline.saturating_duration_since(now());
+            let time_for_another = match err {
+                InferError::AttemptTimedOut => retry_fits(remaining, expected),
+                _ => !remaining.is_zero(),
+            };
+            let retryable = err.is_retryable() && time_for_another;
+            tracing::warn!(target = %target.id, error = %err, in_flight, retryable, ?remaining, ?expected, "attempt failed");
             *job.last_error.lock().expect("job lock poisoned. This is a bug.") = Some(err);
             if in_flight > 0 {
                 return; // a hedge still runs; it answers or retries
@@ -140,5 +192,48 @@ async fn run(
                 job.answer(Err(InferError::ShuttingDown));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(millis: u64) -> Duration {
+        Duration::from_millis(millis)
+    }
+
+    #[test]
+    fn small_requests_keep_the_size_free_timeout() {
+        let cold = LatencyWindow::default();
+        // 30 tokens at the assumed 2,000 tokens/s: 15 ms, far below a 3 s timeout.
+        assert_eq!(expected_time(&cold, 30), ms(15));
+        assert_eq!(sized_timeout(ms(3_000), expected_time(&cold, 30)), ms(3_000));
+        assert_eq!(per_kilotoken(ms(5), 30), None, "too small to measure speed with");
+    }
+
+    #[test]
+    fn big_requests_get_twice_their_expected_time() {
+        // Issue 14's case: 256 long texts, about 64k tokens. Before any measurement, 2,000
+        // tokens/s: 32 s expected, so the attempt gets the whole deadline instead of 3 s.
+        let cold = LatencyWindow::default();
+        assert_eq!(expected_time(&cold, 64_000), ms(32_000));
+        assert_eq!(sized_timeout(ms(3_000), expected_time(&cold, 64_000)), ms(64_000));
+        // Measured: 20 attempts of 2,048 tokens in 100 ms each = 48.8 ms per 1,000 tokens.
+        let mut speeds = LatencyWindow::default();
+        for _ in 0..20 {
+            speeds.record(per_kilotoken(ms(100), 2_048).unwrap());
+        }
+        let expected = expected_time(&speeds, 64_000);
+        assert!(expected > ms(3_100) && expected < ms(3_150), "{expected:?}");
+        let timeout = sized_timeout(ms(3_000), expected);
+        assert_eq!(timeout, expected * 2, "6.25 s: one attempt can finish, where 3 s could not");
+    }
+
+    #[test]
+    fn a_retry_needs_the_expected_time_left() {
+        assert!(retry_fits(ms(5_000), ms(3_200)));
+        assert!(!retry_fits(ms(3_000), ms(3_200)), "it would only end in a 504, after costing another node the work");
+        assert!(retry_fits(ms(1), Duration::ZERO));
     }
 }

@@ -62,6 +62,8 @@ pub enum GatewayMsg {
         target: TargetId,
         /// How it ended.
         outcome: AttemptOutcome,
+        /// The request's size: with the latency, the speed that sizes later attempts' timeouts.
+        tokens: usize,
     },
     /// The cluster's current remote targets (replaces the previous set).
     SetRemoteTargets(Vec<Target>),
@@ -107,6 +109,8 @@ pub struct GatewayState {
     retry_budget: RetryBudget,
     hedge_budget: RetryBudget,
     latencies: LatencyWindow,
+    /// Time per 1,000 tokens of recent successful attempts of some size (attempt.rs).
+    speeds: LatencyWindow,
     rng: SmallRng,
     retries: u64,
     hedges: u64,
@@ -150,6 +154,7 @@ impl Actor for GatewayActor {
             ),
             hedge_budget: RetryBudget::new(p.hedge_budget_ratio, 1.0, p.hedge_budget_cap),
             latencies: LatencyWindow::default(),
+            speeds: LatencyWindow::default(),
             rng: SmallRng::seed_from_u64(args.seed),
             retries: 0,
             hedges: 0,
@@ -197,7 +202,7 @@ impl Actor for GatewayActor {
                 }
                 state.place(job, Placement::Hedge, myself);
             }
-            GatewayMsg::AttemptEnded { target, outcome } => state.attempt_ended(&target, outcome),
+            GatewayMsg::AttemptEnded { target, outcome, tokens } => state.attempt_ended(&target, outcome, tokens),
             GatewayMsg::SetRemoteTargets(remote) => state.set_remote(remote),
             GatewayMsg::Snapshot(reply) => {
                 let _ = reply.send(state.snapshot());
@@ -282,9 +287,11 @@ impl GatewayState {
         job.tried.lock().expect("job lock poisoned. This is a bug.").push(target.id.clone());
         job.in_flight.fetch_add(1, Ordering::AcqRel);
         let p = &self.params;
-        let timeout =
+        let size_free =
             attempt_timeout(&self.latencies, p.attempt_timeout, p.attempt_timeout_factor, p.attempt_timeout_floor);
-        attempt::spawn(job, target, myself, timeout, hedge_after_opt);
+        let expected = attempt::expected_time(&self.speeds, job.texts.total_tokens());
+        let timeout = attempt::sized_timeout(size_free, expected);
+        attempt::spawn(job, target, myself, timeout, expected, hedge_after_opt);
     }
 
     fn candidate(&self, index: usize, t: &TargetState, prior_backlog: f64, now: Instant) -> Candidate {
@@ -292,7 +299,7 @@ impl GatewayState {
         Candidate { index, estimate: estimate(&view, &self.params.estimate), is_local: view.is_local }
     }
 
-    fn attempt_ended(&mut self, id: &TargetId, outcome: AttemptOutcome) {
+    fn attempt_ended(&mut self, id: &TargetId, outcome: AttemptOutcome, tokens: usize) {
         let now = now();
         let ejected_now = self.targets.iter().filter(|t| t.health.is_ejected(now)).count();
         let allow_eject = may_eject(ejected_now, self.targets.len(), &self.params.outlier);
@@ -303,6 +310,9 @@ impl GatewayState {
         match outcome {
             AttemptOutcome::Succeeded(latency) => {
                 self.latencies.record(latency);
+                if let Some(speed) = attempt::per_kilotoken(latency, tokens) {
+                    self.speeds.record(speed);
+                }
                 state.health.record_success(now);
             }
             AttemptOutcome::Failed | AttemptOutcome::TimedOut => {
