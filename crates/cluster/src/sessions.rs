@@ -228,7 +228,11 @@ impl Dialer {
         state.retain(|node, _| members.iter().any(|m| *m.id.node_id == *node));
         for member in members {
             let node = &*member.id.node_id;
-            if node == self.self_name.node {
+            // A restart is briefly listed twice (until the old generation is declared dead):
+            // only the newest generation is dialed.
+            let superseded =
+                members.iter().any(|m| *m.id.node_id == *node && m.id.generation_id > member.id.generation_id);
+            if node == self.self_name.node || superseded {
                 continue;
             }
             let name = NodeName { node: node.to_owned(), generation: member.id.generation_id };
