@@ -150,11 +150,13 @@ impl Lan {
         nft(&self.host_ns(i), &["delete", "table", "inet", FAULT_TABLE], None)
     }
 
-    /// Runs `future` to completion on a thread inside the client host's namespace (a
-    /// current-thread runtime: every socket the future opens is the client host's).
-    pub fn run_on_client<F, T>(&self, future: F) -> T
+    /// Runs the future `make` returns to completion on a thread inside the client host's
+    /// namespace (a current-thread runtime: every socket the future opens is the client host's;
+    /// the future is made on that thread, so it need not be `Send`).
+    pub fn run_on_client<M, F, T>(&self, make: M) -> T
     where
-        F: std::future::Future<Output = T> + Send + 'static,
+        M: FnOnce() -> F + Send + 'static,
+        F: std::future::Future<Output = T>,
         T: Send + 'static,
     {
         let path = format!("/run/netns/{}", self.client_ns());
@@ -166,7 +168,7 @@ impl Lan {
                 .enable_all()
                 .build()
                 .expect("a current-thread runtime builds. This is a bug.");
-            runtime.block_on(future)
+            runtime.block_on(make())
         });
         match thread.join() {
             Ok(value) => value,

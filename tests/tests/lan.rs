@@ -279,7 +279,7 @@ fn three_hosts_with_the_shipped_lan_config_form_and_ride_out_a_crash_and_a_parti
         .collect();
     eprintln!("lan suite: configs and node logs in {}", dir.display());
     let suite_lan = lan.clone();
-    lan.run_on_client(async move { suite(&suite_lan, &nodes).await });
+    lan.run_on_client(move || async move { suite(&suite_lan, &nodes).await });
 }
 
 async fn suite(lan: &Lan, nodes: &[HostNode]) {
