@@ -11,18 +11,28 @@ INIT_RECIPE_COMMIT := d3a1610
 INIT_SHA256 := f30024b79bb5bc71dbb6022d09f5004b27e335671f11802c03705989add7131c
 INIT_ONNX := .cache/init/senti-zh-small-1.1.0.onnx
 
-.PHONY: run test setup build lint cluster prometheus prometheus-check simulate sim-report model model-pretrain model-init-rebuild model-ablation model-sweep bench-model bench bench-node bench-ab bench-vs-nginx bench-cluster bench-cluster-shape web-test clean-cache
+.PHONY: run test lan-suite setup build lint cluster prometheus prometheus-check simulate sim-report model model-pretrain model-init-rebuild model-ablation model-sweep bench-model bench bench-node bench-ab bench-vs-nginx bench-cluster bench-cluster-shape web-test clean-cache
 
 ## Serve the embedded default model on http://127.0.0.1:8080
 run: setup
 	$(CARGO) run --release -p senti-node --bin senti -- serve
 
-## Every test: unit, property, API contract, model parity, multi-process, browser
+## Every test: unit, property, API contract, model parity, multi-process, multi-host (network
+## namespaces, as root; installs nftables if missing), browser
 test: setup
 	$(CARGO) build -p senti-node --bin senti
+	bash scripts/install-nftables.sh
 	bash scripts/prometheus-check.sh
 	$(CARGO) test --workspace --no-fail-fast
 	bash tests/web/run.sh
+
+## The LAN suite alone, with its figures: three network-namespace hosts running the shipped
+## cluster-config/lan-node.toml, load from a client host, SIGKILL + restart and a partition
+## (root; about 40 s; docs/reliability.md)
+lan-suite: setup
+	$(CARGO) build -p senti-node --bin senti
+	bash scripts/install-nftables.sh
+	$(CARGO) test -p senti-system-tests --test lan -- --nocapture --test-threads 1
 
 ## The shipped Prometheus files: promtool check config/rules and the alert rules' unit tests
 ## (installs Debian's prometheus package if missing). The live checks are `make test`'s

@@ -457,6 +457,7 @@ fn reachable_actors(registry: &Registry, net: &SimNet, trace: &Trace, from: usiz
         for (k, actor) in actors.iter().enumerate() {
             remote.push(RemoteActor {
                 node: node.clone(),
+                generation_opt: None,
                 pid: k as u64,
                 hop: Arc::new(SimHop {
                     from,

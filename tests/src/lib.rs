@@ -1,10 +1,12 @@
 //! Helpers for multi-process tests: find the `senti` binary, start it on a free loopback port,
 //! wait until it is ready, and stop it. `make test` builds the binary before running these.
-//! [`loopback`] starts a small cluster of them; [`promql`] reads PromQL expressions and
+//! [`loopback`] starts a small cluster of them; [`netns`] builds a LAN of network-namespace
+//! hosts to run them on (root only); [`promql`] reads PromQL expressions and
 //! `/metrics` pages for the monitoring tests (dashboard and Prometheus).
 #![forbid(unsafe_code)]
 
 pub mod loopback;
+pub mod netns;
 pub mod promql;
 
 use std::net::{SocketAddr, TcpListener};
@@ -75,7 +77,8 @@ impl Server {
         format!("http://{}{path}", self.addr)
     }
 
-    async fn wait_ready(&self, limit: Duration) {
+    /// Waits up to `limit` for /readyz to answer 200 (for a server started some other way).
+    pub async fn wait_ready(&self, limit: Duration) {
         let client = reqwest::Client::new();
         let url = self.url("/readyz");
         wait_until(limit, "senti to become ready", || {

@@ -6,8 +6,10 @@
 //!  ├── chitchat (UDP)        membership, failure detection, typed keys (keys.rs)
 //!  ├── publisher task        local actors' load -> gossip, bounded rate + hysteresis (publish.rs)
 //!  ├── NodeServer (TCP)      ractor_cluster sessions, cookie handshake (sessions.rs)
-//!  ├── dialer task           live members without a session get dialed (ractor_cluster does not
-//!  │                         reconnect by itself)
+//!  ├── session task          sessions follow membership: those of dead or restarted members are
+//!  │                         closed, live members without one are dialed (ractor_cluster does
+//!  │                         not reconnect by itself), on every membership change and every
+//!  │                         `advanced.redial_interval_ms`
 //!  └── refresh task          live members x sessions x process group -> GatewayMsg::SetRemoteTargets
 //!                            (view.rs), on every gossip change and every 250 ms
 //! ```
@@ -53,7 +55,7 @@ pub use seal::{
     RejectReason, Rejection, ReplayError, ReplayWindow, SealConfig, SealError, SealedUdpTransport, TransportStats,
     MAX_SEALED_MESSAGE, SEAL_OVERHEAD,
 };
-pub use sessions::INFERENCE_GROUP;
+pub use sessions::{NodeName, INFERENCE_GROUP};
 pub use view::{exclusion_reason, members, remote_targets, Member, RemoteActor};
 
 /// How often the remote targets are rebuilt even without a gossip change (sessions come and go).
@@ -64,6 +66,7 @@ const REFRESH_INTERVAL: Duration = Duration::from_millis(250);
 pub struct Cluster {
     chitchat: ChitchatHandle,
     node_server: ActorRef<NodeServerMessage>,
+    dialer: sessions::Dialer,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     self_id: ChitchatId,
     model: ModelId,
@@ -107,6 +110,8 @@ pub struct MemberReport {
     pub excluded: Option<String>,
     /// A remote-actor session with it is up (always true for this node itself).
     pub session: bool,
+    /// Why there is no session, once it has been missing for 2 s (also logged as a warning).
+    pub session_error: Option<String>,
     /// Its inference actors and their gossiped load.
     pub actors: Vec<ActorReport>,
 }
@@ -154,12 +159,15 @@ impl Cluster {
         let actors = engine.actors();
         ractor::pg::join(INFERENCE_GROUP.to_owned(), actors.iter().map(|a| a.actor.get_cell()).collect());
 
-        let (node_server, server_task) = sessions::start_node_server(&node_id, &c.cookie, c.actor_listen).await?;
         let generation = keys::unix_ms_now();
+        let name = NodeName { node: node_id.clone(), generation };
+        let (node_server, server_task) =
+            sessions::start_node_server(&name, &c.cookie, c.actor_listen, c.actor_advertise_addr()).await?;
         let self_id = ChitchatId::new(node_id.as_str(), generation, c.gossip_advertise_addr());
         let entries: Vec<ActorEntry> =
             actors.iter().map(|a| ActorEntry { name: a.name.clone(), pid: a.actor.get_id().pid() }).collect();
-        let initial = initial_keys(Some(http_addr), c.actor_advertise_addr(), &model, &entries);
+        let http_advertise = c.http_advertise_addr(http_addr);
+        let initial = initial_keys(Some(http_advertise), c.actor_advertise_addr(), &model, &entries);
         let gossip_interval = Duration::from_millis(a.gossip_interval_ms);
         let chitchat = spawn_chitchat(chitchat_config(config, self_id.clone()), initial, &UdpTransport)
             .await
@@ -169,26 +177,28 @@ impl Cluster {
 
         let policy = PublishPolicy::from_config(a);
         let redial = Duration::from_millis(a.redial_interval_ms);
+        let dialer = sessions::Dialer::new(node_server.clone(), name, c.actor_advertise_addr(), redial);
         let gauges = actors.iter().map(|a| (a.name.clone(), a.gauge.clone())).collect();
         let server = node_server.clone();
         let remote_actors = move || {
             let server = server.clone();
-            async move { sessions::remote_actors(&sessions::session_peers(&server).await) }
+            async move { sessions::remote_actors(&sessions::sessions(&server).await) }
         };
         let tasks = vec![
             server_task,
             tokio::spawn(publish_readiness(state.clone(), readiness)),
             tokio::spawn(publish_loads(state.clone(), gauges, policy)),
-            tokio::spawn(dial_loop(state.clone(), node_server.clone(), node_id.clone(), redial)),
+            tokio::spawn(session_loop(state.clone(), node_server.clone(), dialer.clone(), redial)),
             tokio::spawn(refresh_loop(watcher, remote_actors, gateway.actor().clone(), node_id.clone(), model.clone())),
         ];
-        tracing::info!(node = %node_id, generation, gossip = %c.gossip_listen, actors = %c.actor_listen, seeds = ?c.seeds, "joined the cluster");
-        Ok(Self { chitchat, node_server, tasks, self_id, model, gossip_interval })
+        tracing::info!(node = %node_id, generation, gossip = %c.gossip_advertise_addr(), actors = %c.actor_advertise_addr(), http = %http_advertise, seeds = ?c.seeds, "joined the cluster");
+        Ok(Self { chitchat, node_server, dialer, tasks, self_id, model, gossip_interval })
     }
 
     /// The membership as this node sees it.
     pub async fn report(&self) -> ClusterReport {
-        let peers = sessions::session_peers(&self.node_server).await;
+        let sessions = sessions::sessions(&self.node_server).await;
+        let problems = self.dialer.problems();
         let state = self.chitchat.chitchat();
         let chitchat = state.lock().await;
         let now_ms = keys::unix_ms_now();
@@ -207,7 +217,11 @@ impl Cluster {
                     actor_addr: m.keys.actor_addr_opt,
                     model: m.keys.model_opt.as_ref().map(ModelId::to_string),
                     excluded: exclusion_reason(&m, &self.model).map(str::to_owned),
-                    session: is_self || peers.values().any(|p| **p == *m.id.node_id),
+                    session: is_self
+                        || sessions
+                            .values()
+                            .any(|s| s.peer.node == *m.id.node_id && s.peer.generation == m.id.generation_id),
+                    session_error: problems.get(&*m.id.node_id).filter(|_| !is_self).cloned(),
                     actors: m
                         .keys
                         .actors
@@ -355,21 +369,43 @@ pub async fn publish_loads(state: Arc<Mutex<Chitchat>>, actors: Vec<(String, Arc
     }
 }
 
-/// Dials live members that have no session, every `interval`.
-async fn dial_loop(
+/// Makes sessions follow membership, forever: on every change of the live set (a member joined,
+/// left, died or came back) and every `interval`, closes the sessions of members gossip declared
+/// dead or restarted and dials live members without a session (sessions.rs).
+async fn session_loop(
     state: Arc<Mutex<Chitchat>>,
     server: ActorRef<NodeServerMessage>,
-    self_node: String,
+    dialer: sessions::Dialer,
     interval: Duration,
 ) {
+    let mut watcher = state.lock().await.live_nodes_watcher();
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_ids: Vec<ChitchatId> = Vec::new();
     loop {
-        tick.tick().await;
-        let live = state.lock().await.live_nodes_watcher().borrow().clone();
+        let by_tick = tokio::select! {
+            changed = watcher.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                false
+            }
+            _ = tick.tick() => true,
+        };
+        let live = watcher.borrow_and_update().clone();
+        // The watcher also fires for every key update of a live node; only a change of the
+        // members themselves (or the tick) is worth a round.
+        let ids: Vec<ChitchatId> = live.keys().cloned().collect();
+        if !by_tick && ids == last_ids {
+            continue;
+        }
+        last_ids = ids;
+        let dead: Vec<ChitchatId> = state.lock().await.dead_nodes().cloned().collect();
         let members = view::members(&live);
-        let peers = sessions::session_peers(&server).await;
-        sessions::dial_missing(&server, &members, &self_node, &peers).await;
+        let current = sessions::sessions(&server).await;
+        let stale = sessions::stale_sessions(current.iter().map(|(id, s)| (*id, &s.peer)), &members, &dead);
+        sessions::close(&current, &stale);
+        dialer.round(&members, &current);
     }
 }
 

@@ -1,21 +1,33 @@
-//! ractor_cluster sessions: the node server, dialing live members, and finding remote actors.
+//! ractor_cluster sessions: the node server, the names that identify its sessions, dialing and
+//! closing sessions as membership changes, and finding remote actors.
 //!
 //! Each node runs one `NodeServer` (TCP, `cluster.actor_listen`) whose handshake checks the shared
-//! cookie. ractor_cluster does not reconnect by itself, so the cluster loop calls [`dial_missing`]
-//! on every refresh: for each live member without a session, the node with the smaller id dials
-//! (one connection per pair, no duplicate handshakes). Once a session is up, ractor_cluster syncs
-//! process groups, and the other node's inference actors appear in [`INFERENCE_GROUP`] as remote
-//! actors; [`remote_actors`] maps them to (senti node id, pid) through the session's peer name
-//! (`<node id>@senti`).
+//! cookie. ractor_cluster drops a session as "a connection to self" when the peer's name
+//! (`name@host`) or connection string (`host:port`) equals its own, so both are unique by
+//! construction: the name is `<node id>/<generation>@<actor advertise ip>` and the connection
+//! string `<actor advertise ip>:<actor listen port>` (see [`NodeName`]). The generation in the
+//! name also tells a restarted node's session from a stale one of its previous incarnation.
+//!
+//! ractor_cluster does not reconnect by itself, and a session over a link that went silent stays
+//! open until TCP gives up, minutes later. So the session loop (lib.rs) makes sessions follow
+//! chitchat: [`stale_sessions`] lists the sessions of nodes gossip declared dead or restarted (they
+//! are closed at once, which fails their in-flight attempts over), and [`Dialer`] dials each live
+//! member without a session, the node with the smaller id dialing (one connection per pair).
+//! A member that returns is dialed as soon as gossip lists it again. Once a session is up,
+//! ractor_cluster syncs process groups, the other node's inference actors appear in
+//! [`INFERENCE_GROUP`] as remote actors, and [`remote_actors`] maps them to (node id, generation,
+//! pid) through the session's peer name.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use chitchat::ChitchatId;
 use ractor::{Actor, ActorRef};
 use ractor_cluster::node::NodeConnectionMode;
-use ractor_cluster::{NodeServer, NodeServerMessage};
+use ractor_cluster::{NodeServer, NodeServerMessage, NodeSessionMessage};
 use senti_engine::InferenceMsg;
 
 use crate::view::{Member, RemoteActor};
@@ -23,14 +35,57 @@ use crate::view::{Member, RemoteActor};
 /// The process group every inference actor joins.
 pub const INFERENCE_GROUP: &str = "senti.inference";
 
-/// The host part of every node name (ractor_cluster names are `name@host`).
-const NAME_HOST: &str = "senti";
+/// How long one dial (TCP connect) may take.
+const DIAL_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Starts the node server on `listen`; fails clearly if the port is taken.
+/// A live member without a session is reported (log and `/v1/cluster`) only after this long:
+/// a session normally comes up within a few milliseconds of the member appearing.
+const SESSION_GRACE: Duration = Duration::from_secs(2);
+
+/// The same problem with one member is logged again at most this often.
+const WARN_EVERY: Duration = Duration::from_secs(30);
+
+/// A node's identity on the ractor_cluster wire.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct NodeName {
+    /// senti node id (`server.node_id`).
+    pub node: String,
+    /// Its chitchat generation (start time, unix ms).
+    pub generation: u64,
+}
+
+impl NodeName {
+    /// ractor_cluster's `node_name`, the part before `@`: `<node id>/<generation>`.
+    fn ractor_node_name(&self) -> String {
+        format!("{}/{}", self.node, self.generation)
+    }
+
+    /// Parses a ractor_cluster name `<node id>/<generation>@<host>`; `None` for any other name
+    /// (a node of an older senti, which this node then never routes to).
+    pub fn parse(name: &str) -> Option<Self> {
+        let (node_name, _host) = name.rsplit_once('@')?;
+        let (node, generation) = node_name.rsplit_once('/')?;
+        let generation = generation.parse().ok()?;
+        (!node.is_empty()).then(|| Self { node: node.to_owned(), generation })
+    }
+}
+
+/// ractor_cluster's `hostname`: the actor advertise IP (IPv6 in brackets, so that the connection
+/// string `host:port` reads as an address).
+fn name_host(advertise: SocketAddr) -> String {
+    match advertise {
+        SocketAddr::V4(v4) => v4.ip().to_string(),
+        SocketAddr::V6(v6) => format!("[{}]", v6.ip()),
+    }
+}
+
+/// Starts the node server on `listen`, named after `name` and `advertise`; fails clearly if the
+/// port is taken.
 pub async fn start_node_server(
-    node_id: &str,
+    name: &NodeName,
     cookie: &str,
     listen: SocketAddr,
+    advertise: SocketAddr,
 ) -> anyhow::Result<(ActorRef<NodeServerMessage>, tokio::task::JoinHandle<()>)> {
     // ractor_cluster's listener reports a bind failure only in its log; check first.
     std::net::TcpListener::bind(listen)
@@ -38,8 +93,8 @@ pub async fn start_node_server(
     let server = NodeServer::new(
         listen.port(),
         cookie.to_owned(),
-        node_id.to_owned(),
-        NAME_HOST.to_owned(),
+        name.ractor_node_name(),
+        name_host(advertise),
         None,
         Some(NodeConnectionMode::Isolated),
     )
@@ -54,48 +109,234 @@ pub async fn start_node_server(
     ))
 }
 
-/// Peer senti node id of every session, by ractor_cluster's session node id.
-pub async fn session_peers(server: &ActorRef<NodeServerMessage>) -> HashMap<u64, String> {
+/// One authenticated session.
+#[derive(Clone)]
+pub struct Session {
+    /// Who is at the other end.
+    pub peer: NodeName,
+    /// The session actor (stopping it closes the TCP connection and the peer's remote actors).
+    pub actor: ActorRef<NodeSessionMessage>,
+}
+
+/// Every authenticated session with a senti peer, by ractor_cluster's session node id.
+pub async fn sessions(server: &ActorRef<NodeServerMessage>) -> HashMap<u64, Session> {
     let Ok(sessions) = ractor::call!(server, NodeServerMessage::GetSessions) else {
         return HashMap::new();
     };
     sessions
         .into_iter()
         .filter_map(|(session_node, info)| {
-            let name = info.peer_name?.name;
-            let node = name.rsplit_once('@').map_or(name.as_str(), |(node, _)| node).to_owned();
-            Some((session_node, node))
+            let peer = NodeName::parse(&info.peer_name?.name)?;
+            Some((session_node, Session { peer, actor: info.actor }))
         })
         .collect()
 }
 
-/// Dials every live member that has no session and a larger node id than ours.
-pub async fn dial_missing(
-    server: &ActorRef<NodeServerMessage>,
-    members: &[Member],
-    self_node: &str,
-    peers: &HashMap<u64, String>,
-) {
-    for member in members {
-        let node = &*member.id.node_id;
-        if node <= self_node || peers.values().any(|p| p == node) {
-            continue;
-        }
-        let Some(addr) = member.keys.actor_addr_opt else {
-            continue;
-        };
-        match tokio::time::timeout(std::time::Duration::from_secs(2), ractor_cluster::client_connect(server, addr))
-            .await
-        {
-            Ok(Ok(())) => tracing::info!(peer = node, %addr, "dialed remote-actor session"),
-            Ok(Err(err)) => tracing::warn!(peer = node, %addr, error = ?err, "cannot dial remote-actor session"),
-            Err(_) => tracing::warn!(peer = node, %addr, "dialing remote-actor session timed out"),
+/// Sessions to close, with the reason: their peer is in gossip's dead set, or gossip lists a newer
+/// generation of it (a restart whose old session has not noticed yet). A session with a node that
+/// gossip does not know yet is kept: its peer may simply have dialed before gossip spread.
+pub fn stale_sessions<'a>(
+    peers: impl IntoIterator<Item = (u64, &'a NodeName)>,
+    live: &[Member],
+    dead: &[ChitchatId],
+) -> Vec<(u64, &'static str)> {
+    peers
+        .into_iter()
+        .filter_map(|(session, peer)| {
+            let same_node = |id: &ChitchatId| *id.node_id == peer.node;
+            if dead.iter().any(|id| same_node(id) && id.generation_id == peer.generation)
+                && !live.iter().any(|m| same_node(&m.id) && m.id.generation_id == peer.generation)
+            {
+                return Some((session, "gossip declared the peer dead"));
+            }
+            if live.iter().any(|m| same_node(&m.id) && m.id.generation_id > peer.generation) {
+                return Some((session, "the peer restarted (newer generation in gossip)"));
+            }
+            None
+        })
+        .collect()
+}
+
+/// Dials live members that have no session, without ever blocking the session loop: each dial
+/// runs as its own task, at most one per member at a time, and remembers why it failed. Shared
+/// between the session loop (writer) and `/v1/cluster` (reader of [`Dialer::problems`]).
+#[derive(Clone)]
+pub struct Dialer {
+    server: ActorRef<NodeServerMessage>,
+    self_name: NodeName,
+    self_actor_addr: SocketAddr,
+    redial: Duration,
+    /// Per member node id; written by the session loop and the dial tasks, read by reports.
+    /// A std mutex: held for map operations only, never across an await.
+    state: Arc<Mutex<HashMap<String, DialState>>>,
+}
+
+/// What the dialer knows about one member without a session.
+#[derive(Debug, Default)]
+struct DialState {
+    /// Generation of the member this state is about (a restart starts afresh).
+    generation: u64,
+    /// Since when the member is live without a session.
+    missing_since_opt: Option<Instant>,
+    /// When the last dial started.
+    last_dial_opt: Option<Instant>,
+    /// A dial task is running.
+    in_flight: bool,
+    /// How the last finished dial went: TCP connected to the address, or why not.
+    outcome_opt: Option<Result<SocketAddr, String>>,
+    /// A reason found without dialing (no address, our own address, the peer dials).
+    note_opt: Option<String>,
+    /// When the current problem was last logged, and which problem it was.
+    warned_opt: Option<(Instant, String)>,
+}
+
+impl DialState {
+    fn problem(&self) -> String {
+        match (&self.note_opt, &self.outcome_opt) {
+            (Some(note), _) => note.clone(),
+            (None, Some(Err(err))) => err.clone(),
+            (None, Some(Ok(addr))) => format!(
+                "TCP to {addr} connects but the handshake does not complete (another cookie? see both nodes' logs)"
+            ),
+            (None, None) => "no session yet".into(),
         }
     }
 }
 
-/// The remote members of [`INFERENCE_GROUP`], by peer node id and pid.
-pub fn remote_actors(peers: &HashMap<u64, String>) -> Vec<RemoteActor> {
+impl Dialer {
+    /// A dialer for this node's server.
+    pub fn new(
+        server: ActorRef<NodeServerMessage>,
+        self_name: NodeName,
+        self_actor_addr: SocketAddr,
+        redial: Duration,
+    ) -> Self {
+        Self { server, self_name, self_actor_addr, redial, state: Arc::default() }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, DialState>> {
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// One round: forgets members that left, dials those without a session (the smaller node id
+    /// dials; a member that just appeared at once, otherwise at most every `redial`), and logs
+    /// every member still without a session after [`SESSION_GRACE`], at most every [`WARN_EVERY`].
+    pub fn round(&self, members: &[Member], sessions: &HashMap<u64, Session>) {
+        let now = Instant::now();
+        let with_session: HashSet<&NodeName> = sessions.values().map(|s| &s.peer).collect();
+        let mut state = self.lock();
+        state.retain(|node, _| members.iter().any(|m| *m.id.node_id == *node));
+        for member in members {
+            let node = &*member.id.node_id;
+            // A restart is briefly listed twice (until the old generation is declared dead):
+            // only the newest generation is dialed.
+            let superseded =
+                members.iter().any(|m| *m.id.node_id == *node && m.id.generation_id > member.id.generation_id);
+            if node == self.self_name.node || superseded {
+                continue;
+            }
+            let name = NodeName { node: node.to_owned(), generation: member.id.generation_id };
+            if with_session.contains(&name) {
+                state.remove(node);
+                continue;
+            }
+            let entry = state.entry(node.to_owned()).or_default();
+            if entry.generation != name.generation {
+                *entry = DialState { generation: name.generation, ..DialState::default() };
+            }
+            let missing_since = *entry.missing_since_opt.get_or_insert(now);
+            entry.note_opt = None;
+            if node < self.self_name.node.as_str() {
+                entry.note_opt = Some(format!(
+                    "waiting for it to dial this node's actor address {} (the node with the smaller id dials)",
+                    self.self_actor_addr
+                ));
+            } else {
+                match member.keys.actor_addr_opt {
+                    None => entry.note_opt = Some("it gossips no actor_addr".into()),
+                    Some(addr) if addr == self.self_actor_addr => {
+                        entry.note_opt = Some(format!(
+                            "it advertises this node's own actor address {addr} (`cluster.actor_advertise`)"
+                        ));
+                    }
+                    Some(addr) => {
+                        let due = entry.last_dial_opt.is_none_or(|at| now.duration_since(at) >= self.redial);
+                        if due && !entry.in_flight {
+                            entry.last_dial_opt = Some(now);
+                            entry.in_flight = true;
+                            self.spawn_dial(node.to_owned(), name.generation, addr);
+                        }
+                    }
+                }
+            }
+            if now.duration_since(missing_since) < SESSION_GRACE {
+                continue;
+            }
+            let problem = entry.problem();
+            let warn = match &entry.warned_opt {
+                Some((at, last)) => *last != problem || now.duration_since(*at) >= WARN_EVERY,
+                None => true,
+            };
+            if warn {
+                let missing_ms = now.duration_since(missing_since).as_millis() as u64;
+                tracing::warn!(peer = node, missing_ms, reason = %problem, "no remote-actor session with a live member");
+                entry.warned_opt = Some((now, problem));
+            }
+        }
+    }
+
+    fn spawn_dial(&self, node: String, generation: u64, addr: SocketAddr) {
+        let (server, state) = (self.server.clone(), self.state.clone());
+        tokio::spawn(async move {
+            let outcome = tokio::time::timeout(DIAL_TIMEOUT, ractor_cluster::client_connect(&server, addr)).await;
+            let outcome = match outcome {
+                Ok(Ok(())) => {
+                    tracing::debug!(peer = %node, %addr, "dialed remote-actor session");
+                    Ok(addr)
+                }
+                Ok(Err(err)) => Err(format!("cannot connect to {addr}: {}", dial_error(&err))),
+                Err(_) => Err(format!("connecting to {addr} timed out after {DIAL_TIMEOUT:?}")),
+            };
+            let mut state = state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if let Some(entry) = state.get_mut(&node).filter(|e| e.generation == generation) {
+                entry.in_flight = false;
+                entry.outcome_opt = Some(outcome);
+            }
+        });
+    }
+
+    /// Why each live member past [`SESSION_GRACE`] has no session, by node id.
+    pub fn problems(&self) -> HashMap<String, String> {
+        let now = Instant::now();
+        self.lock()
+            .iter()
+            .filter(|(_, s)| s.missing_since_opt.is_some_and(|at| now.duration_since(at) >= SESSION_GRACE))
+            .map(|(node, s)| (node.clone(), s.problem()))
+            .collect()
+    }
+}
+
+/// A dial error in words (ractor_cluster's `Debug` of an io error is long).
+fn dial_error(err: &ractor_cluster::ClientConnectErr) -> String {
+    match err {
+        ractor_cluster::ClientConnectErr::Socket(io) => io.to_string(),
+        other => other.to_string(),
+    }
+}
+
+/// Closes the given sessions (their remote actors stop with them, so attempts in flight on them
+/// fail and are placed again at once).
+pub fn close(sessions: &HashMap<u64, Session>, stale: &[(u64, &'static str)]) {
+    for (id, reason) in stale {
+        if let Some(session) = sessions.get(id) {
+            tracing::info!(peer = %session.peer.node, generation = session.peer.generation, reason, "closing remote-actor session");
+            session.actor.stop(Some((*reason).to_owned()));
+        }
+    }
+}
+
+/// The remote members of [`INFERENCE_GROUP`], by peer node id, generation and pid.
+pub fn remote_actors(sessions: &HashMap<u64, Session>) -> Vec<RemoteActor> {
     ractor::pg::get_members(&INFERENCE_GROUP.to_owned())
         .into_iter()
         .filter_map(|cell| {
@@ -103,9 +344,66 @@ pub fn remote_actors(peers: &HashMap<u64, String>) -> Vec<RemoteActor> {
             if id.is_local() {
                 return None;
             }
-            let node = peers.get(&id.node())?.clone();
+            let peer = &sessions.get(&id.node())?.peer;
             let actor: ActorRef<InferenceMsg> = cell.into();
-            Some(RemoteActor { node, pid: id.pid(), hop: Arc::new(actor) })
+            Some(RemoteActor {
+                node: peer.node.clone(),
+                generation_opt: Some(peer.generation),
+                pid: id.pid(),
+                hop: Arc::new(actor),
+            })
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys::NodeKeys;
+
+    fn member(node: &str, generation: u64) -> Member {
+        Member {
+            id: ChitchatId::new(node, generation, ([10, 0, 0, 1], 7280).into()),
+            keys: NodeKeys {
+                ready: true,
+                http_addr_opt: None,
+                actor_addr_opt: None,
+                model_opt: None,
+                actors: Vec::new(),
+                loads: Vec::new(),
+            },
+        }
+    }
+
+    fn name(node: &str, generation: u64) -> NodeName {
+        NodeName { node: node.into(), generation }
+    }
+
+    #[test]
+    fn names_are_unique_per_node_generation_and_address_and_parse_back() {
+        let a = name("senti-1", 1_700_000_000_000);
+        assert_eq!(a.ractor_node_name(), "senti-1/1700000000000");
+        assert_eq!(NodeName::parse("senti-1/1700000000000@10.77.0.1"), Some(a));
+        assert_eq!(NodeName::parse("a/b/7@[::1]"), Some(name("a/b", 7)), "the last / splits");
+        assert_eq!(NodeName::parse("senti-1@senti"), None, "an older senti's name");
+        assert_eq!(NodeName::parse("/7@h"), None);
+        assert_eq!(NodeName::parse("n/x@h"), None);
+        assert_eq!(name_host(([10, 77, 0, 1], 7281).into()), "10.77.0.1");
+        assert_eq!(name_host("[::1]:7281".parse().unwrap()), "[::1]");
+    }
+
+    #[test]
+    fn sessions_of_dead_or_restarted_peers_are_stale_unknown_ones_are_kept() {
+        let (b1, b2, c1, d1) = (name("b", 1), name("b", 2), name("c", 1), name("d", 1));
+        let live = vec![member("a", 1), member("b", 2)];
+        let dead = vec![ChitchatId::new("c", 1, ([10, 0, 0, 3], 7280).into())];
+        let sessions = [(1, &b1), (2, &b2), (3, &c1), (4, &d1)];
+        assert_eq!(
+            stale_sessions(sessions, &live, &dead),
+            [(1, "the peer restarted (newer generation in gossip)"), (3, "gossip declared the peer dead")]
+        );
+        // Back from the dead (same generation live again): kept.
+        let live = vec![member("c", 1)];
+        assert!(stale_sessions([(3, &c1)], &live, &dead).is_empty());
+    }
 }

@@ -34,6 +34,10 @@ pub fn members(live: &BTreeMap<ChitchatId, NodeState>) -> Vec<Member> {
 pub struct RemoteActor {
     /// The senti node id of the session's peer.
     pub node: String,
+    /// The peer's generation, when the transport knows it (a ractor_cluster session's peer name
+    /// does): an actor of another incarnation of the node is not a target. `None` matches any
+    /// generation (the simulated network, which only holds current incarnations).
+    pub generation_opt: Option<u64>,
     /// The actor's pid on that node.
     pub pid: u64,
     /// How to send it work.
@@ -67,7 +71,11 @@ pub fn remote_targets(
             continue;
         }
         for entry in &member.keys.actors {
-            let Some(remote) = remote_actors.iter().find(|r| r.node == *member.id.node_id && r.pid == entry.pid) else {
+            let Some(remote) = remote_actors.iter().find(|r| {
+                r.node == *member.id.node_id
+                    && r.pid == entry.pid
+                    && r.generation_opt.is_none_or(|g| g == member.id.generation_id)
+            }) else {
                 continue; // no session yet, or the process group has not synced
             };
             let load = match member.keys.load(&entry.name) {
@@ -133,7 +141,7 @@ mod tests {
     }
 
     fn remote(node: &str, pid: u64) -> RemoteActor {
-        RemoteActor { node: node.into(), pid, hop: Arc::new(NoHop) }
+        RemoteActor { node: node.into(), generation_opt: None, pid, hop: Arc::new(NoHop) }
     }
 
     #[test]
@@ -154,6 +162,16 @@ mod tests {
         assert_eq!(now.duration_since(*as_of), Duration::from_millis(1_000), "published at 9 000, now 10 000");
         assert_eq!(exclusion_reason(&members[2], &m1()), Some("not ready"));
         assert_eq!(exclusion_reason(&members[3], &m1()), Some("serves another model"));
+    }
+
+    #[test]
+    fn an_actor_of_another_incarnation_is_not_a_target() {
+        let members = vec![member("b", true, &m1(), 0)];
+        let old = RemoteActor { generation_opt: Some(0), ..remote("b", 7) };
+        let current = RemoteActor { generation_opt: Some(1), ..remote("b", 8) };
+        let targets = remote_targets(&members, &[old, current], "me", &m1(), Instant::now(), 10_000);
+        let ids: Vec<String> = targets.iter().map(|t| t.id.to_string()).collect();
+        assert_eq!(ids, ["b/a1"], "the member's generation is 1");
     }
 
     #[test]

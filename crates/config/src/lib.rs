@@ -206,6 +206,10 @@ pub struct ClusterConfig {
     pub actor_listen: SocketAddr,
     /// Actor address other nodes dial; default `actor_listen`.
     pub actor_advertise: Option<SocketAddr>,
+    /// HTTP address gossiped to other nodes and shown in `/v1/cluster` (where a client is sent
+    /// for another model); default: the host of the gossip advertise address with the port of
+    /// `server.listen`.
+    pub http_advertise: Option<SocketAddr>,
     /// Shared secret of the ractor_cluster handshake; nodes with another cookie are refused.
     /// Also `SENTI_CLUSTER_COOKIE`. Required when `enabled`.
     pub cookie: String,
@@ -221,6 +225,7 @@ impl Default for ClusterConfig {
             seeds: Vec::new(),
             actor_listen: SocketAddr::from(([127, 0, 0, 1], 7281)),
             actor_advertise: None,
+            http_advertise: None,
             cookie: String::new(),
         }
     }
@@ -236,6 +241,7 @@ impl fmt::Debug for ClusterConfig {
             .field("seeds", &self.seeds)
             .field("actor_listen", &self.actor_listen)
             .field("actor_advertise", &self.actor_advertise)
+            .field("http_advertise", &self.http_advertise)
             .field("cookie", &if self.cookie.is_empty() { "[unset]" } else { "[redacted]" })
             .finish()
     }
@@ -250,6 +256,17 @@ impl ClusterConfig {
     /// The remote-actor address peers dial.
     pub fn actor_advertise_addr(&self) -> SocketAddr {
         self.actor_advertise.unwrap_or(self.actor_listen)
+    }
+
+    /// The HTTP address peers and clients are told about: `http_advertise`, else the gossip
+    /// advertise host with the port the HTTP server is bound to (`http_bound`, which may be
+    /// `0.0.0.0:8080` or an OS-chosen port).
+    pub fn http_advertise_addr(&self, http_bound: SocketAddr) -> SocketAddr {
+        self.http_advertise.unwrap_or_else(|| {
+            let host =
+                if http_bound.ip().is_unspecified() { self.gossip_advertise_addr().ip() } else { http_bound.ip() };
+            SocketAddr::new(host, http_bound.port())
+        })
     }
 }
 
@@ -489,6 +506,26 @@ impl Config {
             if c.cluster_id.is_empty() {
                 return Err(ConfigError::Invalid { key: "cluster.cluster_id", message: "must not be empty".into() });
             }
+            for (key, addr) in [
+                ("cluster.gossip_advertise", c.gossip_advertise_addr()),
+                ("cluster.actor_advertise", c.actor_advertise_addr()),
+            ] {
+                if addr.ip().is_unspecified() {
+                    return Err(ConfigError::Invalid {
+                        key,
+                        message: format!(
+                            "must be set to this machine's address when the listen address is {addr}: peers cannot reach {}",
+                            addr.ip()
+                        ),
+                    });
+                }
+            }
+            if c.http_advertise.is_some_and(|a| a.ip().is_unspecified()) {
+                return Err(ConfigError::Invalid {
+                    key: "cluster.http_advertise",
+                    message: "must be an address clients can reach, not 0.0.0.0 or [::]".into(),
+                });
+            }
             if c.gossip_listen.port() == 0 || c.actor_listen.port() == 0 {
                 return Err(ConfigError::Invalid {
                     key: "cluster.gossip_listen",
@@ -643,6 +680,25 @@ mod tests {
     }
 
     #[test]
+    fn unreachable_advertise_addresses_are_refused_and_http_advertise_is_derived() {
+        let base = "[cluster]\nenabled = true\ncookie = \"c\"\n";
+        let err = Config::from_toml(&format!("{base}gossip_listen = \"0.0.0.0:7280\"\n")).unwrap_err().to_string();
+        assert!(err.contains("`cluster.gossip_advertise` must be set"), "{err}");
+        let err = Config::from_toml(&format!("{base}actor_listen = \"0.0.0.0:7281\"\n")).unwrap_err().to_string();
+        assert!(err.contains("`cluster.actor_advertise` must be set"), "{err}");
+        let config = Config::from_toml(&format!(
+            "{base}gossip_listen = \"0.0.0.0:7280\"\ngossip_advertise = \"10.1.2.3:7280\"\n"
+        ))
+        .unwrap();
+        let bound: SocketAddr = "0.0.0.0:8080".parse().unwrap();
+        assert_eq!(config.cluster.http_advertise_addr(bound).to_string(), "10.1.2.3:8080");
+        let bound: SocketAddr = "127.0.0.5:9000".parse().unwrap();
+        assert_eq!(config.cluster.http_advertise_addr(bound).to_string(), "127.0.0.5:9000");
+        let config = Config::from_toml(&format!("{base}http_advertise = \"10.9.9.9:80\"\n")).unwrap();
+        assert_eq!(config.cluster.http_advertise_addr(bound).to_string(), "10.9.9.9:80");
+    }
+
+    #[test]
     fn tokens_are_redacted_in_debug() {
         let config = Config::load(None, env(&[("SENTI_AUTH_TOKENS", "s3cret")])).unwrap();
         let debug = format!("{config:?}");
@@ -682,9 +738,10 @@ mod repo_configs {
         // Options that are unset (node_id, model path, advertise addresses...) serialize to
         // nothing; count them too.
         let unset = ["server.node_id", "model.path", "model.variant", "model.onnxruntime"].len()
-            + ["cluster.gossip_advertise", "cluster.actor_advertise"].len();
-        // 22 before the HTTP hardening of issue 14 added four `[server]` keys and `auth.open_metrics`.
-        assert!((18..=28).contains(&(keys + unset)), "{} user-facing keys", keys + unset);
+            + ["cluster.gossip_advertise", "cluster.actor_advertise", "cluster.http_advertise"].len();
+        // The HTTP timeouts and cap, `auth.open_metrics`, `cluster.http_advertise`, `cluster.key_file`
+        // and `cache.max_bytes` took it past twenty.
+        assert!((18..=32).contains(&(keys + unset)), "{} user-facing keys", keys + unset);
     }
 
     /// The systemd unit's file limit leaves room above the connection cap for everything else

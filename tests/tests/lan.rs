@@ -1,0 +1,487 @@
+//! The LAN suite: `senti serve` on three network-namespace hosts (tests/src/netns.rs), each with the
+//! shipped cluster-config/lan-node.toml, only its `# CHANGE` lines edited, the same ports on every
+//! host. A client host sends bounded load to every node while the test kills and restarts one
+//! node and cuts another off the LAN (nftables) and heals it. Requests entering healthy nodes must
+//! all succeed; work must reach a healed or restarted node again within 2 s. Needs root, `ip` and
+//! `nft` (`make test` installs nftables; `make lan-suite` runs this file with its figures shown).
+//!
+//! Also here, without root: two loopback nodes on 127.0.0.1 and 127.0.0.2 with the same ports form
+//! sessions (node identity does not depend on ports being distinct).
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use senti_system_tests::netns::Lan;
+use senti_system_tests::{repo_root, senti_bin, wait_until, wait_until_ok, Server};
+use serde_json::Value;
+
+/// Hosts of the suite.
+const HOSTS: usize = 3;
+/// The cookie, through the environment as lan-node.toml says.
+const COOKIE: &str = "lan-suite-cookie";
+/// Work must reach a healed or restarted node within this.
+const RESUME_LIMIT: Duration = Duration::from_secs(2);
+/// Load: requests in flight per entry node, and the cap on all requests of the run.
+const CONCURRENCY_PER_ENTRY: usize = 2;
+const MAX_REQUESTS: usize = 20_000;
+/// A client gives up on one request after this (the node's own deadline is 10 s).
+const CLIENT_TIMEOUT: Duration = Duration::from_secs(4);
+
+/// What one host's copy of lan-node.toml must say.
+struct LanHost {
+    node_id: String,
+    addr: IpAddr,
+    /// Every host's address (gossip port from the shipped file).
+    seeds: Vec<IpAddr>,
+}
+
+/// One host's config: the shipped file with exactly its `# CHANGE` lines rewritten, the ports kept.
+/// Fails if the file marks a line this does not know how to fill, or leaves unmarked a line that
+/// must differ per host. (The one place a host's config is made: a key every node needs, such as
+/// a key file, goes here.)
+fn host_config(shipped: &str, host: &LanHost) -> Result<String, String> {
+    let port_of = |key: &str| -> Result<u16, String> {
+        let line = shipped
+            .lines()
+            .find(|l| l.split('=').next().is_some_and(|k| k.trim() == key))
+            .ok_or_else(|| format!("lan-node.toml has no `{key}` line"))?;
+        let value = line.split('"').nth(1).ok_or_else(|| format!("`{key}` is not a quoted address: {line}"))?;
+        value.parse::<SocketAddr>().map(|a| a.port()).map_err(|err| format!("`{key}` = {value}: {err}"))
+    };
+    let (gossip_port, actor_port) = (port_of("gossip_listen")?, port_of("actor_listen")?);
+    let mut must_change: Vec<&str> = vec!["node_id", "gossip_advertise", "actor_advertise", "seeds"];
+    let mut out = String::new();
+    for line in shipped.lines() {
+        let Some((key, _)) = line.split_once('=').filter(|_| line.contains("# CHANGE")) else {
+            out.push_str(line);
+            out.push('\n');
+            continue;
+        };
+        let key = key.trim();
+        let value = match key {
+            "node_id" => format!("\"{}\"", host.node_id),
+            "gossip_advertise" => format!("\"{}\"", SocketAddr::new(host.addr, gossip_port)),
+            "actor_advertise" => format!("\"{}\"", SocketAddr::new(host.addr, actor_port)),
+            "seeds" => {
+                let seeds: Vec<String> =
+                    host.seeds.iter().map(|a| format!("\"{}\"", SocketAddr::new(*a, gossip_port))).collect();
+                format!("[{}]", seeds.join(", "))
+            }
+            other => return Err(format!("lan-node.toml marks `{other}` to change, and this test cannot fill it")),
+        };
+        must_change.retain(|k| *k != key);
+        out.push_str(&format!("{key} = {value}\n"));
+    }
+    if !must_change.is_empty() {
+        return Err(format!("lan-node.toml does not mark {must_change:?} with `# CHANGE`"));
+    }
+    senti_config::Config::from_toml(&out).map_err(|err| format!("the edited lan-node.toml is invalid: {err}"))?;
+    Ok(out)
+}
+
+/// A node of the suite: host index, config file and log file.
+struct HostNode {
+    host: usize,
+    node_id: String,
+    config: PathBuf,
+    log: PathBuf,
+}
+
+impl HostNode {
+    /// Starts `senti serve --config <its lan-node.toml>` on its host and waits until it is ready.
+    async fn start(&self, lan: &Lan) -> Server {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).expect("open node log");
+        let child = lan
+            .command(self.host, &senti_bin())
+            .current_dir(repo_root())
+            .args(["serve", "--config"])
+            .arg(&self.config)
+            .env("SENTI_CLUSTER_COOKIE", COOKIE)
+            // Not cluster settings: one actor per node, as three nodes share this machine's cores.
+            .env("SENTI__ENGINE__ACTORS", "1")
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn senti through ip netns exec");
+        let server = Server { child, addr: SocketAddr::new(lan.addr(self.host), 8080) };
+        server.wait_ready(Duration::from_secs(60)).await;
+        server
+    }
+}
+
+async fn view(client: &reqwest::Client, server: &Server) -> Result<Value, String> {
+    let response = client.get(server.url("/v1/cluster")).send().await.map_err(|e| e.to_string())?;
+    response.json().await.map_err(|e| e.to_string())
+}
+
+/// Every member of `view` is ready with a session, no session error, and routed to: `Ok` when
+/// the node sees all of `ids`.
+fn full_mesh(view: &Value, ids: &[String]) -> Result<(), String> {
+    let members = view["membership"]["members"].as_array().ok_or("no members")?;
+    for id in ids {
+        let m = members.iter().find(|m| m["node_id"] == **id).ok_or(format!("{id} is not a member"))?;
+        if m["ready"] != true || m["session"] != true || !m["session_error"].is_null() {
+            return Err(format!(
+                "{id}: ready {} session {} session_error {}",
+                m["ready"], m["session"], m["session_error"]
+            ));
+        }
+    }
+    let targets: Vec<&str> = view["routing"]["targets"]
+        .as_array()
+        .ok_or("no targets")?
+        .iter()
+        .filter(|t| t["local"] == false)
+        .filter_map(|t| t["target"].as_str())
+        .collect();
+    for id in ids.iter().filter(|id| view["membership"]["node_id"] != ***id) {
+        if !targets.iter().any(|t| t.starts_with(&format!("{id}/"))) {
+            return Err(format!("{id} is not a routing target (targets {targets:?})"));
+        }
+    }
+    Ok(())
+}
+
+/// One request of the load.
+#[derive(Debug, Clone)]
+struct Record {
+    /// Entry node (host index).
+    entry: usize,
+    /// Sent and answered, since the load started.
+    sent: Duration,
+    done: Duration,
+    /// `Ok(served-by node id)` or what went wrong.
+    outcome: Result<String, String>,
+}
+
+/// Load from the client host: `CONCURRENCY_PER_ENTRY` requests in flight to every entry until
+/// `stop` (or `MAX_REQUESTS`), each recorded in `records` as it ends.
+async fn drive(entries: Vec<(usize, String)>, stop: Arc<AtomicBool>, records: Arc<Mutex<Vec<Record>>>, t0: Instant) {
+    let client = reqwest::Client::builder().timeout(CLIENT_TIMEOUT).build().expect("client builds");
+    let sent = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut workers = tokio::task::JoinSet::new();
+    for (entry, url) in entries {
+        for w in 0..CONCURRENCY_PER_ENTRY {
+            let (client, url, stop, records, sent) =
+                (client.clone(), url.clone(), stop.clone(), records.clone(), sent.clone());
+            workers.spawn(async move {
+                let mut i = 0;
+                while !stop.load(Ordering::Relaxed) && sent.fetch_add(1, Ordering::Relaxed) < MAX_REQUESTS {
+                    i += 1;
+                    let body = serde_json::json!({ "texts": [format!("第{i}次入住{w}，房间干净，服务很好")] });
+                    let started = t0.elapsed();
+                    let outcome = match client.post(&url).json(&body).send().await {
+                        Ok(r) if r.status().is_success() => Ok(r
+                            .headers()
+                            .get("x-senti-served-by")
+                            .and_then(|v| v.to_str().ok())
+                            .and_then(|v| v.split('/').next())
+                            .unwrap_or_default()
+                            .to_owned()),
+                        Ok(r) => Err(format!("status {}", r.status().as_u16())),
+                        Err(err) => {
+                            Err(if err.is_timeout() { "client timeout".into() } else { "no connection".into() })
+                        }
+                    };
+                    let failed = outcome.is_err();
+                    let record = Record { entry, sent: started, done: t0.elapsed(), outcome };
+                    records.lock().expect("records lock").push(record);
+                    if failed {
+                        // A node that is down refuses at once: do not spin.
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                }
+            });
+        }
+    }
+    while workers.join_next().await.is_some() {}
+}
+
+/// A fault's figures.
+struct FaultFigures {
+    name: &'static str,
+    requests: usize,
+    healthy_failures: Vec<String>,
+    faulty_entry_failures: usize,
+    p50_ms: u64,
+    p99_ms: u64,
+    /// Last answer by the faulty node through a healthy entry after the fault, from the fault.
+    left_routing_ms: Option<u64>,
+    /// First answer by the node through a healthy entry after it is back, from its return.
+    resumed_ms: Option<u64>,
+    /// Every node's view agrees again, from its return.
+    agreed_ms: u64,
+}
+
+/// The figures of the window `[from, to)`: `faulty` is the host and node of the fault,
+/// `back` when it healed or was ready again.
+fn figures(
+    name: &'static str,
+    records: &[Record],
+    (from, back, to): (Duration, Duration, Duration),
+    (faulty_host, faulty_node): (usize, &str),
+    agreed: Duration,
+) -> FaultFigures {
+    let window: Vec<&Record> = records.iter().filter(|r| r.sent >= from && r.sent < to).collect();
+    let healthy: Vec<&&Record> = window.iter().filter(|r| r.entry != faulty_host).collect();
+    let mut latencies: Vec<u64> =
+        healthy.iter().filter(|r| r.outcome.is_ok()).map(|r| (r.done - r.sent).as_millis() as u64).collect();
+    latencies.sort_unstable();
+    let quantile =
+        |q: f64| latencies.get(((latencies.len() as f64 * q) as usize).min(latencies.len().saturating_sub(1)));
+    let served_by_faulty = |r: &Record| r.outcome.as_deref() == Ok(faulty_node);
+    FaultFigures {
+        name,
+        requests: window.len(),
+        healthy_failures: healthy
+            .iter()
+            .filter_map(|r| r.outcome.as_ref().err().map(|e| format!("entry h{} at {:?}: {e}", r.entry, r.sent)))
+            .collect(),
+        faulty_entry_failures: window.iter().filter(|r| r.entry == faulty_host && r.outcome.is_err()).count(),
+        p50_ms: quantile(0.5).copied().unwrap_or(0),
+        p99_ms: quantile(0.99).copied().unwrap_or(0),
+        left_routing_ms: healthy
+            .iter()
+            .filter(|r| r.done < back && served_by_faulty(r))
+            .map(|r| r.done.saturating_sub(from).as_millis() as u64)
+            .max(),
+        resumed_ms: healthy
+            .iter()
+            .filter(|r| r.sent >= back && served_by_faulty(r))
+            .map(|r| r.done.saturating_sub(back).as_millis() as u64)
+            .min(),
+        agreed_ms: agreed.saturating_sub(back).as_millis() as u64,
+    }
+}
+
+#[test]
+fn three_hosts_with_the_shipped_lan_config_form_and_ride_out_a_crash_and_a_partition() {
+    let lan = Arc::new(Lan::new(HOSTS).unwrap_or_else(|err| panic!("cannot build the namespace LAN: {err}")));
+    let shipped = std::fs::read_to_string(repo_root().join("cluster-config/lan-node.toml")).expect("lan-node.toml");
+    let dir = repo_root().join("target/lan-suite").join(lan.name());
+    std::fs::create_dir_all(&dir).expect("create the suite's folder");
+    let seeds: Vec<IpAddr> = (1..=HOSTS).map(|i| lan.addr(i)).collect();
+    let nodes: Vec<HostNode> = (1..=HOSTS)
+        .map(|i| {
+            let host = LanHost { node_id: format!("lan-{i}"), addr: lan.addr(i), seeds: seeds.clone() };
+            let config = dir.join(format!("h{i}.toml"));
+            std::fs::write(&config, host_config(&shipped, &host).unwrap_or_else(|err| panic!("{err}")))
+                .expect("write a host config");
+            HostNode { host: i, node_id: host.node_id, config, log: dir.join(format!("h{i}.log")) }
+        })
+        .collect();
+    eprintln!("lan suite: configs and node logs in {}", dir.display());
+    let suite_lan = lan.clone();
+    lan.run_on_client(move || async move { suite(&suite_lan, &nodes).await });
+}
+
+async fn suite(lan: &Lan, nodes: &[HostNode]) {
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(2)).build().expect("client builds");
+    let ids: Vec<String> = nodes.iter().map(|n| n.node_id.clone()).collect();
+    let started = Instant::now();
+    let (a, b, c) = tokio::join!(nodes[0].start(lan), nodes[1].start(lan), nodes[2].start(lan));
+    let mut servers = vec![a, b, c];
+    let ready = started.elapsed();
+    for server in &servers {
+        wait_until_ok(Duration::from_secs(15), "every node to see sessions to all its peers", async || {
+            full_mesh(&view(&client, server).await?, &ids)
+        })
+        .await;
+    }
+    let formed = started.elapsed();
+    eprintln!("lan suite: {HOSTS} hosts ready after {ready:?}, every node with sessions to all peers after {formed:?}");
+
+    let t0 = Instant::now();
+    let (stop, records) = (Arc::new(AtomicBool::new(false)), Arc::new(Mutex::new(Vec::new())));
+    let entries = servers.iter().enumerate().map(|(k, s)| (k + 1, s.url("/v1/classify"))).collect();
+    let load = tokio::spawn(drive(entries, stop.clone(), records.clone(), t0));
+    let served_after = |node: &str, host: usize, after: Duration| {
+        let sink = records.clone();
+        let node = node.to_owned();
+        move || {
+            let seen = sink.lock().expect("records lock");
+            seen.iter().any(|r| r.entry != host && r.sent >= after && r.outcome.as_deref() == Ok(node.as_str()))
+        }
+    };
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+
+    // Fault 1: SIGKILL of lan-3, restarted at once (same id and addresses, a new generation).
+    let kill_at = t0.elapsed();
+    servers[2].signal(nix::sys::signal::Signal::SIGKILL);
+    let _ = servers[2].wait_exit(Duration::from_secs(5)).await;
+    servers[2] = nodes[2].start(lan).await;
+    let restarted_at = t0.elapsed();
+    let seen = served_after("lan-3", 3, restarted_at);
+    wait_until(Duration::from_secs(10), "work through healthy entries to reach the restarted lan-3", async || seen())
+        .await;
+    let kill_agreed = agree(&client, &servers, &ids).await - t0;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let kill_end = t0.elapsed();
+
+    // Fault 2: lan-2's host is cut off the LAN (nftables drops all on its eth0) until every
+    // other node has declared it dead, then healed.
+    let cut_at = t0.elapsed();
+    lan.partition(2).unwrap_or_else(|err| panic!("{err}"));
+    for k in [0, 2] {
+        wait_until(Duration::from_secs(15), "the others to declare lan-2 dead", async || {
+            view(&client, &servers[k]).await.is_ok_and(|v| {
+                v["membership"]["dead"].as_array().is_some_and(|d| d.iter().any(|d| d["node_id"] == "lan-2"))
+            })
+        })
+        .await;
+    }
+    let dead_after = t0.elapsed() - cut_at;
+    lan.heal(2).unwrap_or_else(|err| panic!("{err}"));
+    let healed_at = t0.elapsed();
+    let seen = served_after("lan-2", 2, healed_at);
+    wait_until(Duration::from_secs(10), "work through healthy entries to reach the healed lan-2", async || seen())
+        .await;
+    let cut_agreed = agree(&client, &servers, &ids).await - t0;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let cut_end = t0.elapsed();
+
+    stop.store(true, Ordering::Relaxed);
+    load.await.expect("load task");
+    let records = records.lock().expect("records lock").clone();
+    let all = [
+        figures("SIGKILL + restart of lan-3", &records, (kill_at, restarted_at, kill_end), (3, "lan-3"), kill_agreed),
+        figures("full partition of lan-2", &records, (cut_at, healed_at, cut_end), (2, "lan-2"), cut_agreed),
+    ];
+    let total_failures = records.iter().filter(|r| r.outcome.is_err()).count();
+    eprintln!(
+        "lan suite: {} requests in {:?} from the client host, {} failed in all; lan-2 declared dead by both others {:?} after the cut",
+        records.len(),
+        t0.elapsed(),
+        total_failures,
+        dead_after
+    );
+    eprintln!(
+        "{:<28} {:>8} {:>16} {:>14} {:>7} {:>7} {:>14} {:>11} {:>11}",
+        "fault",
+        "requests",
+        "healthy-entry",
+        "faulty-entry",
+        "p50 ms",
+        "p99 ms",
+        "left routing",
+        "resumed",
+        "views agree"
+    );
+    for f in &all {
+        eprintln!(
+            "{:<28} {:>8} {:>16} {:>14} {:>7} {:>7} {:>14} {:>11} {:>11}",
+            f.name,
+            f.requests,
+            f.healthy_failures.len(),
+            f.faulty_entry_failures,
+            f.p50_ms,
+            f.p99_ms,
+            f.left_routing_ms.map_or("-".into(), |ms| format!("{ms} ms")),
+            f.resumed_ms.map_or("-".into(), |ms| format!("{ms} ms")),
+            format!("{} ms", f.agreed_ms),
+        );
+    }
+    for f in &all {
+        assert!(
+            f.healthy_failures.is_empty(),
+            "{}: requests through healthy entries failed: {:?}",
+            f.name,
+            f.healthy_failures
+        );
+        let resumed = f.resumed_ms.unwrap_or(u64::MAX);
+        assert!(
+            resumed <= RESUME_LIMIT.as_millis() as u64,
+            "{}: work reached the node again only after {resumed} ms",
+            f.name
+        );
+    }
+}
+
+/// Waits until every node's view is the full mesh again; returns when.
+async fn agree(client: &reqwest::Client, servers: &[Server], ids: &[String]) -> Instant {
+    for server in servers {
+        wait_until_ok(Duration::from_secs(15), "every node's view to agree again", async || {
+            full_mesh(&view(client, server).await?, ids)
+        })
+        .await;
+    }
+    Instant::now()
+}
+
+/// Node identity does not hang on distinct ports: nodes on 127.0.0.1 and 127.0.0.2 with the same
+/// gossip and actor ports form sessions both ways (before node names carried the address, both
+/// were `<id>@senti`, `senti:<port>`, and ractor_cluster dropped each session as one to itself).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_loopback_nodes_with_the_same_ports_form_sessions() {
+    let (gossip, actor) = loop {
+        let (g, a) = (senti_system_tests::free_port(), senti_system_tests::free_port());
+        let free_on_2 = std::net::UdpSocket::bind(("127.0.0.2", g)).is_ok()
+            && std::net::TcpListener::bind(("127.0.0.2", a)).is_ok()
+            && std::net::UdpSocket::bind(("127.0.0.1", g)).is_ok();
+        if free_on_2 {
+            break (g, a);
+        }
+    };
+    let start = |id: &'static str, ip: &'static str| {
+        let (gossip_addr, actor_addr) = (format!("{ip}:{gossip}"), format!("{ip}:{actor}"));
+        let seeds = format!("[\"127.0.0.1:{gossip}\", \"127.0.0.2:{gossip}\"]");
+        async move {
+            let env = [
+                ("SENTI__SERVER__NODE_ID", id),
+                ("SENTI__ENGINE__ACTORS", "1"),
+                ("SENTI__CLUSTER__ENABLED", "true"),
+                ("SENTI_CLUSTER_COOKIE", "same-ports"),
+                ("SENTI__CLUSTER__GOSSIP_LISTEN", gossip_addr.as_str()),
+                ("SENTI__CLUSTER__ACTOR_LISTEN", actor_addr.as_str()),
+                ("SENTI__CLUSTER__SEEDS", seeds.as_str()),
+                ("RUST_LOG", "error"),
+            ];
+            Server::start(&[], &env).await
+        }
+    };
+    let (one, two) = tokio::join!(start("same-1", "127.0.0.1"), start("same-2", "127.0.0.2"));
+    let client = reqwest::Client::new();
+    let ids = ["same-1".to_owned(), "same-2".to_owned()];
+    for server in [&one, &two] {
+        wait_until_ok(Duration::from_secs(15), "both nodes to have a session with the other", async || {
+            full_mesh(&view(&client, server).await?, &ids)
+        })
+        .await;
+    }
+    let members = view(&client, &one).await.expect("view");
+    let http: HashMap<String, String> = members["membership"]["members"]
+        .as_array()
+        .expect("members")
+        .iter()
+        .map(|m| (m["node_id"].as_str().unwrap_or_default().to_owned(), m["http_addr"].to_string()))
+        .collect();
+    assert_eq!(http["same-1"], format!("\"{}\"", one.addr), "http_addr is the address the node is reached at");
+}
+
+/// The shipped file marks exactly the lines that differ per host, and the result keeps its ports.
+#[test]
+fn the_shipped_lan_config_marks_every_line_to_change() {
+    let shipped = std::fs::read_to_string(repo_root().join("cluster-config/lan-node.toml")).expect("lan-node.toml");
+    let host = LanHost {
+        node_id: "x-7".into(),
+        addr: [10, 0, 0, 7].into(),
+        seeds: vec![[10, 0, 0, 7].into(), [10, 0, 0, 8].into()],
+    };
+    let edited = host_config(&shipped, &host).unwrap_or_else(|err| panic!("{err}"));
+    let config = senti_config::Config::from_toml(&edited).expect("valid");
+    let c = &config.cluster;
+    assert_eq!(config.node_id(), "x-7");
+    assert_eq!(c.gossip_advertise_addr().to_string(), "10.0.0.7:7280");
+    assert_eq!(c.actor_advertise_addr().to_string(), "10.0.0.7:7281");
+    assert_eq!(c.seeds, ["10.0.0.7:7280", "10.0.0.8:7280"]);
+    assert_eq!(c.http_advertise_addr(config.server.listen).to_string(), "10.0.0.7:8080");
+    let unmarked: Vec<&str> = shipped.lines().filter(|l| !l.contains("# CHANGE")).collect();
+    assert!(unmarked.iter().all(|l| edited.contains(l)), "only marked lines change");
+}
