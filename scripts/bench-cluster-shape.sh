@@ -116,14 +116,15 @@ target/release/senti-bench-routing "${ROUTING_ARGS[@]}" --json "$work/routing.js
 # pinned to those cores (taskset lists), seeded with a's gossip port, with the extra environment;
 # returns once a lists b's actor.
 start_cluster() {
-  local prefix=$1 cores_a=$2 cores_b=$3 cookie="bench-$stamp-$RANDOM" name core gossip_a gossip actor
+  local prefix=$1 cores_a=$2 cores_b=$3 cookie="bench-$stamp-$RANDOM" name core gossip_a gossip actor key_file
   shift 3
+  key_file=$(cluster_key_file)
   gossip_a=$(free_port)
   for name in a b; do
     if [[ $name == a ]]; then gossip=$gossip_a core=$cores_a; else gossip=$(free_port) core=$cores_b; fi
     actor=$(free_port)
     start_node "$prefix$name" "$core" SENTI__SERVER__NODE_ID="$name" SENTI__CLUSTER__ENABLED=true \
-      SENTI_CLUSTER_COOKIE="$cookie" SENTI__CLUSTER__GOSSIP_LISTEN="127.0.0.1:$gossip" \
+      SENTI_CLUSTER_COOKIE="$cookie" SENTI_CLUSTER_KEY_FILE="$key_file" SENTI__CLUSTER__GOSSIP_LISTEN="127.0.0.1:$gossip" \
       SENTI__CLUSTER__ACTOR_LISTEN="127.0.0.1:$actor" SENTI__CLUSTER__SEEDS="[\"127.0.0.1:$gossip_a\"]" "$@"
   done
   for _ in $(seq 300); do

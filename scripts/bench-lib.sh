@@ -26,6 +26,16 @@ free_port() {
   python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
 
+# cluster_key_file: prints the path of a gossip key file for the bench's nodes,
+# $work/cluster.key, created with `senti cluster keygen` on first use (every senti cluster needs
+# one: `cluster.key_file`).
+cluster_key_file() {
+  if [[ ! -e $work/cluster.key ]]; then
+    target/release/senti cluster keygen --out "$work/cluster.key" 2>/dev/null
+  fi
+  echo "$work/cluster.key"
+}
+
 # cpu_ticks PID: CPU ticks (1/100 s, user + system) of the process so far.
 cpu_ticks() {
   local line fields

@@ -142,11 +142,12 @@ for round in $(seq "$ROUNDS"); do
 
   echo "bench-vs-nginx: round $round: the same nodes as a senti cluster, clients entering n0" >&2
   cookie="bench-$stamp-$RANDOM"
+  key_file=$(cluster_key_file)
   gossip0=$(free_port)
   for i in 0 1 2; do
     if ((i == 0)); then gossip=$gossip0; else gossip=$(free_port); fi
     start_node "n$i" "${CORES[$i]}" SENTI__SERVER__NODE_ID="n$i" RUST_LOG=error SENTI__CLUSTER__ENABLED=true SENTI_CLUSTER_COOKIE="$cookie" \
-      SENTI__CLUSTER__GOSSIP_LISTEN="127.0.0.1:$gossip" SENTI__CLUSTER__ACTOR_LISTEN="127.0.0.1:$(free_port)" \
+      SENTI_CLUSTER_KEY_FILE="$key_file" SENTI__CLUSTER__GOSSIP_LISTEN="127.0.0.1:$gossip" SENTI__CLUSTER__ACTOR_LISTEN="127.0.0.1:$(free_port)" \
       SENTI__CLUSTER__SEEDS="[\"127.0.0.1:$gossip0\"]"
   done
   for _ in $(seq 300); do

@@ -1,5 +1,8 @@
 //! Helpers for multi-process tests: find the `senti` binary, start it on a free loopback port,
 //! wait until it is ready, and stop it. `make test` builds the binary before running these.
+//! Every test that starts a cluster takes its gossip key file from [`new_key_file`] (or
+//! [`shared_key_file`], which the [`loopback`] helpers use): a node refuses to join a cluster
+//! without one.
 //! [`loopback`] starts a small cluster of them; [`netns`] builds a LAN of network-namespace
 //! hosts to run them on (root only); [`promql`] reads PromQL expressions and
 //! `/metrics` pages for the monitoring tests (dashboard and Prometheus).
@@ -12,6 +15,8 @@ pub mod promql;
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 /// The repository root.
@@ -33,6 +38,39 @@ pub fn senti_bin() -> PathBuf {
     }
     panic!("no senti binary: run `cargo build -p senti-node` first (make test does)");
 }
+
+/// A directory of this test process for files its nodes read (key files), under target/tmp.
+pub fn test_dir() -> PathBuf {
+    let dir = repo_root().join("target").join("tmp").join(format!("senti-tests-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap_or_else(|err| panic!("cannot create {}: {err}", dir.display()));
+    dir
+}
+
+/// A new gossip key file (`cluster.key_file`) in `dir`, made by `senti cluster keygen --out`
+/// (mode 600, one fresh key); each call makes another file with another key.
+pub fn new_key_file(dir: &Path) -> PathBuf {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let path = dir.join(format!("cluster-{}.key", NEXT.fetch_add(1, Ordering::Relaxed)));
+    let _ = std::fs::remove_file(&path);
+    let output = Command::new(senti_bin())
+        .args(["cluster", "keygen", "--out"])
+        .arg(&path)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run senti cluster keygen");
+    assert!(output.status.success(), "senti cluster keygen failed: {}", String::from_utf8_lossy(&output.stderr));
+    path
+}
+
+/// The key file every cluster of this test process shares unless it asks for another one (made
+/// on first use). Clusters of one process are kept apart by their seeds, not by their keys.
+pub fn shared_key_file() -> &'static Path {
+    static SHARED: OnceLock<PathBuf> = OnceLock::new();
+    SHARED.get_or_init(|| new_key_file(&test_dir()))
+}
+
+/// A cookie (`cluster.cookie`) long enough for senti, for test clusters.
+pub const TEST_COOKIE: &str = "senti-test-cookie-3f09a1c2";
 
 /// A free loopback port (bound, then released).
 pub fn free_port() -> u16 {

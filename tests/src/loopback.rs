@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use crate::{free_port, wait_until, Server};
+use crate::{free_port, shared_key_file, wait_until, Server, TEST_COOKIE};
 
 /// One node's identity and cluster ports.
 pub struct LoopbackNode {
@@ -24,8 +24,10 @@ impl LoopbackNode {
     }
 
     /// Starts it with one inference actor, joining through `seed`, with `extra` environment
-    /// (`SENTI__...` overrides) on top; waits until it is ready.
+    /// (`SENTI__...` overrides) on top; waits until it is ready. Its gossip keys are the
+    /// process's [`shared_key_file`] unless `extra` sets `SENTI_CLUSTER_KEY_FILE`.
     pub async fn start(&self, seed: u16, extra: &[(&str, &str)]) -> Server {
+        let key_file = shared_key_file().to_str().expect("the repository path is UTF-8").to_owned();
         let gossip = format!("127.0.0.1:{}", self.gossip);
         let actor = format!("127.0.0.1:{}", self.actor);
         let seeds = format!("[\"127.0.0.1:{seed}\"]");
@@ -33,7 +35,8 @@ impl LoopbackNode {
             ("SENTI__SERVER__NODE_ID", self.id.as_str()),
             ("SENTI__ENGINE__ACTORS", "1"),
             ("SENTI__CLUSTER__ENABLED", "true"),
-            ("SENTI_CLUSTER_COOKIE", "monitoring-test"),
+            ("SENTI_CLUSTER_COOKIE", TEST_COOKIE),
+            ("SENTI_CLUSTER_KEY_FILE", key_file.as_str()),
             ("SENTI__CLUSTER__GOSSIP_LISTEN", gossip.as_str()),
             ("SENTI__CLUSTER__ACTOR_LISTEN", actor.as_str()),
             ("SENTI__CLUSTER__SEEDS", seeds.as_str()),

@@ -3,7 +3,11 @@
 //!
 //! ```text
 //! Cluster
-//!  ├── chitchat (UDP)        membership, failure detection, typed keys (keys.rs)
+//!  ├── chitchat (UDP)        membership, failure detection, typed keys (keys.rs), over a sealed
+//!  │                         transport: every datagram authenticated and encrypted with the
+//!  │                         keys of `cluster.key_file` (seal.rs, key_file.rs)
+//!  ├── gossip supervisor     chitchat's task ended or panicked -> readiness fails with the
+//!  │                         reason and [`Cluster::failure`] resolves (the node then exits)
 //!  ├── publisher task        local actors' load -> gossip, bounded rate + hysteresis (publish.rs)
 //!  ├── NodeServer (TCP)      ractor_cluster sessions, cookie handshake (sessions.rs)
 //!  ├── session task          sessions follow membership: those of dead or restarted members are
@@ -19,6 +23,7 @@
 #![warn(missing_docs)]
 
 mod guard;
+mod key_file;
 mod keyring;
 mod keys;
 mod publish;
@@ -31,22 +36,23 @@ mod wire;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use chitchat::transport::UdpTransport;
 use chitchat::{spawn_chitchat, Chitchat, ChitchatConfig, ChitchatHandle, ChitchatId, FailureDetectorConfig};
 use ractor::ActorRef;
 use ractor_cluster::NodeServerMessage;
 use senti_config::Config;
-use senti_engine::{Engine, LoadGauge, Readiness};
+use senti_engine::{Engine, LoadGauge, NodeState, Readiness};
 use senti_routing::{Gateway, GatewayMsg};
 use serde::{Deserialize, Serialize};
-use tokio::sync::Mutex;
+use tokio::sync::{watch, Mutex};
 use utoipa::ToSchema;
 
 pub use guard::{Guard, GuardError, GuardLimits, LimitsError};
+pub use key_file::{add_key_to_file, create_key_file, parse_key_lines, read_key_file, KeyFileError};
 pub use keyring::{Key, KeyError, KeyId, Keyring, KeyringHandle, MAX_KEYS};
 pub use keys::{set_ready, unix_ms_now, ActorEntry, GossipedLoad, ModelId, NodeKeys};
 pub use publish::{should_publish, PublishPolicy, Published};
@@ -65,12 +71,19 @@ const REFRESH_INTERVAL: Duration = Duration::from_millis(250);
 /// process ends.
 pub struct Cluster {
     chitchat: ChitchatHandle,
+    /// Seals and opens every gossip datagram; its counters are the rejection statistics.
+    transport: SealedUdpTransport,
     node_server: ActorRef<NodeServerMessage>,
     dialer: sessions::Dialer,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     self_id: ChitchatId,
     model: ModelId,
     gossip_interval: Duration,
+    /// Set by [`Cluster::leave`] before it stops gossip, so the supervisor takes that end for
+    /// what it is rather than a failure.
+    leaving: Arc<AtomicBool>,
+    /// Written once by the gossip supervisor: why gossip stopped, if it did on its own.
+    failure: watch::Receiver<Option<String>>,
 }
 
 /// `/v1/cluster`'s view of the membership.
@@ -141,11 +154,12 @@ pub struct DeadReport {
 }
 
 impl Cluster {
-    /// Joins the cluster: starts gossip, the node server, and the tasks that publish readiness
-    /// and load and keep the gateway's remote targets current. The `ready` key follows
-    /// `readiness` from then on.
+    /// Joins the cluster: starts gossip (sealed with `keyring`, from `cluster.key_file`), the
+    /// node server, and the tasks that publish readiness and load, keep the gateway's remote
+    /// targets current and watch the gossip task. The `ready` key follows `readiness` from then on.
     pub async fn start(
         config: &Config,
+        keyring: KeyringHandle,
         engine: &Engine,
         gateway: &Gateway,
         readiness: Readiness,
@@ -169,12 +183,19 @@ impl Cluster {
         let http_advertise = c.http_advertise_addr(http_addr);
         let initial = initial_keys(Some(http_advertise), c.actor_advertise_addr(), &model, &entries);
         let gossip_interval = Duration::from_millis(a.gossip_interval_ms);
-        let chitchat = spawn_chitchat(chitchat_config(config, self_id.clone()), initial, &UdpTransport)
+        let primary = keyring.primary_id();
+        let seal_config = SealConfig { self_id_opt: Some(self_id.clone()), ..SealConfig::default() };
+        let transport = SealedUdpTransport::with_config(keyring, seal_config)
+            .context("the default gossip limits are invalid. This is a bug.")?;
+        seal::register_metrics();
+        let chitchat = spawn_chitchat(chitchat_config(config, self_id.clone()), initial, &transport)
             .await
             .with_context(|| format!("cannot start gossip on {} (`cluster.gossip_listen`)", c.gossip_listen))?;
         let state = chitchat.chitchat();
         let watcher = state.lock().await.live_nodes_watcher();
 
+        let leaving = Arc::new(AtomicBool::new(false));
+        let (failure_tx, failure) = watch::channel(None);
         let policy = PublishPolicy::from_config(a);
         let redial = Duration::from_millis(a.redial_interval_ms);
         let dialer = sessions::Dialer::new(node_server.clone(), name, c.actor_advertise_addr(), redial);
@@ -186,13 +207,38 @@ impl Cluster {
         };
         let tasks = vec![
             server_task,
+            tokio::spawn(supervise_gossip(
+                chitchat.termination_watcher(),
+                leaving.clone(),
+                readiness.clone(),
+                failure_tx,
+            )),
             tokio::spawn(publish_readiness(state.clone(), readiness)),
             tokio::spawn(publish_loads(state.clone(), gauges, policy)),
             tokio::spawn(session_loop(state.clone(), node_server.clone(), dialer.clone(), redial)),
             tokio::spawn(refresh_loop(watcher, remote_actors, gateway.actor().clone(), node_id.clone(), model.clone())),
         ];
-        tracing::info!(node = %node_id, generation, gossip = %c.gossip_advertise_addr(), actors = %c.actor_advertise_addr(), http = %http_advertise, seeds = ?c.seeds, "joined the cluster");
-        Ok(Self { chitchat, node_server, dialer, tasks, self_id, model, gossip_interval })
+        tracing::info!(node = %node_id, generation, gossip = %c.gossip_advertise_addr(), actors = %c.actor_advertise_addr(), http = %http_advertise, seeds = ?c.seeds, gossip_key = %primary, "joined the cluster");
+        Ok(Self { chitchat, transport, node_server, dialer, tasks, self_id, model, gossip_interval, leaving, failure })
+    }
+
+    /// Resolves, with the reason, if gossip stops on its own (its task ended or panicked); never
+    /// after [`Cluster::leave`]. By then readiness has failed with the same reason.
+    pub fn failure(&self) -> impl std::future::Future<Output = String> + Send + 'static {
+        let mut failure = self.failure.clone();
+        async move {
+            let reason_opt = failure.wait_for(Option::is_some).await.ok().and_then(|reason| reason.clone());
+            match reason_opt {
+                Some(reason) => reason,
+                // The supervisor is gone without a verdict: only `leave` aborts it.
+                None => std::future::pending().await,
+            }
+        }
+    }
+
+    /// What the sealed gossip transport did so far (datagrams sealed, accepted, rejected).
+    pub fn transport_stats(&self) -> TransportStats {
+        self.transport.stats()
     }
 
     /// The membership as this node sees it.
@@ -255,6 +301,7 @@ impl Cluster {
     /// Leaves gracefully: says not-ready (peers stop sending new work), waits for that to
     /// spread, then stops gossip and the sessions.
     pub async fn leave(&self) {
+        self.leaving.store(true, Ordering::SeqCst);
         keys::set_ready(self.chitchat.chitchat().lock().await.self_node_state(), false);
         tokio::time::sleep(self.gossip_interval * 3).await;
         for task in &self.tasks {
@@ -291,15 +338,34 @@ pub fn chitchat_config(config: &Config, self_id: ChitchatId) -> ChitchatConfig {
     }
 }
 
-/// The cluster id chitchat compares: `cluster.cluster_id` plus a digest of the cookie, so a node
-/// with the wrong cookie cannot join gossip either (chitchat ignores messages of other cluster
-/// ids), not only the remote-actor sessions. The digest is 64 bits of SHA-256 over a fixed prefix
-/// and the cookie: it tells nodes apart without sending the cookie, but like any unkeyed digest it
-/// can be guessed offline if the cookie is weak; use a long random cookie.
+/// The cluster id chitchat compares and sends in clear in every message: `cluster.cluster_id`
+/// as configured, nothing derived from a secret. Nodes of another cluster are kept out by the
+/// sealed transport (they hold no key of this cluster's ring), not by this id.
 pub fn gossip_cluster_id(c: &senti_config::ClusterConfig) -> String {
-    use sha2::{Digest, Sha256};
-    let digest = Sha256::digest(format!("senti-gossip-v1:{}", c.cookie).as_bytes());
-    format!("{}-{}", c.cluster_id, hex::encode(&digest[..8]))
+    c.cluster_id.clone()
+}
+
+/// Watches chitchat's task: if it ends or panics while the node is not leaving, readiness fails
+/// with the reason (`/readyz` 503, gossip `ready=false` where it can still be heard) and the
+/// reason goes to `failure` for the node to exit on. chitchat is not restarted in process: a
+/// fresh start (the service manager's restart) is simpler to trust than a half-torn-down state.
+pub async fn supervise_gossip(
+    termination: impl std::future::Future<Output = anyhow::Result<()>>,
+    leaving: Arc<AtomicBool>,
+    readiness: Readiness,
+    failure: watch::Sender<Option<String>>,
+) {
+    let result = termination.await;
+    if leaving.load(Ordering::SeqCst) {
+        return;
+    }
+    let reason = match result {
+        Ok(()) => "gossip stopped".to_owned(),
+        Err(err) => format!("gossip stopped: {err:#}"),
+    };
+    tracing::error!(%reason, "the gossip task ended; this node can no longer see or be seen by the cluster");
+    readiness.set(NodeState::Failed(reason.clone()));
+    failure.send_replace(Some(reason));
 }
 
 /// The keys a node starts with (not ready until the known-answer check passes).
@@ -440,5 +506,71 @@ pub async fn refresh_loop<F, Fut>(
         }
         // At most one rebuild per 20 ms however chatty gossip is.
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ready() -> Readiness {
+        let readiness = Readiness::default();
+        readiness.set(NodeState::Ready);
+        readiness
+    }
+
+    #[tokio::test]
+    async fn a_gossip_task_that_ends_on_its_own_fails_readiness_and_reports_why() {
+        let readiness = ready();
+        let (failure_tx, failure) = watch::channel(None);
+        let panicked = async { Err(anyhow::anyhow!("Chitchat server panicked")) };
+        supervise_gossip(panicked, Arc::default(), readiness.clone(), failure_tx).await;
+        let reason = "gossip stopped: Chitchat server panicked";
+        assert_eq!(readiness.get(), NodeState::Failed(reason.into()));
+        assert_eq!(failure.borrow().as_deref(), Some(reason));
+
+        let readiness = ready();
+        let (failure_tx, failure) = watch::channel(None);
+        supervise_gossip(async { Ok(()) }, Arc::default(), readiness.clone(), failure_tx).await;
+        assert_eq!(readiness.get(), NodeState::Failed("gossip stopped".into()));
+        assert_eq!(failure.borrow().as_deref(), Some("gossip stopped"));
+    }
+
+    #[tokio::test]
+    async fn leaving_is_not_a_failure() {
+        let readiness = ready();
+        let (failure_tx, failure) = watch::channel(None);
+        supervise_gossip(async { Ok(()) }, Arc::new(AtomicBool::new(true)), readiness.clone(), failure_tx).await;
+        assert!(readiness.is_ready());
+        assert_eq!(*failure.borrow(), None);
+    }
+
+    /// The real thing: chitchat over the sealed transport, its task aborted (as a panic would end
+    /// it): the supervisor sees it.
+    #[tokio::test]
+    async fn a_real_gossip_task_that_dies_is_seen() {
+        let mut config = Config::default();
+        config.cluster.gossip_listen = SocketAddr::from(([127, 0, 0, 1], 0));
+        let self_id = ChitchatId::new("n".to_owned(), 1, config.cluster.gossip_listen);
+        let keyring = KeyringHandle::new(Keyring::from_keys(Key::generate().unwrap(), vec![]).unwrap());
+        let transport = SealedUdpTransport::new(keyring);
+        let chitchat = spawn_chitchat(chitchat_config(&config, self_id), vec![], &transport).await.unwrap();
+        let readiness = ready();
+        let (failure_tx, mut failure) = watch::channel(None);
+        let supervisor = tokio::spawn(supervise_gossip(
+            chitchat.termination_watcher(),
+            Arc::default(),
+            readiness.clone(),
+            failure_tx,
+        ));
+        chitchat.abort();
+        let reason = tokio::time::timeout(Duration::from_secs(10), failure.wait_for(Option::is_some))
+            .await
+            .expect("the supervisor saw the end within 10 s")
+            .unwrap()
+            .clone();
+        assert!(reason.is_some_and(|r| r.starts_with("gossip stopped")));
+        assert!(!readiness.is_ready());
+        supervisor.await.unwrap();
     }
 }

@@ -15,7 +15,7 @@
 //! the right) and in [`SealedUdpTransport::stats`], and logged at most once per
 //! [`SealConfig::warn_interval`]. Nothing of a datagram is decoded before its tag verifies.
 //!
-//! Wiring (left to the caller):
+//! Wiring (`Cluster::start` in lib.rs does this with the keyring of `cluster.key_file`):
 //! ```ignore
 //! let keyring = KeyringHandle::new(Keyring::from_keys(Key::parse(&primary_text)?, others)?);
 //! let config = SealConfig { self_id_opt: Some(self_id.clone()), ..SealConfig::default() };
@@ -44,7 +44,7 @@ pub use codec::{ChitchatCodec, CodecError};
 pub use datagram::{open, seal, OpenError, Opened, SealError, SEAL_OVERHEAD};
 
 pub use replay::{ReplayError, ReplayWindow};
-pub use stats::{RejectReason, TransportStats};
+pub use stats::{register_metrics, RejectReason, TransportStats};
 
 use crate::guard::{GuardLimits, LimitsError};
 use crate::keyring::KeyringHandle;

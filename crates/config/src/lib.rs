@@ -11,8 +11,8 @@
 //! Environment overrides use `SENTI__<SECTION>__<KEY>=<value>` (double underscores), for example
 //! `SENTI__SERVER__LISTEN=0.0.0.0:8080` or `SENTI__ENGINE__ACTORS=2`; the value is read as a TOML
 //! value when it parses as one (numbers, booleans, arrays) and as a string otherwise.
-//! `SENTI_AUTH_TOKENS=a,b` sets `auth.tokens` and `SENTI_CLUSTER_COOKIE` sets `cluster.cookie`, so
-//! secrets need not be written into a file.
+//! `SENTI_AUTH_TOKENS=a,b` sets `auth.tokens`, `SENTI_CLUSTER_COOKIE` sets `cluster.cookie` and
+//! `SENTI_CLUSTER_KEY_FILE` sets `cluster.key_file`, so secrets need not be written into a file.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -211,8 +211,47 @@ pub struct ClusterConfig {
     /// `server.listen`.
     pub http_advertise: Option<SocketAddr>,
     /// Shared secret of the ractor_cluster handshake; nodes with another cookie are refused.
-    /// Also `SENTI_CLUSTER_COOKIE`. Required when `enabled`.
+    /// Also `SENTI_CLUSTER_COOKIE`. Required when `enabled`: at least [`MIN_COOKIE_CHARS`]
+    /// characters and no placeholder.
     pub cookie: String,
+    /// File of gossip keys, one `sgk1-...` line each (`senti cluster keygen --out FILE` writes
+    /// one): the first seals and opens gossip, the others are only accepted (rotation). Blank
+    /// lines and `#` comments are ignored; the file must not be readable by group or others.
+    /// Also `SENTI_CLUSTER_KEY_FILE`. Required when `enabled`.
+    pub key_file: Option<PathBuf>,
+}
+
+/// Fewest characters of `cluster.cookie`.
+pub const MIN_COOKIE_CHARS: usize = 16;
+
+/// Words that mark a cookie as a placeholder someone forgot to replace (compared in lower case).
+const PLACEHOLDER_WORDS: [&str; 8] =
+    ["replace-me", "replaceme", "replace_me", "change-me", "changeme", "change_me", "placeholder", "example"];
+
+/// Why `cookie` is unfit to be `cluster.cookie`, if it is.
+fn weak_cookie(cookie: &str) -> Option<String> {
+    let chars = cookie.chars().count();
+    if chars < MIN_COOKIE_CHARS {
+        return Some(format!(
+            "must be at least {MIN_COOKIE_CHARS} characters, got {chars}: use a long random secret, e.g. `openssl rand -hex 24`"
+        ));
+    }
+    let lower = cookie.to_lowercase();
+    if let Some(word) = PLACEHOLDER_WORDS.iter().find(|word| lower.contains(*word)) {
+        return Some(format!(
+            "is a placeholder (contains `{word}`): replace it with a long random secret, e.g. `openssl rand -hex 24`"
+        ));
+    }
+    let mut distinct: Vec<char> = cookie.chars().collect();
+    distinct.sort_unstable();
+    distinct.dedup();
+    if distinct.len() < 6 {
+        return Some(format!(
+            "is weak ({} distinct characters): use a long random secret, e.g. `openssl rand -hex 24`",
+            distinct.len()
+        ));
+    }
+    None
 }
 
 impl Default for ClusterConfig {
@@ -227,6 +266,7 @@ impl Default for ClusterConfig {
             actor_advertise: None,
             http_advertise: None,
             cookie: String::new(),
+            key_file: None,
         }
     }
 }
@@ -243,6 +283,7 @@ impl fmt::Debug for ClusterConfig {
             .field("actor_advertise", &self.actor_advertise)
             .field("http_advertise", &self.http_advertise)
             .field("cookie", &if self.cookie.is_empty() { "[unset]" } else { "[redacted]" })
+            .field("key_file", &self.key_file)
             .finish()
     }
 }
@@ -503,6 +544,17 @@ impl Config {
                     message: "must be set when `cluster.enabled` is true (or SENTI_CLUSTER_COOKIE)".into(),
                 });
             }
+            if let Some(message) = weak_cookie(&c.cookie) {
+                return Err(ConfigError::Invalid { key: "cluster.cookie", message });
+            }
+            if c.key_file.as_ref().is_none_or(|path| path.as_os_str().is_empty()) {
+                return Err(ConfigError::Invalid {
+                    key: "cluster.key_file",
+                    message: "must be set when `cluster.enabled` is true (or SENTI_CLUSTER_KEY_FILE): a file of \
+                              gossip keys, made with `senti cluster keygen --out FILE`"
+                        .into(),
+                });
+            }
             if c.cluster_id.is_empty() {
                 return Err(ConfigError::Invalid { key: "cluster.cluster_id", message: "must not be empty".into() });
             }
@@ -579,6 +631,10 @@ fn apply_env(table: &mut toml::Table, vars: impl IntoIterator<Item = (String, St
     for (name, raw) in vars {
         if name == "SENTI_CLUSTER_COOKIE" {
             section(table, "cluster").insert("cookie".into(), toml::Value::String(raw));
+            continue;
+        }
+        if name == "SENTI_CLUSTER_KEY_FILE" {
+            section(table, "cluster").insert("key_file".into(), toml::Value::String(raw));
             continue;
         }
         if name == "SENTI_AUTH_TOKENS" {
@@ -666,22 +722,33 @@ mod tests {
         assert_eq!(err, "invalid config: `advanced.admission_headroom` must be between 0.05 and 1, got 1.5");
     }
 
+    /// A cookie long and random enough for the tests.
+    const COOKIE: &str = "k3J9xQ2mV7pL4wZ8";
+
+    fn cluster_env<'a>(extra: &[(&'a str, &'a str)]) -> Vec<(String, String)> {
+        let mut pairs = vec![
+            ("SENTI__CLUSTER__ENABLED", "true"),
+            ("SENTI_CLUSTER_COOKIE", COOKIE),
+            ("SENTI_CLUSTER_KEY_FILE", "/etc/senti/cluster.key"),
+        ];
+        pairs.extend_from_slice(extra);
+        env(&pairs)
+    }
+
     #[test]
     fn a_cluster_needs_a_cookie_and_the_cookie_is_redacted() {
         let err = Config::from_toml("[cluster]\nenabled = true\n").unwrap_err().to_string();
         assert!(err.contains("`cluster.cookie`"), "{err}");
-        let config =
-            Config::load(None, env(&[("SENTI__CLUSTER__ENABLED", "true"), ("SENTI_CLUSTER_COOKIE", "c00kie")]))
-                .unwrap();
+        let config = Config::load(None, cluster_env(&[])).unwrap();
         assert!(config.cluster.enabled);
-        assert!(!format!("{config:?}").contains("c00kie"));
+        assert!(!format!("{config:?}").contains(COOKIE));
         let err = Config::from_toml("[advanced]\nhedge_quantile = 1.5\n").unwrap_err().to_string();
         assert!(err.contains("`advanced.hedge_quantile`"), "{err}");
     }
 
     #[test]
     fn unreachable_advertise_addresses_are_refused_and_http_advertise_is_derived() {
-        let base = "[cluster]\nenabled = true\ncookie = \"c\"\n";
+        let base = format!("[cluster]\nenabled = true\ncookie = \"{COOKIE}\"\nkey_file = \"/etc/senti/cluster.key\"\n");
         let err = Config::from_toml(&format!("{base}gossip_listen = \"0.0.0.0:7280\"\n")).unwrap_err().to_string();
         assert!(err.contains("`cluster.gossip_advertise` must be set"), "{err}");
         let err = Config::from_toml(&format!("{base}actor_listen = \"0.0.0.0:7281\"\n")).unwrap_err().to_string();
@@ -699,6 +766,47 @@ mod tests {
     }
 
     #[test]
+    fn a_cluster_needs_a_key_file() {
+        let err = Config::load(None, env(&[("SENTI__CLUSTER__ENABLED", "true"), ("SENTI_CLUSTER_COOKIE", COOKIE)]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`cluster.key_file`") && err.contains("senti cluster keygen"), "{err}");
+        let err = Config::load(None, cluster_env(&[("SENTI_CLUSTER_KEY_FILE", "")])).unwrap_err().to_string();
+        assert!(err.contains("`cluster.key_file`"), "{err}");
+        let config = Config::load(None, cluster_env(&[])).unwrap();
+        assert_eq!(config.cluster.key_file.as_deref(), Some(Path::new("/etc/senti/cluster.key")));
+        let config = Config::from_toml(&format!(
+            "[cluster]\nenabled = true\ncookie = \"{COOKIE}\"\nkey_file = \"keys/gossip.key\"\n"
+        ))
+        .unwrap();
+        assert_eq!(config.cluster.key_file.as_deref(), Some(Path::new("keys/gossip.key")));
+        // A node on its own needs none.
+        Config::load(None, Vec::new()).unwrap();
+    }
+
+    #[test]
+    fn weak_and_placeholder_cookies_are_refused() {
+        for weak in [
+            "c00kie",
+            "fifteen-chars-x",
+            "replace-me-or-use-SENTI_CLUSTER_COOKIE",
+            "CHANGEME-CHANGEME-CHANGEME",
+            "an-example-cookie-value",
+            "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+            "abababababababababab",
+        ] {
+            let err = Config::load(None, cluster_env(&[("SENTI_CLUSTER_COOKIE", weak)])).unwrap_err().to_string();
+            assert!(err.contains("`cluster.cookie`"), "{weak}: {err}");
+            assert!(!err.contains(weak), "the error repeats the secret: {err}");
+        }
+        for strong in [COOKIE, "senti-local-demo", "3f09a1c29c1e44b0b5a2d7e81f6c0a93"] {
+            Config::load(None, cluster_env(&[("SENTI_CLUSTER_COOKIE", strong)])).unwrap();
+        }
+        // Cookies are only checked when they are used.
+        Config::load(None, env(&[("SENTI_CLUSTER_COOKIE", "short")])).unwrap();
+    }
+
+    #[test]
     fn tokens_are_redacted_in_debug() {
         let config = Config::load(None, env(&[("SENTI_AUTH_TOKENS", "s3cret")])).unwrap();
         let debug = format!("{config:?}");
@@ -711,7 +819,8 @@ mod tests {
 mod repo_configs {
     use super::*;
 
-    /// Every config file shipped in cluster-config/ parses and validates.
+    /// Every config file shipped in cluster-config/ parses and validates (lan-node.toml with the
+    /// cookie from the environment, as it says).
     #[test]
     fn every_shipped_config_is_valid() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../cluster-config");
@@ -719,7 +828,12 @@ mod repo_configs {
         for entry in std::fs::read_dir(&dir).unwrap() {
             let path = entry.unwrap().path();
             if path.extension().is_some_and(|e| e == "toml") {
-                Config::load(Some(&path), Vec::new()).unwrap_or_else(|err| panic!("{}: {err}", path.display()));
+                let vars = if path.ends_with("lan-node.toml") {
+                    vec![("SENTI_CLUSTER_COOKIE".to_owned(), "3f09a1c29c1e44b0b5a2d7e81f6c0a93".to_owned())]
+                } else {
+                    Vec::new()
+                };
+                Config::load(Some(&path), vars).unwrap_or_else(|err| panic!("{}: {err}", path.display()));
                 checked += 1;
             }
         }
@@ -738,7 +852,8 @@ mod repo_configs {
         // Options that are unset (node_id, model path, advertise addresses...) serialize to
         // nothing; count them too.
         let unset = ["server.node_id", "model.path", "model.variant", "model.onnxruntime"].len()
-            + ["cluster.gossip_advertise", "cluster.actor_advertise", "cluster.http_advertise"].len();
+            + ["cluster.gossip_advertise", "cluster.actor_advertise", "cluster.http_advertise", "cluster.key_file"]
+                .len();
         // The HTTP timeouts and cap, `auth.open_metrics`, `cluster.http_advertise`, `cluster.key_file`
         // and `cache.max_bytes` took it past twenty.
         assert!((18..=32).contains(&(keys + unset)), "{} user-facing keys", keys + unset);

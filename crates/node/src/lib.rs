@@ -4,7 +4,9 @@
 //! [`start`] brings a node up and returns once it listens; [`RunningNode::stop`] drains it
 //! (readiness goes to draining: new work gets 503, peers stop placing work here; the server
 //! finishes in-flight requests, the queues empty, the actors stop). The binary (`main.rs`) only parses the command line and calls these, so tests run a
-//! whole node in-process exactly as `senti serve` does.
+//! whole node in-process exactly as `senti serve` does. In a cluster, [`run`] also ends, with an
+//! error, when gossip stops on its own: the process exits non-zero and its service manager
+//! restarts it (the node cannot be seen by the cluster any more, so it should not stay up).
 #![forbid(unsafe_code)]
 
 use std::net::SocketAddr;
@@ -12,7 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use senti_cluster::Cluster;
+use senti_cluster::{Cluster, KeyringHandle};
 use senti_config::Config;
 use senti_engine::{Engine, NodeState, Readiness, RequestId};
 use senti_http::AppState;
@@ -71,6 +73,13 @@ pub async fn start_gateway(engine: &Engine, config: &Config) -> anyhow::Result<G
 
 /// Starts a node and returns once its HTTP port is bound; readiness follows the known-answer check.
 pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
+    // The key file is checked before the model loads: a refused key fails the start at once.
+    let keyring_opt = if config.cluster.enabled {
+        let path = config.cluster.key_file.as_deref().context("`cluster.key_file` must be set in a cluster")?;
+        Some(KeyringHandle::new(senti_cluster::read_key_file(path)?))
+    } else {
+        None
+    };
     let bundle = load_model(&config).await?;
     let manifest = bundle.manifest();
     tracing::info!(model = %manifest.name, version = %manifest.version, variant = bundle.variant(), "model loaded");
@@ -98,8 +107,8 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
         let _ = stopped.await;
     }));
     tracing::info!(node = %node_id, %addr, "listening");
-    if config.cluster.enabled {
-        let cluster = Cluster::start(&config, &engine, &gateway, readiness.clone(), addr).await?;
+    if let Some(keyring) = keyring_opt {
+        let cluster = Cluster::start(&config, keyring, &engine, &gateway, readiness.clone(), addr).await?;
         let _ = state.cluster.set(Arc::new(cluster));
     }
     match known_answer_check(&engine, &gateway).await {
@@ -168,6 +177,18 @@ async fn known_answer_check(engine: &Engine, gateway: &Gateway) -> anyhow::Resul
 }
 
 impl RunningNode {
+    /// Resolves, with the reason, when a part the node cannot serve without stops on its own
+    /// (today: gossip, in a cluster); never for a node on its own.
+    pub fn failure(&self) -> impl std::future::Future<Output = String> + Send + 'static {
+        let cluster_opt = self.state.cluster.get().cloned();
+        async move {
+            match cluster_opt {
+                Some(cluster) => cluster.failure().await,
+                None => std::future::pending().await,
+            }
+        }
+    }
+
     /// Graceful stop: new requests get 503, in-flight ones finish, queues drain, actors stop.
     pub async fn stop(self) -> anyhow::Result<()> {
         tracing::info!("shutting down: leaving the cluster, refusing new requests, finishing in-flight ones");
@@ -195,10 +216,17 @@ impl RunningNode {
 }
 
 /// `senti serve`: start, wait for `shutdown`, stop gracefully.
+/// In a cluster, returns an error once gossip has stopped on its own (after stopping the node),
+/// so the process exits non-zero and its service manager restarts it.
 pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
     let node = start(config).await?;
-    shutdown.await;
-    node.stop().await
+    tokio::select! {
+        () = shutdown => node.stop().await,
+        reason = node.failure() => {
+            node.stop().await?;
+            anyhow::bail!("{reason}: exiting so that the service manager restarts this node")
+        }
+    }
 }
 
 /// Resolves on ctrl-c or SIGTERM.

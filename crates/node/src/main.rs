@@ -49,6 +49,34 @@ enum Command {
         /// Texts to classify.
         texts: Vec<String>,
     },
+    /// Cluster administration: gossip keys.
+    Cluster {
+        #[command(subcommand)]
+        command: ClusterCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ClusterCommand {
+    /// Generate a gossip key into a key file (`cluster.key_file`). Prints the new key's id, never
+    /// the key.
+    Keygen {
+        #[command(flatten)]
+        target: KeygenTarget,
+    },
+}
+
+/// Exactly one of `--out` and `--add`.
+#[derive(Args)]
+#[group(required = true, multiple = false)]
+struct KeygenTarget {
+    /// Create FILE (mode 600) holding one new key; refuses to overwrite an existing file.
+    #[arg(long, value_name = "FILE")]
+    out: Option<PathBuf>,
+    /// Append a new key to the key file FILE; it is accepted at once (after a restart) but not
+    /// used to seal until its line is moved first (key rotation, docs/security.md).
+    #[arg(long, value_name = "FILE")]
+    add: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -143,7 +171,34 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let config = common.load()?;
             classify(config, file, texts).await
         }
+        Command::Cluster { command: ClusterCommand::Keygen { target } } => keygen(target),
     }
+}
+
+/// `senti cluster keygen`: writes the key, tells what to do next on stderr.
+fn keygen(target: KeygenTarget) -> anyhow::Result<()> {
+    match (target.out, target.add) {
+        (Some(path), _) => {
+            let key = senti_cluster::create_key_file(&path)?;
+            eprintln!(
+                "wrote gossip key {} to {} (mode 600); copy this file to every node of the cluster and set \
+                 `cluster.key_file` (or SENTI_CLUSTER_KEY_FILE) to it",
+                key.id(),
+                path.display()
+            );
+        }
+        (None, Some(path)) => {
+            let key = senti_cluster::add_key_to_file(&path)?;
+            eprintln!(
+                "added gossip key {} to {} (accepted, not yet used to seal); rotation: add it on every node, \
+                 then move its line first, then delete the old key's line (docs/security.md)",
+                key.id(),
+                path.display()
+            );
+        }
+        (None, None) => anyhow::bail!("give --out FILE or --add FILE"),
+    }
+    Ok(())
 }
 
 /// One output line of `senti classify`: the text and its result as the HTTP API gives it.

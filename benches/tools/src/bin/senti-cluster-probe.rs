@@ -148,6 +148,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let json_path = cli.json.clone().unwrap_or_else(|| PathBuf::from(format!("bench-results/cluster-{started}.json")));
     let logs = std::env::temp_dir().join(format!("senti-cluster-probe-{}", std::process::id()));
     std::fs::create_dir_all(&logs).with_context(|| format!("cannot create {}", logs.display()))?;
+    let key_file = logs.join("cluster.key");
+    let keygen = Command::new(&settings.senti)
+        .args(["cluster", "keygen", "--out"])
+        .arg(&key_file)
+        .stderr(Stdio::null())
+        .status()
+        .context("cannot run `senti cluster keygen`")?;
+    anyhow::ensure!(keygen.success(), "`senti cluster keygen --out {}` failed ({keygen})", key_file.display());
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -167,6 +175,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             cursor: Arc::new(AtomicUsize::new(0)),
             settings: settings.clone(),
             logs: logs.clone(),
+            key_file,
         };
         let loadavg_before = loadavg();
         let mut points = Vec::new();
@@ -271,6 +280,7 @@ fn settings(cli: &Cli) -> anyhow::Result<Settings> {
     let mut cluster_defaults = serde_json::to_value(senti_config::ClusterConfig::default())?;
     if let Some(table) = cluster_defaults.as_object_mut() {
         table.remove("cookie");
+        table.remove("key_file");
     }
     Ok(Settings {
         intervals_ms,
@@ -416,6 +426,7 @@ impl Node {
             .env("SENTI__CLUSTER__ENABLED", "true")
             .env("SENTI__CLUSTER__CLUSTER_ID", cluster_id)
             .env("SENTI_CLUSTER_COOKIE", COOKIE)
+            .env("SENTI_CLUSTER_KEY_FILE", &ctx.key_file)
             .env("SENTI__CLUSTER__GOSSIP_LISTEN", spec.gossip.to_string())
             .env("SENTI__CLUSTER__ACTOR_LISTEN", spec.actor.to_string())
             .env("SENTI__CLUSTER__SEEDS", seeds)
@@ -923,6 +934,8 @@ struct Ctx {
     cursor: Arc<AtomicUsize>,
     settings: Settings,
     logs: PathBuf,
+    /// The gossip key file every node of every point reads (`cluster.key_file`).
+    key_file: PathBuf,
 }
 
 #[derive(Debug, Serialize)]

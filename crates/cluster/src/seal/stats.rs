@@ -95,6 +95,28 @@ impl RejectReason {
     }
 }
 
+/// Describes the transport's metrics and creates every series at zero, so `/metrics` lists
+/// `senti_gossip_rejected_total{reason}` for every reason before the first rejection (a rate
+/// over a series that appears only with its first event misses that event).
+pub fn register_metrics() {
+    metrics::describe_counter!(
+        "senti_gossip_datagrams_total",
+        "Gossip datagrams sealed and sent, or opened and accepted"
+    );
+    metrics::describe_counter!(
+        "senti_gossip_rejected_total",
+        "Gossip datagrams dropped before chitchat saw them, by reason"
+    );
+    metrics::describe_counter!("senti_gossip_fitted_total", "Outgoing gossip messages trimmed to fit the seal");
+    for direction in ["sent", "accepted"] {
+        metrics::counter!("senti_gossip_datagrams_total", "direction" => direction).increment(0);
+    }
+    for reason in RejectReason::ALL {
+        metrics::counter!("senti_gossip_rejected_total", "reason" => reason.label()).increment(0);
+    }
+    metrics::counter!("senti_gossip_fitted_total").increment(0);
+}
+
 /// Counters shared by every socket of one transport. Written by the sockets, read by anyone.
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
