@@ -69,6 +69,8 @@ pub struct Config {
     pub cluster: ClusterConfig,
     /// How the gateway fails over.
     pub routing: RoutingConfig,
+    /// `[cache]`
+    pub cache: CacheConfig,
     /// Measured tuning values; see [`AdvancedConfig`].
     pub advanced: AdvancedConfig,
 }
@@ -164,6 +166,22 @@ pub struct LimitsConfig {
 impl Default for LimitsConfig {
     fn default() -> Self {
         Self { max_text_chars: 4096, max_texts: 256, max_body_bytes: 2 * 1024 * 1024, request_timeout_ms: 10_000 }
+    }
+}
+
+/// `[cache]`: the result cache every node keeps in front of its gateway (crates/routing cache.rs).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheConfig {
+    /// Most bytes the cached results may take (texts' token ids plus scores, estimated per entry);
+    /// 0 turns the cache off. In-flight coalescing of identical texts works either way.
+    pub max_bytes: u64,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        // 64 MiB holds about 250k cached short reviews: a small share of a 24 GiB machine.
+        Self { max_bytes: 64 * 1024 * 1024 }
     }
 }
 

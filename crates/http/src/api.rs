@@ -4,12 +4,12 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
-use senti_engine::{NodeState, RequestId};
+use senti_engine::{EncodedTexts, NodeState, RequestId};
 use senti_model::{Manifest, Scores};
-use senti_routing::Classified;
+use senti_routing::{CacheAnswer, Freshness};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -24,6 +24,9 @@ pub const SERVED_BY_HEADER: &str = "x-senti-served-by";
 /// Header a client may send to ask for a model (`name` or `name@version`), like the `model` field;
 /// every answer carries it too, naming the model that answered.
 pub const MODEL_HEADER: &str = "x-senti-model";
+/// Response header saying where the answers came from: `hit` (all from the result cache), `miss`
+/// (none), `partial`.
+pub const CACHE_HEADER: &str = "x-senti-cache";
 
 /// `POST /analyze` request: the seed recipe's API.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -90,6 +93,9 @@ pub struct ClassifyResult {
     pub score: f32,
     /// Calibrated probability of every label, by English name.
     pub probabilities: BTreeMap<String, f32>,
+    /// Answered from this node's result cache (`Cache-Control: no-cache` asks for a fresh one).
+    #[serde(default)]
+    pub cached: bool,
 }
 
 impl ClassifyResult {
@@ -102,6 +108,7 @@ impl ClassifyResult {
             label_zh: label.name_zh.clone(),
             score: scores.score(),
             probabilities: manifest.labels.iter().map(|l| (l.name.clone(), scores.probabilities[l.index])).collect(),
+            cached: false,
         }
     }
 }
@@ -165,12 +172,12 @@ pub async fn analyze(
     check_text(0, &req.text, &state)?;
     let deadline = deadline(&headers, &state)?;
     let texts = state.engine.encode(std::slice::from_ref(&req.text)).await?;
-    let classified = state.gateway.classify(texts, deadline, request).await?;
+    let answer = infer(&state, &texts, &headers, deadline, request).await?;
     let manifest = state.engine.bundle().manifest();
-    let scores = &classified.scores[0];
+    let scores = &answer.scores[0];
     let body =
         AnalyzeResponse { text: req.text, label: manifest.labels[scores.label].name_zh.clone(), score: scores.score() };
-    Ok(with_served_by(Json(body), &classified, &state))
+    Ok(with_served_by(Json(body), &answer, &state))
 }
 
 /// Classify a batch of texts.
@@ -195,14 +202,34 @@ pub async fn classify(
     }
     let deadline = deadline(&headers, &state)?;
     let texts = state.engine.encode(&req.texts).await?;
-    let classified = state.gateway.classify(texts, deadline, request).await?;
+    let answer = infer(&state, &texts, &headers, deadline, request).await?;
     let bundle = state.engine.bundle();
     let manifest = bundle.manifest();
-    let body = ClassifyResponse {
-        model: model_info(&state),
-        results: classified.scores.iter().map(|scores| ClassifyResult::new(scores, manifest)).collect(),
-    };
-    Ok(with_served_by(Json(body), &classified, &state))
+    let results = answer
+        .scores
+        .iter()
+        .zip(&answer.cached)
+        .map(|(scores, &cached)| ClassifyResult { cached, ..ClassifyResult::new(scores, manifest) })
+        .collect();
+    Ok(with_served_by(Json(ClassifyResponse { model: model_info(&state), results }), &answer, &state))
+}
+
+/// Classifies through the node's result cache: cached texts are answered at once, texts already
+/// in flight wait for that computation, the rest go to the gateway as one request.
+async fn infer(
+    state: &AppState,
+    texts: &EncodedTexts,
+    headers: &HeaderMap,
+    deadline: Instant,
+    request: RequestId,
+) -> Result<CacheAnswer, ApiError> {
+    let freshness = headers
+        .get(header::CACHE_CONTROL)
+        .and_then(|v| v.to_str().ok())
+        .map_or(Freshness::Any, Freshness::from_cache_control);
+    let gateway = state.gateway.clone();
+    let compute = move |batch| async move { gateway.classify(batch, deadline, request).await };
+    Ok(state.cache.classify(texts, freshness, deadline, compute).await?)
 }
 
 /// The model this node serves.
@@ -280,6 +307,10 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         metrics::gauge!("senti_actor_running_texts", "actor" => actor.name.clone()).set(load.running_texts as f64);
         metrics::gauge!("senti_actor_tokens_per_second", "actor" => actor.name.clone()).set(load.tokens_per_sec);
     }
+    let cache = state.cache.stats();
+    metrics::gauge!("senti_cache_entries").set(cache.entries as f64);
+    metrics::gauge!("senti_cache_bytes").set(cache.bytes as f64);
+    metrics::gauge!("senti_cache_max_bytes").set(cache.max_bytes as f64);
     ([("content-type", "text/plain; version=0.0.4")], state.metrics.render())
 }
 
@@ -310,13 +341,22 @@ fn deadline(headers: &HeaderMap, state: &AppState) -> Result<Instant, ApiError> 
     Ok(Instant::now() + Duration::from_millis(ms))
 }
 
-/// The answer with the actor that served it and the model that answered (`name@version`, the
-/// form a request's `model` takes) as headers: `/analyze`'s body has no room for them.
-fn with_served_by(body: impl IntoResponse, classified: &Classified, state: &AppState) -> Response {
+/// The answer with the actor that served it (`cache` when the result cache answered every text),
+/// whether the cache answered, and the model that answered (`name@version`, the form a request's
+/// `model` takes) as headers: `/analyze`'s body has no room for them.
+fn with_served_by(body: impl IntoResponse, answer: &CacheAnswer, state: &AppState) -> Response {
     let mut response = body.into_response();
-    if let Ok(value) = HeaderValue::from_str(&classified.served_by.to_string()) {
+    let served_by = answer.served_by.as_ref().map_or_else(|| "cache".to_owned(), ToString::to_string);
+    if let Ok(value) = HeaderValue::from_str(&served_by) {
         response.headers_mut().insert(SERVED_BY_HEADER, value);
     }
+    let hits = answer.cached.iter().filter(|&&c| c).count();
+    let cache = match hits {
+        0 => "miss",
+        n if n == answer.cached.len() => "hit",
+        _ => "partial",
+    };
+    response.headers_mut().insert(CACHE_HEADER, HeaderValue::from_static(cache));
     response.headers_mut().insert(MODEL_HEADER, state.model_id.clone());
     response
 }

@@ -5,9 +5,9 @@ use std::sync::{Arc, OnceLock};
 use axum::http::HeaderValue;
 use metrics_exporter_prometheus::PrometheusHandle;
 use senti_cluster::Cluster;
-use senti_config::{AuthConfig, LimitsConfig};
+use senti_config::{AuthConfig, CacheConfig, LimitsConfig};
 use senti_engine::{Engine, Readiness};
-use senti_routing::Gateway;
+use senti_routing::{Gateway, ResultCache};
 
 use crate::recent::RecentErrors;
 
@@ -34,6 +34,8 @@ pub struct AppState {
     pub recent_errors: RecentErrors,
     /// This node's model as `name@version`, the `x-senti-model` header of every answer.
     pub model_id: HeaderValue,
+    /// Answers already computed, and identical texts in flight (`[cache]`).
+    pub cache: Arc<ResultCache>,
 }
 
 impl AppState {
@@ -46,9 +48,12 @@ impl AppState {
         auth: AuthConfig,
         node_id: String,
     ) -> Self {
-        let manifest = engine.bundle().manifest();
+        let bundle = engine.bundle();
+        let manifest = bundle.manifest();
         let model_id = HeaderValue::from_str(&format!("{}@{}", manifest.name, manifest.version))
             .unwrap_or_else(|_| HeaderValue::from_static("unnamed"));
+        let cache_model = format!("{}@{}/{}", manifest.name, manifest.version, bundle.variant());
+        let cache = ResultCache::new(cache_model, CacheConfig::default().max_bytes);
         Self {
             engine,
             gateway,
@@ -60,6 +65,14 @@ impl AppState {
             cluster: Arc::new(OnceLock::new()),
             recent_errors: RecentErrors::default(),
             model_id,
+            cache,
         }
+    }
+
+    /// The same state with a result cache of `config.max_bytes` (0: off; identical texts in
+    /// flight are still computed once).
+    pub fn with_cache(mut self, config: &CacheConfig) -> Self {
+        self.cache = ResultCache::new(self.cache.model(), config.max_bytes);
+        self
     }
 }

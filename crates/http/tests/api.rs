@@ -278,9 +278,10 @@ async fn full_queue_is_429_with_retry_after() {
         Config::from_toml("[engine]\nactors = 1\n[advanced]\nqueue_capacity = 4\n[limits]\nmax_texts = 4\n").unwrap();
     let app = app(state_with(config).await);
     let long = "房间干净整洁，早餐种类丰富，前台服务热情，交通也方便。".repeat(8);
-    let requests = (0..40).map(|_| {
+    // Distinct texts: identical ones would be computed once (result cache, coalescing).
+    let requests = (0..40).map(|i| {
         let app = app.clone();
-        let body = json!({"texts": [long, long, long, long]});
+        let body = json!({"texts": (0..4).map(|j| format!("{long}{i}-{j}")).collect::<Vec<_>>()});
         tokio::spawn(async move { send(&app, post_json("/v1/classify", body)).await })
     });
     let mut ok = 0;
@@ -306,7 +307,8 @@ async fn full_queue_is_429_with_retry_after() {
 async fn deadlines_and_timeout_header() {
     let (app, _) = default_app().await;
     let long = "等了两个小时才送到，饭菜都凉了，客服态度也很差。".repeat(10);
-    let mut req = post_json("/v1/classify", json!({"texts": vec![long; 200]}));
+    let texts: Vec<String> = (0..200).map(|i| format!("{long}{i}")).collect();
+    let mut req = post_json("/v1/classify", json!({ "texts": texts }));
     req.headers_mut().insert("x-senti-timeout-ms", "1".parse().unwrap());
     assert_error(&send(&app, req).await, StatusCode::GATEWAY_TIMEOUT, "deadline_exceeded");
     let mut req = post_json("/analyze", json!({"text": "好"}));
@@ -384,7 +386,8 @@ async fn a_cancelled_request_does_not_block_others() {
     let long = "物流很快，包装完好，东西也不错，下次还会再来买。".repeat(8);
     let slow = {
         let app = app.clone();
-        tokio::spawn(async move { send(&app, post_json("/v1/classify", json!({"texts": vec![long; 256]}))).await })
+        let texts: Vec<String> = (0..256).map(|i| format!("{long}{i}")).collect();
+        tokio::spawn(async move { send(&app, post_json("/v1/classify", json!({ "texts": texts }))).await })
     };
     tokio::time::sleep(Duration::from_millis(5)).await;
     slow.abort();
@@ -447,4 +450,53 @@ async fn a_request_may_ask_for_the_model_that_answers() {
         let reply = send(&app, post_json("/v1/classify", json!({"texts": ["好"], "model": bad}))).await;
         assert_error(&reply, StatusCode::BAD_REQUEST, "bad_model");
     }
+}
+
+#[tokio::test]
+async fn repeated_texts_are_answered_from_the_cache_unless_asked_not_to() {
+    let (app, state) = default_app().await;
+    let texts = ["服务很好，下次还来", "质量太差了，退货"];
+    let first = send(&app, post_json("/v1/classify", json!({ "texts": texts }))).await;
+    assert_eq!(first.status, StatusCode::OK, "{}", first.text);
+    assert_eq!(first.headers["x-senti-cache"], "miss");
+    let second = send(&app, post_json("/v1/classify", json!({ "texts": texts }))).await;
+    assert_eq!(second.headers["x-senti-cache"], "hit");
+    assert_eq!(second.headers["x-senti-served-by"], "cache");
+    for (a, b) in first.json["results"].as_array().unwrap().iter().zip(second.json["results"].as_array().unwrap()) {
+        assert_eq!(a["cached"], false);
+        assert_eq!(b["cached"], true);
+        assert_eq!(a["label"], b["label"]);
+        assert_eq!(a["probabilities"], b["probabilities"], "a cached answer is the computed one");
+    }
+    // One text new, one cached: the cache is keyed by token ids, so spaces the tokenizer drops
+    // make no new entry.
+    let mixed = send(&app, post_json("/v1/classify", json!({"texts": [" 服务很好， 下次还来 ", "还行吧"]}))).await;
+    assert_eq!(mixed.headers["x-senti-cache"], "partial");
+    assert_eq!(mixed.json["results"][0]["cached"], true, "{}", mixed.text);
+    assert_eq!(mixed.json["results"][1]["cached"], false);
+    let mut req = post_json("/v1/classify", json!({ "texts": texts }));
+    req.headers_mut().insert(header::CACHE_CONTROL, "no-cache".parse().unwrap());
+    let fresh = send(&app, req).await;
+    assert_eq!(fresh.headers["x-senti-cache"], "miss");
+    assert_ne!(fresh.headers["x-senti-served-by"], "cache");
+    let analyze = send(&app, post_json("/analyze", json!({"text": "质量太差了，退货"}))).await;
+    assert_eq!(analyze.headers["x-senti-cache"], "hit");
+    assert_eq!(analyze.json["label"], "负面");
+    assert_eq!(state.cache.stats().entries, 3);
+    let metrics = send(&app, Request::get("/metrics").body(Body::empty()).unwrap()).await;
+    for name in ["senti_cache_lookups_total{result=\"hit\"}", "senti_cache_bytes", "senti_cache_max_bytes"] {
+        assert!(metrics.text.contains(name), "missing {name} in:\n{}", metrics.text);
+    }
+}
+
+#[tokio::test]
+async fn a_cache_of_zero_bytes_keeps_nothing() {
+    let config = Config::from_toml("[cache]\nmax_bytes = 0\n").unwrap();
+    let state = state_with(config.clone()).await.with_cache(&config.cache);
+    let app = app(state.clone());
+    for _ in 0..2 {
+        let reply = send(&app, post_json("/analyze", json!({"text": "好评"}))).await;
+        assert_eq!(reply.headers["x-senti-cache"], "miss");
+    }
+    assert_eq!(state.cache.stats().entries, 0);
 }

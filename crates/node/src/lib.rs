@@ -94,7 +94,8 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
         config.limits.clone(),
         config.auth.clone(),
         node_id.clone(),
-    );
+    )
+    .with_cache(&config.cache);
     let listener = tokio::net::TcpListener::bind(config.server.listen)
         .await
         .with_context(|| format!("cannot listen on {} (`server.listen`)", config.server.listen))?;

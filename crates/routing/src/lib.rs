@@ -29,6 +29,7 @@
 
 mod attempt;
 mod budget;
+mod cache;
 mod choose;
 mod estimate;
 mod gateway;
@@ -41,6 +42,7 @@ mod target;
 
 pub use attempt::AttemptOutcome;
 pub use budget::RetryBudget;
+pub use cache::{CacheAnswer, CacheStats, Freshness, ResultCache};
 pub use choose::{least_loaded, local_plus_two_remote, power_of_two_choices, Candidate};
 pub use estimate::{estimate, mean_backlog, EstimateParams, LoadView, Reported};
 pub use gateway::{Gateway, GatewayActor, GatewayArgs, GatewayMsg};
