@@ -17,13 +17,15 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use senti_system_tests::netns::Lan;
-use senti_system_tests::{repo_root, senti_bin, wait_until, wait_until_ok, Server};
+use senti_system_tests::{
+    repo_root, senti_bin, shared_key_file, test_dir, wait_until, wait_until_ok, Server, TEST_COOKIE,
+};
 use serde_json::Value;
 
 /// Hosts of the suite.
 const HOSTS: usize = 3;
 /// The cookie, through the environment as lan-node.toml says.
-const COOKIE: &str = "lan-suite-cookie";
+const COOKIE: &str = TEST_COOKIE;
 /// Work must reach a healed or restarted node within this.
 const RESUME_LIMIT: Duration = Duration::from_secs(2);
 /// Load: requests in flight per entry node, and the cap on all requests of the run.
@@ -80,8 +82,20 @@ fn host_config(shipped: &str, host: &LanHost) -> Result<String, String> {
     if !must_change.is_empty() {
         return Err(format!("lan-node.toml does not mark {must_change:?} with `# CHANGE`"));
     }
-    senti_config::Config::from_toml(&out).map_err(|err| format!("the edited lan-node.toml is invalid: {err}"))?;
+    load_as_a_node_would(&out)?;
     Ok(out)
+}
+
+/// The edited file as a node loads it: the secrets from the environment, as lan-node.toml says
+/// (the cookie, and the key file in place of /etc/senti/cluster.key).
+fn load_as_a_node_would(edited: &str) -> Result<senti_config::Config, String> {
+    let path = test_dir().join(format!("lan-node-check-{}.toml", std::process::id()));
+    std::fs::write(&path, edited).map_err(|err| format!("write {}: {err}", path.display()))?;
+    let env = [
+        ("SENTI_CLUSTER_COOKIE".to_owned(), COOKIE.to_owned()),
+        ("SENTI_CLUSTER_KEY_FILE".to_owned(), shared_key_file().display().to_string()),
+    ];
+    senti_config::Config::load(Some(&path), env).map_err(|err| format!("the edited lan-node.toml is invalid: {err}"))
 }
 
 /// A node of the suite: host index, config file and log file.
@@ -102,6 +116,7 @@ impl HostNode {
             .args(["serve", "--config"])
             .arg(&self.config)
             .env("SENTI_CLUSTER_COOKIE", COOKIE)
+            .env("SENTI_CLUSTER_KEY_FILE", shared_key_file())
             // Not cluster settings: one actor per node, as three nodes share this machine's cores.
             .env("SENTI__ENGINE__ACTORS", "1")
             .env("RUST_LOG", "warn")
@@ -429,7 +444,9 @@ async fn two_loopback_nodes_with_the_same_ports_form_sessions() {
             break (g, a);
         }
     };
+    let key_file = shared_key_file().display().to_string();
     let start = |id: &'static str, ip: &'static str| {
+        let key_file = key_file.clone();
         let (gossip_addr, actor_addr) = (format!("{ip}:{gossip}"), format!("{ip}:{actor}"));
         let seeds = format!("[\"127.0.0.1:{gossip}\", \"127.0.0.2:{gossip}\"]");
         async move {
@@ -437,7 +454,8 @@ async fn two_loopback_nodes_with_the_same_ports_form_sessions() {
                 ("SENTI__SERVER__NODE_ID", id),
                 ("SENTI__ENGINE__ACTORS", "1"),
                 ("SENTI__CLUSTER__ENABLED", "true"),
-                ("SENTI_CLUSTER_COOKIE", "same-ports"),
+                ("SENTI_CLUSTER_COOKIE", TEST_COOKIE),
+                ("SENTI_CLUSTER_KEY_FILE", key_file.as_str()),
                 ("SENTI__CLUSTER__GOSSIP_LISTEN", gossip_addr.as_str()),
                 ("SENTI__CLUSTER__ACTOR_LISTEN", actor_addr.as_str()),
                 ("SENTI__CLUSTER__SEEDS", seeds.as_str()),
@@ -475,7 +493,7 @@ fn the_shipped_lan_config_marks_every_line_to_change() {
         seeds: vec![[10, 0, 0, 7].into(), [10, 0, 0, 8].into()],
     };
     let edited = host_config(&shipped, &host).unwrap_or_else(|err| panic!("{err}"));
-    let config = senti_config::Config::from_toml(&edited).expect("valid");
+    let config = load_as_a_node_would(&edited).expect("valid");
     let c = &config.cluster;
     assert_eq!(config.node_id(), "x-7");
     assert_eq!(c.gossip_advertise_addr().to_string(), "10.0.0.7:7280");
