@@ -60,11 +60,9 @@ async fn a_node_with_another_gossip_key_never_becomes_a_member() {
     let other_key = new_key_file(&test_dir());
     let other = other_key.to_str().unwrap();
     let seed = a.gossip;
-    let (server_a, server_b, server_stranger) = tokio::join!(
-        a.start(seed, &[]),
-        b.start(seed, &[]),
-        stranger.start(seed, &[("SENTI_CLUSTER_KEY_FILE", other)])
-    );
+    let stranger_env = [("SENTI_CLUSTER_KEY_FILE", other)];
+    let (server_a, server_b, server_stranger) =
+        tokio::join!(a.start(seed, &[]), b.start(seed, &[]), stranger.start(seed, &stranger_env));
     let pair = ids(&["k-a", "k-b"]);
     for server in [&server_a, &server_b] {
         wait_until(CONVERGE, "k-a and k-b to list each other", || async { members(server).await == pair }).await;
