@@ -28,8 +28,11 @@ const HOSTS: usize = 3;
 const COOKIE: &str = TEST_COOKIE;
 /// Work must reach a healed or restarted node within this.
 const RESUME_LIMIT: Duration = Duration::from_secs(2);
-/// Load: requests in flight per entry node, and the cap on all requests of the run.
-const CONCURRENCY_PER_ENTRY: usize = 2;
+/// Load: requests in flight per entry node, and the cap on all requests of the run. Routing keeps
+/// even load local until a local actor is more than a hop's worth busier than a remote one
+/// (`advanced.remote_hop_cost_tokens`): with four in flight per one-actor node, work spreads over
+/// every node, so a healed node gets work from the others again.
+const CONCURRENCY_PER_ENTRY: usize = 4;
 const MAX_REQUESTS: usize = 20_000;
 /// A client gives up on one request after this (the node's own deadline is 10 s).
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(4);

@@ -13,10 +13,12 @@ async fn sigterm_finishes_in_flight_requests_and_exits_zero() {
     let client = reqwest::Client::new();
     let long = "房间干净整洁，早餐种类丰富，前台服务热情，交通也方便，强烈推荐给大家。".repeat(3);
     let requests: Vec<_> = (0..6)
-        .map(|_| {
+        .map(|r| {
             let client = client.clone();
             let url = server.url("/v1/classify");
-            let body = json!({ "texts": vec![long.clone(); 128] });
+            // Distinct texts: identical ones would be computed once (result cache, coalescing).
+            let texts: Vec<String> = (0..128).map(|t| format!("{long}{r}-{t}")).collect();
+            let body = json!({ "texts": texts });
             tokio::spawn(async move { client.post(url).json(&body).send().await.map(|r| r.status().as_u16()) })
         })
         .collect();
