@@ -96,6 +96,9 @@ struct Key {
     ids: Arc<[u32]>,
 }
 
+/// The table of cached answers.
+type Entries = Cache<Key, Scores, EntryWeight, DefaultHashBuilder, CountEvictions>;
+
 /// What a leader's task sends its waiters; `None` until it is known.
 type Outcome = Option<Result<(Scores, TargetId), InferError>>;
 
@@ -127,7 +130,7 @@ pub struct ResultCache {
     model: Arc<str>,
     max_bytes: u64,
     /// Shared so that a test can look at one table through two models.
-    entries: Option<Arc<Cache<Key, Scores, EntryWeight, DefaultHashBuilder, CountEvictions>>>,
+    entries: Option<Arc<Entries>>,
     in_flight: Mutex<HashMap<Key, Arc<watch::Sender<Outcome>>>>,
 }
 
@@ -333,12 +336,10 @@ mod tests {
         Scores { label, probabilities }
     }
 
+    type Computation = std::pin::Pin<Box<dyn Future<Output = Result<Classified, InferError>> + Send>>;
+
     /// A gateway stand-in that counts the texts it computes, after `delay`.
-    fn counting(
-        computed: &Arc<AtomicUsize>,
-        delay: Duration,
-    ) -> impl FnOnce(Arc<EncodedTexts>) -> std::pin::Pin<Box<dyn Future<Output = Result<Classified, InferError>> + Send>>
-    {
+    fn counting(computed: &Arc<AtomicUsize>, delay: Duration) -> impl FnOnce(Arc<EncodedTexts>) -> Computation {
         let computed = Arc::clone(computed);
         move |batch: Arc<EncodedTexts>| {
             Box::pin(async move {
