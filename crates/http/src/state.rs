@@ -46,6 +46,7 @@ impl AppState {
         readiness: Readiness,
         limits: LimitsConfig,
         auth: AuthConfig,
+        cache: &CacheConfig,
         node_id: String,
     ) -> Self {
         let bundle = engine.bundle();
@@ -53,7 +54,7 @@ impl AppState {
         let model_id = HeaderValue::from_str(&format!("{}@{}", manifest.name, manifest.version))
             .unwrap_or_else(|_| HeaderValue::from_static("unnamed"));
         let cache_model = format!("{}@{}/{}", manifest.name, manifest.version, bundle.variant());
-        let cache = ResultCache::new(cache_model, CacheConfig::default().max_bytes);
+        let cache = ResultCache::new(cache_model, cache.max_bytes);
         Self {
             engine,
             gateway,
@@ -67,12 +68,5 @@ impl AppState {
             model_id,
             cache,
         }
-    }
-
-    /// The same state with a result cache of `config.max_bytes` (0: off; identical texts in
-    /// flight are still computed once).
-    pub fn with_cache(mut self, config: &CacheConfig) -> Self {
-        self.cache = ResultCache::new(self.cache.model(), config.max_bytes);
-        self
     }
 }

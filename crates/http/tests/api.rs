@@ -34,8 +34,15 @@ async fn state_with(mut config: Config) -> AppState {
     let readiness = Readiness::default();
     let args = GatewayArgs { local, params: RoutingParams::from_config(&config), seed: 1 };
     let gateway = Arc::new(Gateway::start(args).await.unwrap());
-    let state =
-        AppState::new(engine, gateway, readiness.clone(), config.limits.clone(), config.auth.clone(), config.node_id());
+    let state = AppState::new(
+        engine,
+        gateway,
+        readiness.clone(),
+        config.limits.clone(),
+        config.auth.clone(),
+        &config.cache,
+        config.node_id(),
+    );
     readiness.set(NodeState::Ready);
     state
 }
@@ -492,7 +499,7 @@ async fn repeated_texts_are_answered_from_the_cache_unless_asked_not_to() {
 #[tokio::test]
 async fn a_cache_of_zero_bytes_keeps_nothing() {
     let config = Config::from_toml("[cache]\nmax_bytes = 0\n").unwrap();
-    let state = state_with(config.clone()).await.with_cache(&config.cache);
+    let state = state_with(config).await;
     let app = app(state.clone());
     for _ in 0..2 {
         let reply = send(&app, post_json("/analyze", json!({"text": "好评"}))).await;

@@ -93,9 +93,9 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
         readiness.clone(),
         config.limits.clone(),
         config.auth.clone(),
+        &config.cache,
         node_id.clone(),
-    )
-    .with_cache(&config.cache);
+    );
     let listener = tokio::net::TcpListener::bind(config.server.listen)
         .await
         .with_context(|| format!("cannot listen on {} (`server.listen`)", config.server.listen))?;
