@@ -277,12 +277,21 @@ async fn a_captured_datagram_replayed_is_refused() {
     let short_window = SealConfig { replay_window: Duration::from_secs(1), ..SealConfig::default() };
     let c = TestNode::sealed_with("node-c", &ring(&key), &[], &[], short_window).await;
 
-    // Datagrams `a` sealed before `b` started are stale to `b` (see the last case below): drop
-    // what the tap buffered while the nodes were starting, and capture a fresh one.
+    // Datagrams `a` sealed before `b` started are stale to `b` (see the last case below), and on
+    // a busy machine one sealed just before may reach the tap after any drain: deliver fresh
+    // captures until `b` answers one, and replay that one.
     drain(&tap);
-    let captured = recv_from(&tap, a.addr, CONVERGE).await.expect("a sealed Syn of a");
-    tap.send_to(&captured, b.addr).await.unwrap();
-    assert!(recv_from(&tap, b.addr, CONVERGE).await.is_some(), "b answers the first delivery");
+    let captured = tokio::time::timeout(CONVERGE, async {
+        loop {
+            let Some(syn) = recv_from(&tap, a.addr, CONVERGE).await else { continue };
+            tap.send_to(&syn, b.addr).await.unwrap();
+            if recv_from(&tap, b.addr, Duration::from_millis(1_000)).await.is_some() {
+                return syn;
+            }
+        }
+    })
+    .await
+    .expect("b answers a fresh sealed Syn of a");
     tap.send_to(&captured, b.addr).await.unwrap();
     wait_until(CONVERGE, "b refused the replay", async || b.stats().rejected(RejectReason::Replay) == 1).await;
     assert!(recv_from(&tap, b.addr, Duration::from_millis(500)).await.is_none(), "no answer to the replay");
