@@ -95,7 +95,8 @@ fn classify_command_prints_json_lines() {
         String::from_utf8(output.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(lines.len(), 3, "one line out per line in, blank lines included");
     assert_eq!(lines[0]["label"], "positive");
-    assert_eq!(lines[1]["error"], "empty text");
+    assert_eq!(lines[1]["line"], 2);
+    assert_eq!(lines[1]["error"]["code"], "empty_text");
     assert_eq!(lines[2]["label"], "negative");
 }
 

@@ -9,6 +9,8 @@
 //! restarts it (the node cannot be seen by the cluster any more, so it should not stay up).
 #![forbid(unsafe_code)]
 
+pub mod batch;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -5,18 +5,16 @@
 //! flags.
 #![forbid(unsafe_code)]
 
-use std::io::{BufRead, IsTerminal, Write};
+use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
-use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use senti_config::Config;
-use senti_engine::{Engine, RequestId};
-use senti_http::ClassifyResult;
-use serde::Serialize;
+use senti_engine::Engine;
+use senti_node::batch;
 use tracing_subscriber::fmt::format::{FormatEvent, FormatFields, Writer};
 use tracing_subscriber::fmt::FmtContext;
 use tracing_subscriber::registry::LookupSpan;
@@ -38,22 +36,65 @@ enum Command {
         #[arg(long)]
         listen: Option<SocketAddr>,
     },
-    /// Classify texts given as arguments, or one per line from --file (`-` for stdin);
-    /// prints one JSON object per line.
-    Classify {
-        #[command(flatten)]
-        common: Common,
-        /// Read texts from this file, one per line (`-`: standard input).
-        #[arg(long, conflicts_with = "texts")]
-        file: Option<PathBuf>,
-        /// Texts to classify.
-        texts: Vec<String>,
-    },
+    /// Classify texts given as arguments, or a file (text, CSV or JSONL), in this process or over
+    /// senti servers (`--server`); one output record per input record, in input order.
+    Classify(ClassifyArgs),
     /// Cluster administration: gossip keys.
     Cluster {
         #[command(subcommand)]
         command: ClusterCommand,
     },
+}
+
+/// `senti classify`.
+#[derive(Args)]
+struct ClassifyArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Read texts from this file (`-`: standard input): one per line, or .csv / .jsonl records.
+    #[arg(long, conflicts_with = "texts")]
+    file: Option<PathBuf>,
+    /// Send the texts to these senti servers (comma-separated base URLs, e.g.
+    /// http://10.0.0.5:8080,http://10.0.0.6:8080), failing over between them, instead of running
+    /// the model in this process.
+    #[arg(long, value_delimiter = ',', value_name = "URL[,URL...]")]
+    server: Vec<String>,
+    /// Bearer token for the servers (`auth.tokens`).
+    #[arg(long, env = "SENTI_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Input layout; default from --file's extension (.csv, .jsonl, else one text per line).
+    #[arg(long, value_enum)]
+    format: Option<batch::input::Format>,
+    /// CSV column or JSONL field holding the text.
+    #[arg(long, default_value = "text")]
+    column: String,
+    /// Write the results here (.csv, else JSON lines) instead of standard output.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Continue the interrupted run that wrote --out: skip the input it answered.
+    #[arg(long, requires = "out", conflicts_with = "force")]
+    resume: bool,
+    /// Overwrite an existing --out.
+    #[arg(long, requires = "out")]
+    force: bool,
+    /// Texts per request.
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..))]
+    batch: u16,
+    /// Requests in flight at once.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=256))]
+    concurrency: u16,
+    /// Longest text sent, in characters; longer ones are bad records (default: `limits.max_text_chars`).
+    #[arg(long)]
+    max_chars: Option<usize>,
+    /// Records whose text cannot be sent (empty, too long, not UTF-8): written as errors with
+    /// their line numbers (skip), or the run stops at the first one (fail).
+    #[arg(long, value_enum, default_value = "skip")]
+    on_bad: batch::OnBad,
+    /// Stop the run when no server answers a batch for this many seconds (--resume goes on).
+    #[arg(long, default_value_t = 120)]
+    give_up_after: u64,
+    /// Texts to classify.
+    texts: Vec<String>,
 }
 
 #[derive(Subcommand)]
@@ -167,10 +208,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let _ = NODE_ID.set(config.node_id());
             senti_node::run(config, senti_node::shutdown_signal()).await
         }
-        Command::Classify { common, file, texts } => {
-            let config = common.load()?;
-            classify(config, file, texts).await
-        }
+        Command::Classify(args) => classify(args).await,
         Command::Cluster { command: ClusterCommand::Keygen { target } } => keygen(target),
     }
 }
@@ -201,69 +239,46 @@ fn keygen(target: KeygenTarget) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// One output line of `senti classify`: the text and its result as the HTTP API gives it.
-#[derive(Serialize)]
-#[serde(untagged)]
-enum Line<'a> {
-    Result {
-        text: &'a str,
-        #[serde(flatten)]
-        result: ClassifyResult,
-    },
-    Error {
-        text: &'a str,
-        error: &'static str,
-    },
-}
-
-/// Classifies in chunks of `limits.max_texts` through the same engine and gateway the server uses.
-async fn classify(config: Config, file: Option<PathBuf>, args: Vec<String>) -> anyhow::Result<()> {
-    let texts: Vec<String> = match file {
-        Some(path) if path.as_os_str() == "-" => std::io::stdin().lock().lines().collect::<Result<_, _>>()?,
-        Some(path) => std::fs::read_to_string(&path)
-            .with_context(|| format!("cannot read {}", path.display()))?
-            .lines()
-            .map(str::to_owned)
-            .collect(),
-        None => args,
-    };
-    anyhow::ensure!(!texts.is_empty(), "no texts: give them as arguments or with --file");
-    let bundle = senti_node::load_model(&config).await?;
-    let engine = Engine::start(bundle, &config).await?;
-    let gateway = senti_node::start_gateway(&engine, &config).await?;
-    let manifest = engine.bundle().manifest().clone();
-    let progress =
-        indicatif::ProgressBar::with_draw_target(Some(texts.len() as u64), indicatif::ProgressDrawTarget::stderr());
-    if !std::io::stderr().is_terminal() {
-        progress.set_draw_target(indicatif::ProgressDrawTarget::hidden());
-    }
-    let stdout = std::io::stdout();
-    let mut out = std::io::BufWriter::new(stdout.lock());
-    for chunk in texts.chunks(config.limits.max_texts) {
-        // Blank lines keep their place in the output (with an error) so line numbers match.
-        let work: Vec<String> = chunk.iter().filter(|t| !t.trim().is_empty()).cloned().collect();
-        let deadline = Instant::now() + Duration::from_millis(config.limits.request_timeout_ms.max(60_000));
-        let classified = if work.is_empty() {
-            None
-        } else {
-            let encoded = engine.encode(&work).await?;
-            Some(gateway.classify(encoded, deadline, RequestId::generate()).await?)
-        };
-        let mut scores = classified.iter().flat_map(|c| c.scores.iter());
-        for text in chunk {
-            let line = if text.trim().is_empty() {
-                serde_json::to_string(&Line::Error { text, error: "empty text" })?
-            } else {
-                let s = scores.next().context("engine returned fewer results than texts. This is a bug.")?;
-                serde_json::to_string(&Line::Result { text, result: ClassifyResult::new(s, &manifest) })?
-            };
-            writeln!(out, "{line}")?;
+/// `senti classify`: the batch pipeline over this process's engine, or over `--server`s.
+async fn classify(args: ClassifyArgs) -> anyhow::Result<()> {
+    let config = args.common.load()?;
+    let source = match args.file {
+        Some(path) => batch::Source::File(path),
+        None => {
+            anyhow::ensure!(!args.texts.is_empty(), "no texts: give them as arguments or with --file");
+            batch::Source::Args(args.texts)
         }
-        progress.inc(chunk.len() as u64);
+    };
+    let options = batch::Options {
+        source,
+        format: args.format,
+        column: args.column,
+        out: args.out,
+        resume: args.resume,
+        force: args.force,
+        batch: usize::from(args.batch),
+        concurrency: usize::from(args.concurrency),
+        max_chars: args.max_chars.unwrap_or(config.limits.max_text_chars),
+        on_bad: args.on_bad,
+    };
+    if !args.server.is_empty() {
+        let give_up = Duration::from_secs(args.give_up_after.max(1));
+        let remote = batch::remote::Remote::new(&args.server, args.token, Duration::from_secs(60), give_up)?;
+        batch::run(options, batch::Scorer::Remote(remote)).await?;
+        return Ok(());
     }
-    out.flush()?;
-    progress.finish_and_clear();
-    gateway.stop().await;
-    engine.shutdown(Duration::from_secs(5)).await;
-    Ok(())
+    let bundle = senti_node::load_model(&config).await?;
+    let engine = Arc::new(Engine::start(bundle, &config).await?);
+    let gateway = Arc::new(senti_node::start_gateway(&engine, &config).await?);
+    let manifest = Box::new(engine.bundle().manifest().clone());
+    let timeout = Duration::from_millis(config.limits.request_timeout_ms.max(60_000));
+    let scorer = batch::Scorer::Local { engine: engine.clone(), gateway: gateway.clone(), manifest, timeout };
+    let outcome = batch::run(options, scorer).await;
+    if let Ok(gateway) = Arc::try_unwrap(gateway) {
+        gateway.stop().await;
+    }
+    if let Ok(engine) = Arc::try_unwrap(engine) {
+        engine.shutdown(Duration::from_secs(5)).await;
+    }
+    outcome.map(drop)
 }
