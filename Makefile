@@ -11,7 +11,7 @@ INIT_RECIPE_COMMIT := d3a1610
 INIT_SHA256 := f30024b79bb5bc71dbb6022d09f5004b27e335671f11802c03705989add7131c
 INIT_ONNX := .cache/init/senti-zh-small-1.1.0.onnx
 
-.PHONY: run test lan-suite setup build lint cluster prometheus prometheus-check simulate sim-report model model-pretrain model-init-rebuild model-ablation model-sweep bench-model bench bench-node bench-ab bench-vs-nginx bench-cluster bench-cluster-shape web-test clean-cache
+.PHONY: run test lan-suite setup build lint cluster prometheus prometheus-check simulate sim-report model model-pretrain model-init-rebuild model-ablation model-sweep bench-model bench bench-node bench-ab bench-cache bench-vs-nginx bench-cluster bench-cluster-shape web-test clean-cache
 
 ## Serve the embedded default model on http://127.0.0.1:8080
 run: setup
@@ -123,6 +123,13 @@ bench-node: setup
 ## (ROUNDS=3 CONCURRENCIES="1 5 20" or RATES="54" for open loop, ROUTE=analyze; about ROUNDS x loads x 24 s)
 bench-ab: setup
 	CARGO="$(CARGO)" bash scripts/bench-ab.sh
+
+## The result cache off and on, side by side: throughput, p50, p99 and hit rate on a trace of real
+## reviews (0.5% repeats, as in the public review sets) and a template-heavy one (30%, assumed);
+## a hit's latency; senti_cache_bytes within a 1 MiB bound under distinct texts (about 7 minutes;
+## QUICK=1 for a smoke run; docs/cache.md)
+bench-cache: setup
+	CARGO="$(CARGO)" bash scripts/bench-cache.sh
 
 ## nginx least_conn over three standalone senti nodes against the same nodes as one senti cluster,
 ## unequal nodes (one has a core alone, two share the other); installs nginx (about 3 minutes;

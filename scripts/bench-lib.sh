@@ -1,5 +1,6 @@
 # Shell helpers shared by the benchmark scripts (sourced, not run): stopping started servers,
-# free loopback ports, CPU tick counters from /proc, and pinned one-actor senti nodes.
+# free loopback ports, CPU tick counters from /proc, /metrics values, and pinned one-actor senti
+# nodes.
 
 # stop_all ARRAY: SIGTERM every pid in the associative array named ARRAY, wait up to 30 s for
 # each, then SIGKILL what is left, and empty the array.
@@ -34,6 +35,19 @@ cluster_key_file() {
     target/release/senti cluster keygen --out "$work/cluster.key" 2>/dev/null
   fi
   echo "$work/cluster.key"
+}
+
+# metric URL NAME: the value of the unlabelled metric NAME in URL/metrics (empty if absent).
+metric() {
+  curl -fsS "$1/metrics" | awk -v name="$2" '$1 == name { print $2 }'
+}
+
+# cache_lookups URL: the node's senti_cache_lookups_total by result, as a JSON object
+# ({"hit": N, "miss": N, "coalesced": N}; {} before the first lookup).
+cache_lookups() {
+  curl -fsS "$1/metrics" \
+    | awk '/^senti_cache_lookups_total\{/ { label = $1; sub(/.*result="/, "", label); sub(/".*/, "", label); print label, $2 }' \
+    | jq -Rn '[inputs | split(" ") | {key: .[0], value: (.[1] | tonumber)}] | from_entries'
 }
 
 # cpu_ticks PID: CPU ticks (1/100 s, user + system) of the process so far.

@@ -10,8 +10,9 @@
 //!   and how often they agree: what the faster variant costs.
 //!
 //! All read real Chinese reviews ([`payload`]) and summarise latencies with an HdrHistogram
-//! ([`latency`]). `scripts/bench-node.sh` runs both side by side and compares them;
-//! docs/benchmarks.md records the figures.
+//! ([`latency`]); `senti-loadgen` sends them in a [`trace`] (cycled, or with a given share of
+//! repeats, to measure the result cache). `scripts/bench-node.sh` runs both side by side and
+//! compares them; docs/benchmarks.md records the figures.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -20,12 +21,14 @@ pub mod load;
 pub mod payload;
 pub mod raw;
 pub mod target;
+pub mod trace;
 
 pub use latency::{LatencyRecorder, LatencySummary};
 pub use load::{ErrorKind, LoadPlan, LoadReport, Pacing, Route};
 pub use payload::{default_payload_path, mix, read_labeled, read_texts, PayloadError};
 pub use raw::{median_round, RawConfig, RawResult};
 pub use target::{loopback_url, TargetError};
+pub use trace::{Requests, Trace};
 
 /// A bin's exit: success, or the error's chain on stderr after the program name, and failure.
 pub fn exit_code(program: &str, result: anyhow::Result<()>) -> std::process::ExitCode {

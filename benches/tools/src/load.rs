@@ -1,7 +1,8 @@
 //! HTTP load against one senti node: closed loop (`ab -c N`) or open loop at a fixed rate (wrk2).
 //!
-//! `connections` workers share one request counter (the ticket). Ticket `i` sends body
-//! `i % bodies`, so the texts are cycled in payload order across all workers.
+//! `connections` workers share one request counter (the ticket). Ticket `i` sends the body
+//! [`Requests::body`] gives it: by default the texts cycled in payload order across all workers,
+//! or a trace with repeats ([`crate::trace`]).
 //! - Closed loop: a worker sends its next request as soon as its previous one is answered;
 //!   latency runs from the send.
 //! - Open loop: ticket `i` is *scheduled* at `t0 + i / rate`. A free worker waits for that time
@@ -13,6 +14,8 @@
 //! end; each is awaited to its answer or the per-request timeout, so a run lasts at most
 //! `warmup + duration + timeout`. `max_requests` bounds every request sent, warm-up included.
 //! Latencies are recorded for successful answers only; failures are counted by [`ErrorKind`].
+//! Successful answers are also counted by their `x-senti-cache` header (`hit`, `miss`,
+//! `partial`): how often the server's result cache answered.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -26,9 +29,13 @@ use reqwest::Url;
 use serde::Serialize;
 
 use crate::latency::{LatencyRecorder, LatencySummary};
+use crate::trace::Requests;
 
 /// Pause after a refused connection, so a dead server does not turn a worker into a busy loop.
 const CONNECT_RETRY_PAUSE: Duration = Duration::from_millis(10);
+
+/// The response header in which senti says whether its result cache answered.
+const CACHE_HEADER: &str = "x-senti-cache";
 
 /// Which senti route to load.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -214,6 +221,18 @@ pub struct LoadReport {
     pub latency_ms: LatencySummary,
     /// Latency of failed requests (any kind), milliseconds: how fast a refusal comes back.
     pub error_latency_ms: LatencySummary,
+    /// Measured successful answers by their `x-senti-cache` header (`hit`, `miss`, `partial`;
+    /// `other` for anything else); empty when the server sends no such header.
+    pub cache: BTreeMap<String, u64>,
+}
+
+impl LoadReport {
+    /// Share of the measured successful answers whose `x-senti-cache` was `hit`; `None` when
+    /// none carried the header.
+    pub fn cache_hit_rate(&self) -> Option<f64> {
+        let answers: u64 = self.cache.values().sum();
+        (answers > 0).then(|| self.cache.get("hit").copied().unwrap_or(0) as f64 / answers as f64)
+    }
 }
 
 /// An HTTP/1.1 client whose keep-alive pool holds `connections` connections, with no proxy, and
@@ -229,13 +248,13 @@ pub fn client(connections: usize, timeout: Duration) -> reqwest::Result<reqwest:
 }
 
 /// Runs `plan` against `base` (already checked to be loopback) and returns the merged report.
-pub async fn run(client: reqwest::Client, base: &Url, plan: &LoadPlan, bodies: Vec<Bytes>) -> LoadReport {
+pub async fn run(client: reqwest::Client, base: &Url, plan: &LoadPlan, requests: Requests) -> LoadReport {
     let t0 = Instant::now();
     let measure_from = t0 + plan.warmup;
     let shared = Arc::new(Shared {
         client,
         url: base.join(plan.route.path()).unwrap_or_else(|_| base.clone()),
-        bodies,
+        requests,
         pacing: plan.pacing,
         max_requests: plan.max_requests,
         t0,
@@ -261,7 +280,7 @@ pub async fn run(client: reqwest::Client, base: &Url, plan: &LoadPlan, bodies: V
 struct Shared {
     client: reqwest::Client,
     url: Url,
-    bodies: Vec<Bytes>,
+    requests: Requests,
     pacing: Pacing,
     max_requests: u64,
     t0: Instant,
@@ -280,6 +299,7 @@ struct Tally {
     samples: u64,
     ok: u64,
     errors: BTreeMap<ErrorKind, u64>,
+    cache: BTreeMap<&'static str, u64>,
     last_done_opt: Option<Instant>,
 }
 
@@ -292,6 +312,9 @@ impl Tally {
         self.ok += other.ok;
         for (kind, n) in &other.errors {
             *self.errors.entry(*kind).or_default() += n;
+        }
+        for (state, n) in &other.cache {
+            *self.cache.entry(state).or_default() += n;
         }
         self.last_done_opt = self.last_done_opt.max(other.last_done_opt);
     }
@@ -318,9 +341,8 @@ async fn worker(shared: Arc<Shared>) -> Tally {
         if start >= shared.end {
             break;
         }
-        let index = ticket.checked_rem(shared.bodies.len() as u64).unwrap_or(0) as usize;
-        let Some(body) = shared.bodies.get(index).cloned() else {
-            break; // no bodies at all: nothing to send
+        let Some(body) = shared.requests.body(ticket) else {
+            break; // no texts at all: nothing to send
         };
         let outcome = send(&shared.client, &shared.url, body).await;
         let done = Instant::now();
@@ -328,13 +350,16 @@ async fn worker(shared: Arc<Shared>) -> Tally {
         if start >= shared.measure_from {
             tally.samples += 1;
             tally.last_done_opt = Some(done);
-            match outcome {
-                Ok(()) => {
+            match &outcome {
+                Ok(cache_opt) => {
                     tally.ok += 1;
                     tally.latency.record(done - start);
+                    if let Some(state) = cache_opt {
+                        *tally.cache.entry(state).or_default() += 1;
+                    }
                 }
                 Err(kind) => {
-                    *tally.errors.entry(kind).or_default() += 1;
+                    *tally.errors.entry(*kind).or_default() += 1;
                     tally.error_latency.record(done - start);
                 }
             }
@@ -346,8 +371,9 @@ async fn worker(shared: Arc<Shared>) -> Tally {
     tally
 }
 
-/// One POST, body read to the end (so the connection can be reused).
-async fn send(client: &reqwest::Client, url: &Url, body: Bytes) -> Result<(), ErrorKind> {
+/// One POST, body read to the end (so the connection can be reused); a success carries its
+/// `x-senti-cache` header, if any.
+async fn send(client: &reqwest::Client, url: &Url, body: Bytes) -> Result<Option<&'static str>, ErrorKind> {
     let response = client
         .post(url.clone())
         .header(reqwest::header::CONTENT_TYPE, "application/json")
@@ -356,9 +382,15 @@ async fn send(client: &reqwest::Client, url: &Url, body: Bytes) -> Result<(), Er
         .await
         .map_err(|err| ErrorKind::of(&err))?;
     let status = response.status();
+    let cache_opt = response.headers().get(CACHE_HEADER).map(|value| match value.as_bytes() {
+        b"hit" => "hit",
+        b"miss" => "miss",
+        b"partial" => "partial",
+        _ => "other",
+    });
     response.bytes().await.map_err(|err| ErrorKind::of(&err))?;
     if status.is_success() {
-        Ok(())
+        Ok(cache_opt)
     } else {
         Err(ErrorKind::Status(status.as_u16()))
     }
@@ -395,6 +427,7 @@ fn report(base: &Url, plan: &LoadPlan, shared: &Shared, total: &Tally) -> LoadRe
         texts_per_s: per_second(total.ok * texts as u64),
         latency_ms: total.latency.summary(),
         error_latency_ms: total.error_latency.summary(),
+        cache: total.cache.iter().map(|(state, n)| ((*state).to_owned(), *n)).collect(),
     }
 }
 
@@ -406,7 +439,7 @@ mod tests {
     use tokio::net::TcpListener;
 
     /// A minimal HTTP/1.1 keep-alive server on loopback: answers every request with `status`
-    /// after `delay`. Returns its base URL.
+    /// after `delay`, saying `x-senti-cache: hit`. Returns its base URL.
     async fn fake_server(status: u16, delay: Duration) -> Url {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -440,7 +473,7 @@ mod tests {
             }
             tokio::time::sleep(delay).await;
             let answer =
-                format!("HTTP/1.1 {status} X\r\ncontent-length: 2\r\ncontent-type: application/json\r\n\r\n{{}}");
+                format!("HTTP/1.1 {status} X\r\ncontent-length: 2\r\ncontent-type: application/json\r\nx-senti-cache: hit\r\n\r\n{{}}");
             if reader.get_mut().write_all(answer.as_bytes()).await.is_err() {
                 return;
             }
@@ -459,8 +492,8 @@ mod tests {
         }
     }
 
-    fn bodies() -> Vec<Bytes> {
-        Route::Analyze.bodies(&["很好".to_owned(), "太差了".to_owned()])
+    fn bodies() -> Requests {
+        Requests::new(Route::Analyze, vec!["很好".to_owned(), "太差了".to_owned()], crate::trace::Trace::Cycle, 0)
     }
 
     #[test]
@@ -489,6 +522,8 @@ mod tests {
         assert!(report.errors.is_empty());
         assert!(report.latency_ms.p50 >= 2.0, "{report:?}");
         assert!(report.elapsed_s >= 0.3 && report.elapsed_s < 1.0, "{report:?}");
+        assert_eq!(report.cache.get("hit").copied(), Some(report.ok), "x-senti-cache counted");
+        assert_eq!(report.cache_hit_rate(), Some(1.0));
     }
 
     #[tokio::test]

@@ -3,9 +3,11 @@
 //! Closed loop (`--mode closed --concurrency N`, like `ab -c N`) or open loop at a fixed arrival
 //! rate (`--mode open --rate R`, like wrk2: latency from the scheduled send time). The payload is
 //! real Chinese reviews (`--payload`, default the project's validation set), shuffled once with a
-//! fixed seed and cycled.
-//! Prints requests, successes, errors by kind, achieved rate and latency percentiles; `--json OUT`
-//! writes the same as JSON. Every run stops by itself: after `--warmup + --duration` (plus at
+//! fixed seed and cycled; or, with `--repeat-share P`, a trace in which a share P of the requests
+//! repeat an earlier text (Zipf popularity) and the others send texts not sent before
+//! (senti_bench::trace). `--start-at N` continues a trace at its request N.
+//! Prints requests, successes, errors by kind, achieved rate, latency percentiles and the
+//! `x-senti-cache` answers (hit, miss, partial); `--json OUT` writes the same as JSON. Every run stops by itself: after `--warmup + --duration` (plus at
 //! most one request timeout) or after `--max-requests` requests, whichever comes first.
 #![forbid(unsafe_code)]
 
@@ -14,7 +16,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, ValueEnum};
-use senti_bench::{load, loopback_url, mix, read_texts, LoadPlan, LoadReport, Pacing, Route};
+use senti_bench::{load, loopback_url, mix, read_texts, LoadPlan, LoadReport, Pacing, Requests, Route, Trace};
 use serde::Serialize;
 
 /// Longest run accepted, so a typo cannot start a day-long load.
@@ -53,13 +55,23 @@ struct Cli {
     /// Per-request timeout in milliseconds (counted as a `timeout` error).
     #[arg(long, default_value_t = 10_000)]
     timeout_ms: u64,
-    /// TSV file with a header row and a `text` column (default: ../shared/data/sentiment/val.tsv).
+    /// TSV file with a header row and a `text` column (default: ../shared/data/sentiment/val.tsv);
+    /// give it more than once to send the texts of several files (concatenated, then shuffled).
     #[arg(long)]
-    payload: Option<PathBuf>,
+    payload: Vec<PathBuf>,
     /// Seed of the fixed shuffle of the payload (the same seed gives the same text sequence in
-    /// senti-loadgen and senti-bench-raw).
+    /// senti-loadgen and senti-bench-raw), and of the repeats of `--repeat-share`.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Instead of cycling the payload, a trace in which this share (0 to 1) of the requests repeat
+    /// a text sent earlier, the earliest texts the most popular (Zipf, exponent 1), and the others
+    /// send texts never sent before (while the payload lasts). 1 sends one text over and over.
+    #[arg(long)]
+    repeat_share: Option<f64>,
+    /// Start at this request of the sequence (e.g. the previous run's `next_start`), so that a
+    /// series of runs against one server continues one trace instead of sending its texts again.
+    #[arg(long, default_value_t = 0)]
+    start_at: u64,
     /// Write the results as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -88,6 +100,16 @@ struct Output<'a> {
     payload: String,
     payload_texts: usize,
     seed: u64,
+    /// `--repeat-share`; `None` for the cycled payload.
+    repeat_share: Option<f64>,
+    /// Share of the measured successful answers that said `x-senti-cache: hit`.
+    cache_hit_rate: Option<f64>,
+    start_at: u64,
+    /// Where the next run continues this one's sequence (`--start-at`).
+    next_start: u64,
+    /// Whether the sequence reached past the payload's end, so that texts meant to be new (or, for
+    /// the cycled payload, every text of a later pass) had been sent before.
+    payload_wrapped: bool,
     loadgen_threads: usize,
     /// CPU time (user + system) this process spent during the run, warm-up included; Linux only.
     loadgen_cpu_s: Option<f64>,
@@ -100,22 +122,51 @@ fn main() -> std::process::ExitCode {
 fn run(cli: Cli) -> anyhow::Result<()> {
     let base = loopback_url(&cli.url)?;
     let plan = plan(&cli)?;
-    let payload = cli.payload.clone().unwrap_or_else(senti_bench::default_payload_path);
-    let texts = mix(read_texts(&payload)?, cli.seed);
-    let bodies = plan.route.bodies(&texts);
+    let payloads = if cli.payload.is_empty() { vec![senti_bench::default_payload_path()] } else { cli.payload.clone() };
+    let mut texts = Vec::new();
+    for path in &payloads {
+        texts.extend(read_texts(path)?);
+    }
+    let texts = mix(texts, cli.seed);
+    let payload_texts = texts.len();
+    let trace = match cli.repeat_share {
+        None => Trace::Cycle,
+        // The trace's choices get a stream of their own, independent of the shuffle's.
+        Some(share) => Trace::Repeats { share, seed: cli.seed ^ 0x7EA7_5EED },
+    };
+    let requests = Requests::new(plan.route, texts, trace, cli.start_at);
     let client = load::client(plan.connections, plan.timeout).context("cannot build the HTTP client")?;
-    eprintln!("{}", describe(&plan, &base));
+    let sequence = match cli.repeat_share {
+        None => format!("the payload's {payload_texts} texts cycled"),
+        Some(share) => format!("{payload_texts} texts, {:.1}% of requests repeating an earlier one", share * 100.0),
+    };
+    eprintln!("{}; {sequence} from request {}", describe(&plan, &base), cli.start_at);
     let runtime = runtime(cli.threads)?;
     let cpu_before_opt = process_cpu_seconds();
-    let report = runtime.block_on(load::run(client, &base, &plan, bodies));
+    let report = runtime.block_on(load::run(client, &base, &plan, requests.clone()));
     let cpu_s = process_cpu_seconds().zip(cpu_before_opt).map(|(after, before)| after - before);
     print!("{}", human(&report));
+    let payload_wrapped = requests.wrapped(report.sent_total);
+    if payload_wrapped && cli.repeat_share.is_some() {
+        eprintln!(
+            "senti-loadgen: warning: the trace reached past the payload's {payload_texts} texts (requests {}..{}), \
+             so some texts meant to be new were sent before; give more texts with --payload",
+            cli.start_at,
+            cli.start_at + report.sent_total
+        );
+    }
     if let Some(path) = &cli.json {
+        let payload = payloads.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(",");
         let output = Output {
             report: &report,
-            payload: payload.display().to_string(),
-            payload_texts: texts.len(),
+            payload,
+            payload_texts,
             seed: cli.seed,
+            repeat_share: cli.repeat_share,
+            cache_hit_rate: report.cache_hit_rate(),
+            start_at: cli.start_at,
+            next_start: cli.start_at + report.sent_total,
+            payload_wrapped,
             loadgen_threads: cli.threads,
             loadgen_cpu_s: cpu_s,
         };
@@ -171,6 +222,9 @@ fn plan(cli: &Cli) -> anyhow::Result<LoadPlan> {
     anyhow::ensure!(cli.max_requests >= 1, "--max-requests must be at least 1");
     anyhow::ensure!((1..=16).contains(&cli.threads), "--threads must be between 1 and 16, got {}", cli.threads);
     anyhow::ensure!(cli.timeout_ms >= 1, "--timeout-ms must be at least 1");
+    if let Some(share) = cli.repeat_share {
+        anyhow::ensure!((0.0..=1.0).contains(&share), "--repeat-share must be between 0 and 1, got {share}");
+    }
     Ok(LoadPlan {
         route,
         pacing,
@@ -227,12 +281,19 @@ fn human(r: &LoadReport) -> String {
         let kinds = r.errors.iter().map(|(k, n)| format!("{k}: {n}")).collect::<Vec<_>>().join(", ");
         format!("{kinds} (answered in p50 {:.2} ms, p99 {:.2}, max {:.2})", e.p50, e.p99, e.max)
     };
+    let cache = match r.cache_hit_rate() {
+        None => String::new(),
+        Some(rate) => {
+            let states = r.cache.iter().map(|(k, n)| format!("{k} {n}")).collect::<Vec<_>>().join(", ");
+            format!("cache     {states} (x-senti-cache of ok answers; hit rate {:.1}%)\n", rate * 100.0)
+        }
+    };
     let l = &r.latency_ms;
     format!(
         "requests  {} in {:.2} s (ok {}, sent in all {}{})\n\
          errors    {errors}\n\
          rate      {:.1} requests/s, {:.1} ok/s, {:.1} texts/s\n\
-         latency   mean {:.2} ms  p50 {:.2}  p90 {:.2}  p99 {:.2}  p99.9 {:.2}  max {:.2}\n",
+         latency   mean {:.2} ms  p50 {:.2}  p90 {:.2}  p99 {:.2}  p99.9 {:.2}  max {:.2}\n{cache}",
         r.requests,
         r.elapsed_s,
         r.ok,
