@@ -26,13 +26,14 @@ test: setup
 	$(CARGO) test --workspace --no-fail-fast
 	bash tests/web/run.sh
 
-## The LAN suite alone, with its figures: three network-namespace hosts running the shipped
-## cluster-config/lan-node.toml, load from a client host, SIGKILL + restart and a partition
-## (root; about 40 s; docs/reliability.md)
+## The LAN suite alone, with its figures: network-namespace hosts (HOSTS=3, or more) running the
+## shipped cluster-config/lan-node.toml, load from a client host; SIGKILL + restart, full and
+## one-way partitions, SIGSTOP, packet loss, link down and a rolling restart (root; about a
+## minute; docs/reliability.md)
 lan-suite: setup
 	$(CARGO) build -p senti-node --bin senti
 	bash scripts/install-nftables.sh
-	$(CARGO) test -p senti-system-tests --test lan -- --nocapture --test-threads 1
+	SENTI_LAN_HOSTS=$${HOSTS:-3} $(CARGO) test -p senti-system-tests --test lan -- --nocapture --test-threads 1
 
 ## The shipped Prometheus files: promtool check config/rules and the alert rules' unit tests
 ## (installs Debian's prometheus package if missing). The live checks are `make test`'s

@@ -145,6 +145,35 @@ impl Lan {
         nft(&self.host_ns(i), &["-f", "-"], Some(&rules))
     }
 
+    /// Cuts host `i` off one way: nftables drops everything arriving through its `eth0`, while
+    /// what it sends still goes out (a broken receive path, a one-way firewall rule).
+    pub fn drop_inbound(&self, i: usize) -> Result<(), String> {
+        let rules = format!(
+            "table inet {FAULT_TABLE} {{\n\
+             chain in {{ type filter hook input priority -10; policy accept; iifname \"eth0\" drop; }}\n\
+             }}\n"
+        );
+        nft(&self.host_ns(i), &["-f", "-"], Some(&rules))
+    }
+
+    /// Drops `percent`% of host `i`'s packets at random, both ways, on its `eth0` (nftables
+    /// `numgen random`): a lossy link.
+    pub fn lose(&self, i: usize, percent: u8) -> Result<(), String> {
+        let rules = format!(
+            "table inet {FAULT_TABLE} {{\n\
+             chain in {{ type filter hook input priority -10; policy accept; iifname \"eth0\" numgen random mod 100 < {percent} drop; }}\n\
+             chain out {{ type filter hook output priority -10; policy accept; oifname \"eth0\" numgen random mod 100 < {percent} drop; }}\n\
+             }}\n"
+        );
+        nft(&self.host_ns(i), &["-f", "-"], Some(&rules))
+    }
+
+    /// Takes host `i`'s link down (`up` false) or up again, at the bridge's end of its cable: the
+    /// host sees carrier loss, as when a switch port goes down.
+    pub fn link(&self, i: usize, up: bool) -> Result<(), String> {
+        ip(&["-n", &format!("{}-br", self.prefix), "link", "set", &format!("v{i}"), if up { "up" } else { "down" }])
+    }
+
     /// Removes host `i`'s fault rules.
     pub fn heal(&self, i: usize) -> Result<(), String> {
         nft(&self.host_ns(i), &["delete", "table", "inet", FAULT_TABLE], None)

@@ -1,8 +1,9 @@
 //! The LAN suite: `senti serve` on three network-namespace hosts (tests/src/netns.rs), each with the
 //! shipped cluster-config/lan-node.toml, only its `# CHANGE` lines edited, the same ports on every
 //! host. A client host sends bounded load to every node while the test kills and restarts one
-//! node and cuts another off the LAN (nftables) and heals it. Requests entering healthy nodes must
-//! all succeed; work must reach a healed or restarted node again within 2 s. Needs root, `ip` and
+//! node, cuts another off the LAN (nftables) and heals it, hangs a third (SIGSTOP) and lets it go
+//! on, and cuts one off one way (it sends but receives nothing). Requests entering healthy nodes
+//! must all succeed; work must reach a healed or restarted node again within 2 s. Needs root, `ip` and
 //! `nft` (`make test` installs nftables; `make lan-suite` runs this file with its figures shown).
 //!
 //! Also here, without root: two loopback nodes on 127.0.0.1 and 127.0.0.2 with the same ports form
@@ -16,14 +17,19 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use nix::sys::signal::Signal;
 use senti_system_tests::netns::Lan;
 use senti_system_tests::{
     repo_root, senti_bin, shared_key_file, test_dir, wait_until, wait_until_ok, Server, TEST_COOKIE,
 };
 use serde_json::Value;
 
-/// Hosts of the suite.
-const HOSTS: usize = 3;
+/// Hosts of the suite: 3, or `SENTI_LAN_HOSTS` (at least 3; `make lan-suite HOSTS=5`).
+fn hosts() -> usize {
+    std::env::var("SENTI_LAN_HOSTS").ok().and_then(|h| h.parse().ok()).unwrap_or(3).clamp(3, 20)
+}
+/// Packet loss of the lossy-link fault.
+const LOSS_PERCENT: u8 = 20;
 /// The cookie, through the environment as lan-node.toml says.
 const COOKIE: &str = TEST_COOKIE;
 /// Work must reach a healed or restarted node within this.
@@ -33,7 +39,7 @@ const RESUME_LIMIT: Duration = Duration::from_secs(2);
 /// (`advanced.remote_hop_cost_tokens`): with four in flight per one-actor node, work spreads over
 /// every node, so a healed node gets work from the others again.
 const CONCURRENCY_PER_ENTRY: usize = 4;
-const MAX_REQUESTS: usize = 20_000;
+const MAX_REQUESTS: usize = 100_000;
 /// A client gives up on one request after this (the node's own deadline is 10 s).
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(4);
 
@@ -112,6 +118,13 @@ struct HostNode {
 impl HostNode {
     /// Starts `senti serve --config <its lan-node.toml>` on its host and waits until it is ready.
     async fn start(&self, lan: &Lan) -> Server {
+        let server = self.spawn(lan);
+        server.wait_ready(Duration::from_secs(60)).await;
+        server
+    }
+
+    /// Starts it without waiting.
+    fn spawn(&self, lan: &Lan) -> Server {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).expect("open node log");
         let child = lan
             .command(self.host, &senti_bin())
@@ -128,9 +141,7 @@ impl HostNode {
             .stderr(log)
             .spawn()
             .expect("spawn senti through ip netns exec");
-        let server = Server { child, addr: SocketAddr::new(lan.addr(self.host), 8080) };
-        server.wait_ready(Duration::from_secs(60)).await;
-        server
+        Server { child, addr: SocketAddr::new(lan.addr(self.host), 8080) }
     }
 }
 
@@ -224,7 +235,7 @@ async fn drive(entries: Vec<(usize, String)>, stop: Arc<AtomicBool>, records: Ar
 
 /// A fault's figures.
 struct FaultFigures {
-    name: &'static str,
+    name: String,
     requests: usize,
     healthy_failures: Vec<String>,
     faulty_entry_failures: usize,
@@ -241,13 +252,15 @@ struct FaultFigures {
 /// The figures of the window `[from, to)`: `faulty` is the host and node of the fault,
 /// `back` when it healed or was ready again.
 fn figures(
-    name: &'static str,
+    name: String,
     records: &[Record],
     (from, back, to): (Duration, Duration, Duration),
     (faulty_host, faulty_node): (usize, &str),
     agreed: Duration,
 ) -> FaultFigures {
-    let window: Vec<&Record> = records.iter().filter(|r| r.sent >= from && r.sent < to).collect();
+    // By when a request ended, not when it was sent: one sent just before the next fault and
+    // caught in it (its entry node hung, say) belongs to that fault.
+    let window: Vec<&Record> = records.iter().filter(|r| r.done >= from && r.done < to).collect();
     let healthy: Vec<&&Record> = window.iter().filter(|r| r.entry != faulty_host).collect();
     let mut latencies: Vec<u64> =
         healthy.iter().filter(|r| r.outcome.is_ok()).map(|r| (r.done - r.sent).as_millis() as u64).collect();
@@ -280,13 +293,14 @@ fn figures(
 }
 
 #[test]
-fn three_hosts_with_the_shipped_lan_config_form_and_ride_out_a_crash_and_a_partition() {
-    let lan = Arc::new(Lan::new(HOSTS).unwrap_or_else(|err| panic!("cannot build the namespace LAN: {err}")));
+fn hosts_with_the_shipped_lan_config_form_and_ride_out_every_fault() {
+    let hosts = hosts();
+    let lan = Arc::new(Lan::new(hosts).unwrap_or_else(|err| panic!("cannot build the namespace LAN: {err}")));
     let shipped = std::fs::read_to_string(repo_root().join("cluster-config/lan-node.toml")).expect("lan-node.toml");
     let dir = repo_root().join("target/lan-suite").join(lan.name());
     std::fs::create_dir_all(&dir).expect("create the suite's folder");
-    let seeds: Vec<IpAddr> = (1..=HOSTS).map(|i| lan.addr(i)).collect();
-    let nodes: Vec<HostNode> = (1..=HOSTS)
+    let seeds: Vec<IpAddr> = (1..=hosts).map(|i| lan.addr(i)).collect();
+    let nodes: Vec<HostNode> = (1..=hosts)
         .map(|i| {
             let host = LanHost { node_id: format!("lan-{i}"), addr: lan.addr(i), seeds: seeds.clone() };
             let config = dir.join(format!("h{i}.toml"));
@@ -304,8 +318,11 @@ async fn suite(lan: &Lan, nodes: &[HostNode]) {
     let client = reqwest::Client::builder().timeout(Duration::from_secs(2)).build().expect("client builds");
     let ids: Vec<String> = nodes.iter().map(|n| n.node_id.clone()).collect();
     let started = Instant::now();
-    let (a, b, c) = tokio::join!(nodes[0].start(lan), nodes[1].start(lan), nodes[2].start(lan));
-    let mut servers = vec![a, b, c];
+    // Spawned together (they load their models at the same time), then waited for.
+    let mut servers: Vec<Server> = nodes.iter().map(|n| n.spawn(lan)).collect();
+    for server in &servers {
+        server.wait_ready(Duration::from_secs(60)).await;
+    }
     let ready = started.elapsed();
     for server in &servers {
         wait_until_ok(Duration::from_secs(15), "every node to see sessions to all its peers", async || {
@@ -314,74 +331,133 @@ async fn suite(lan: &Lan, nodes: &[HostNode]) {
         .await;
     }
     let formed = started.elapsed();
-    eprintln!("lan suite: {HOSTS} hosts ready after {ready:?}, every node with sessions to all peers after {formed:?}");
+    let hosts = nodes.len();
+    eprintln!("lan suite: {hosts} hosts ready after {ready:?}, every node with sessions to all peers after {formed:?}");
 
     let t0 = Instant::now();
     let (stop, records) = (Arc::new(AtomicBool::new(false)), Arc::new(Mutex::new(Vec::new())));
     let entries = servers.iter().enumerate().map(|(k, s)| (k + 1, s.url("/v1/classify"))).collect();
     let load = tokio::spawn(drive(entries, stop.clone(), records.clone(), t0));
-    let served_after = |node: &str, host: usize, after: Duration| {
-        let sink = records.clone();
-        let node = node.to_owned();
-        move || {
-            let seen = sink.lock().expect("records lock");
-            seen.iter().any(|r| r.entry != host && r.sent >= after && r.outcome.as_deref() == Ok(node.as_str()))
-        }
+    // Waits until work entering another host is answered by `host`'s node, sent after `after`.
+    let back_in_routing = async |host: usize, after: Duration| {
+        let node = format!("lan-{host}");
+        wait_until(
+            Duration::from_secs(10),
+            &format!("work through healthy entries to reach {node} again"),
+            async || {
+                let seen = records.lock().expect("records lock");
+                seen.iter().any(|r| r.entry != host && r.sent >= after && r.outcome.as_deref() == Ok(node.as_str()))
+            },
+        )
+        .await;
     };
+    let mut windows: Vec<(String, (Duration, Duration, Duration), usize, Duration)> = Vec::new();
     tokio::time::sleep(Duration::from_millis(1_500)).await;
 
-    // Fault 1: SIGKILL of lan-3, restarted at once (same id and addresses, a new generation).
-    let kill_at = t0.elapsed();
-    servers[2].signal(nix::sys::signal::Signal::SIGKILL);
+    // SIGKILL of lan-3, restarted at once (same id and addresses, a new generation).
+    let from = t0.elapsed();
+    servers[2].signal(Signal::SIGKILL);
     let _ = servers[2].wait_exit(Duration::from_secs(5)).await;
     servers[2] = nodes[2].start(lan).await;
-    let restarted_at = t0.elapsed();
-    let seen = served_after("lan-3", 3, restarted_at);
-    wait_until(Duration::from_secs(10), "work through healthy entries to reach the restarted lan-3", async || seen())
-        .await;
-    let kill_agreed = agree(&client, &servers, &ids).await - t0;
+    let back = t0.elapsed();
+    back_in_routing(3, back).await;
+    let agreed = agree(&client, &servers, &ids).await - t0;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let kill_end = t0.elapsed();
+    windows.push(("SIGKILL + restart of lan-3".into(), (from, back, t0.elapsed()), 3, agreed));
 
-    // Fault 2: lan-2's host is cut off the LAN (nftables drops all on its eth0) until every
-    // other node has declared it dead, then healed.
-    let cut_at = t0.elapsed();
+    // lan-2's host is cut off the LAN (nftables drops all on its eth0) until the others have
+    // declared it dead, then healed.
+    let from = t0.elapsed();
     lan.partition(2).unwrap_or_else(|err| panic!("{err}"));
-    for k in [0, 2] {
-        wait_until(Duration::from_secs(15), "the others to declare lan-2 dead", async || {
-            view(&client, &servers[k]).await.is_ok_and(|v| {
-                v["membership"]["dead"].as_array().is_some_and(|d| d.iter().any(|d| d["node_id"] == "lan-2"))
-            })
-        })
-        .await;
-    }
-    let dead_after = t0.elapsed() - cut_at;
+    wait_declared_dead(&client, &others(&servers, 2), "lan-2").await;
+    let dead_after = t0.elapsed() - from;
     lan.heal(2).unwrap_or_else(|err| panic!("{err}"));
-    let healed_at = t0.elapsed();
-    let seen = served_after("lan-2", 2, healed_at);
-    wait_until(Duration::from_secs(10), "work through healthy entries to reach the healed lan-2", async || seen())
-        .await;
-    let cut_agreed = agree(&client, &servers, &ids).await - t0;
+    let back = t0.elapsed();
+    back_in_routing(2, back).await;
+    let agreed = agree(&client, &servers, &ids).await - t0;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let cut_end = t0.elapsed();
+    windows.push(("full partition of lan-2".into(), (from, back, t0.elapsed()), 2, agreed));
+
+    // lan-1 hangs (SIGSTOP: its sockets stay open, nothing answers) until the others have
+    // declared it dead, then goes on (SIGCONT).
+    let from = t0.elapsed();
+    servers[0].signal(Signal::SIGSTOP);
+    wait_declared_dead(&client, &others(&servers, 1), "lan-1").await;
+    servers[0].signal(Signal::SIGCONT);
+    let back = t0.elapsed();
+    back_in_routing(1, back).await;
+    let agreed = agree(&client, &servers, &ids).await - t0;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    windows.push(("SIGSTOP/SIGCONT of lan-1".into(), (from, back, t0.elapsed()), 1, agreed));
+
+    // lan-3 receives nothing from the LAN but still sends (a one-way partition) until the
+    // others have declared it dead, then healed.
+    let from = t0.elapsed();
+    lan.drop_inbound(3).unwrap_or_else(|err| panic!("{err}"));
+    wait_declared_dead(&client, &others(&servers, 3), "lan-3").await;
+    lan.heal(3).unwrap_or_else(|err| panic!("{err}"));
+    let back = t0.elapsed();
+    back_in_routing(3, back).await;
+    let agreed = agree(&client, &servers, &ids).await - t0;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    windows.push(("one-way partition of lan-3".into(), (from, back, t0.elapsed()), 3, agreed));
+
+    // lan-2 loses a fifth of its packets, both ways, for 3 s.
+    let from = t0.elapsed();
+    lan.lose(2, LOSS_PERCENT).unwrap_or_else(|err| panic!("{err}"));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    lan.heal(2).unwrap_or_else(|err| panic!("{err}"));
+    let back = t0.elapsed();
+    back_in_routing(2, back).await;
+    let agreed = agree(&client, &servers, &ids).await - t0;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    windows.push((format!("{LOSS_PERCENT}% packet loss on lan-2, 3 s"), (from, back, t0.elapsed()), 2, agreed));
+
+    // lan-1's link goes down (carrier lost at the switch port) until the others have declared it
+    // dead, then comes back.
+    let from = t0.elapsed();
+    lan.link(1, false).unwrap_or_else(|err| panic!("{err}"));
+    wait_declared_dead(&client, &others(&servers, 1), "lan-1").await;
+    lan.link(1, true).unwrap_or_else(|err| panic!("{err}"));
+    let back = t0.elapsed();
+    back_in_routing(1, back).await;
+    let agreed = agree(&client, &servers, &ids).await - t0;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    windows.push(("link down of lan-1".into(), (from, back, t0.elapsed()), 1, agreed));
+
+    // A rolling restart: every node in turn gets SIGTERM (it drains: stops taking work, finishes
+    // what it accepted, leaves), exits, and starts again; the next goes once work reaches it.
+    for k in 0..hosts {
+        let host = k + 1;
+        let from = t0.elapsed();
+        servers[k].signal(Signal::SIGTERM);
+        let code = servers[k].wait_exit(Duration::from_secs(40)).await;
+        assert_eq!(code, Some(0), "lan-{host} drained and exited 0 on SIGTERM");
+        servers[k] = nodes[k].start(lan).await;
+        let back = t0.elapsed();
+        back_in_routing(host, back).await;
+        let agreed = agree(&client, &servers, &ids).await - t0;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        windows.push((format!("rolling restart: lan-{host}"), (from, back, t0.elapsed()), host, agreed));
+    }
 
     stop.store(true, Ordering::Relaxed);
     load.await.expect("load task");
     let records = records.lock().expect("records lock").clone();
-    let all = [
-        figures("SIGKILL + restart of lan-3", &records, (kill_at, restarted_at, kill_end), (3, "lan-3"), kill_agreed),
-        figures("full partition of lan-2", &records, (cut_at, healed_at, cut_end), (2, "lan-2"), cut_agreed),
-    ];
+    let all: Vec<FaultFigures> = windows
+        .into_iter()
+        .map(|(name, window, host, agreed)| figures(name, &records, window, (host, &format!("lan-{host}")), agreed))
+        .collect();
     let total_failures = records.iter().filter(|r| r.outcome.is_err()).count();
     eprintln!(
-        "lan suite: {} requests in {:?} from the client host, {} failed in all; lan-2 declared dead by both others {:?} after the cut",
+        "lan suite: {} requests in {:?} from the client host, {} failed in all; lan-2 declared dead by every other node {:?} after the cut",
         records.len(),
         t0.elapsed(),
         total_failures,
         dead_after
     );
     eprintln!(
-        "{:<28} {:>8} {:>16} {:>14} {:>7} {:>7} {:>14} {:>11} {:>11}",
+        "{:<30} {:>8} {:>13} {:>12} {:>6} {:>6} {:>12} {:>9} {:>11}",
         "fault",
         "requests",
         "healthy-entry",
@@ -394,7 +470,7 @@ async fn suite(lan: &Lan, nodes: &[HostNode]) {
     );
     for f in &all {
         eprintln!(
-            "{:<28} {:>8} {:>16} {:>14} {:>7} {:>7} {:>14} {:>11} {:>11}",
+            "{:<30} {:>8} {:>13} {:>12} {:>6} {:>6} {:>12} {:>9} {:>11}",
             f.name,
             f.requests,
             f.healthy_failures.len(),
@@ -419,6 +495,23 @@ async fn suite(lan: &Lan, nodes: &[HostNode]) {
             "{}: work reached the node again only after {resumed} ms",
             f.name
         );
+    }
+}
+
+/// Every server but host `host`'s.
+fn others(servers: &[Server], host: usize) -> Vec<&Server> {
+    servers.iter().enumerate().filter(|(k, _)| k + 1 != host).map(|(_, s)| s).collect()
+}
+
+/// Waits until each of `observers` lists `node` among the dead.
+async fn wait_declared_dead(client: &reqwest::Client, observers: &[&Server], node: &str) {
+    for server in observers {
+        wait_until(Duration::from_secs(15), &format!("the others to declare {node} dead"), async || {
+            view(client, server).await.is_ok_and(|v| {
+                v["membership"]["dead"].as_array().is_some_and(|d| d.iter().any(|d| d["node_id"] == node))
+            })
+        })
+        .await;
     }
 }
 
