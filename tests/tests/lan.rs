@@ -351,7 +351,7 @@ async fn suite(lan: &Lan, nodes: &[HostNode]) {
         )
         .await;
     };
-    let mut windows: Vec<(String, (Duration, Duration, Duration), usize, Duration)> = Vec::new();
+    let mut windows: Vec<Window> = Vec::new();
     tokio::time::sleep(Duration::from_millis(1_500)).await;
 
     // SIGKILL of lan-3, restarted at once (same id and addresses, a new generation).
@@ -363,7 +363,12 @@ async fn suite(lan: &Lan, nodes: &[HostNode]) {
     back_in_routing(3, back).await;
     let agreed = agree(&client, &servers, &ids).await - t0;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    windows.push(("SIGKILL + restart of lan-3".into(), (from, back, t0.elapsed()), 3, agreed));
+    windows.push(Window {
+        name: "SIGKILL + restart of lan-3".into(),
+        span: (from, back, t0.elapsed()),
+        host: 3,
+        agreed,
+    });
 
     // lan-2's host is cut off the LAN (nftables drops all on its eth0) until the others have
     // declared it dead, then healed.
@@ -376,7 +381,7 @@ async fn suite(lan: &Lan, nodes: &[HostNode]) {
     back_in_routing(2, back).await;
     let agreed = agree(&client, &servers, &ids).await - t0;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    windows.push(("full partition of lan-2".into(), (from, back, t0.elapsed()), 2, agreed));
+    windows.push(Window { name: "full partition of lan-2".into(), span: (from, back, t0.elapsed()), host: 2, agreed });
 
     // lan-1 hangs (SIGSTOP: its sockets stay open, nothing answers) until the others have
     // declared it dead, then goes on (SIGCONT).
@@ -388,7 +393,7 @@ async fn suite(lan: &Lan, nodes: &[HostNode]) {
     back_in_routing(1, back).await;
     let agreed = agree(&client, &servers, &ids).await - t0;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    windows.push(("SIGSTOP/SIGCONT of lan-1".into(), (from, back, t0.elapsed()), 1, agreed));
+    windows.push(Window { name: "SIGSTOP/SIGCONT of lan-1".into(), span: (from, back, t0.elapsed()), host: 1, agreed });
 
     // lan-3 receives nothing from the LAN but still sends (a one-way partition) until the
     // others have declared it dead, then healed.
@@ -400,7 +405,12 @@ async fn suite(lan: &Lan, nodes: &[HostNode]) {
     back_in_routing(3, back).await;
     let agreed = agree(&client, &servers, &ids).await - t0;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    windows.push(("one-way partition of lan-3".into(), (from, back, t0.elapsed()), 3, agreed));
+    windows.push(Window {
+        name: "one-way partition of lan-3".into(),
+        span: (from, back, t0.elapsed()),
+        host: 3,
+        agreed,
+    });
 
     // lan-2 loses a fifth of its packets, both ways, for 3 s.
     let from = t0.elapsed();
@@ -411,7 +421,12 @@ async fn suite(lan: &Lan, nodes: &[HostNode]) {
     back_in_routing(2, back).await;
     let agreed = agree(&client, &servers, &ids).await - t0;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    windows.push((format!("{LOSS_PERCENT}% packet loss on lan-2, 3 s"), (from, back, t0.elapsed()), 2, agreed));
+    windows.push(Window {
+        name: format!("{LOSS_PERCENT}% packet loss on lan-2, 3 s"),
+        span: (from, back, t0.elapsed()),
+        host: 2,
+        agreed,
+    });
 
     // lan-1's link goes down (carrier lost at the switch port) until the others have declared it
     // dead, then comes back.
@@ -423,7 +438,7 @@ async fn suite(lan: &Lan, nodes: &[HostNode]) {
     back_in_routing(1, back).await;
     let agreed = agree(&client, &servers, &ids).await - t0;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    windows.push(("link down of lan-1".into(), (from, back, t0.elapsed()), 1, agreed));
+    windows.push(Window { name: "link down of lan-1".into(), span: (from, back, t0.elapsed()), host: 1, agreed });
 
     // A rolling restart: every node in turn gets SIGTERM (it drains: stops taking work, finishes
     // what it accepted, leaves), exits, and starts again; the next goes once work reaches it.
@@ -438,7 +453,12 @@ async fn suite(lan: &Lan, nodes: &[HostNode]) {
         back_in_routing(host, back).await;
         let agreed = agree(&client, &servers, &ids).await - t0;
         tokio::time::sleep(Duration::from_millis(500)).await;
-        windows.push((format!("rolling restart: lan-{host}"), (from, back, t0.elapsed()), host, agreed));
+        windows.push(Window {
+            name: format!("rolling restart: lan-{host}"),
+            span: (from, back, t0.elapsed()),
+            host,
+            agreed,
+        });
     }
 
     stop.store(true, Ordering::Relaxed);
@@ -446,7 +466,7 @@ async fn suite(lan: &Lan, nodes: &[HostNode]) {
     let records = records.lock().expect("records lock").clone();
     let all: Vec<FaultFigures> = windows
         .into_iter()
-        .map(|(name, window, host, agreed)| figures(name, &records, window, (host, &format!("lan-{host}")), agreed))
+        .map(|w| figures(w.name, &records, w.span, (w.host, &format!("lan-{}", w.host)), w.agreed))
         .collect();
     let total_failures = records.iter().filter(|r| r.outcome.is_err()).count();
     eprintln!(
@@ -496,6 +516,15 @@ async fn suite(lan: &Lan, nodes: &[HostNode]) {
             f.name
         );
     }
+}
+
+/// One fault's window: `span` is (fault began, faulty node back, window ends); `agreed` when
+/// every view was the full mesh again.
+struct Window {
+    name: String,
+    span: (Duration, Duration, Duration),
+    host: usize,
+    agreed: Duration,
 }
 
 /// Every server but host `host`'s.
