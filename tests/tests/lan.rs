@@ -295,12 +295,13 @@ fn figures(
 #[test]
 fn hosts_with_the_shipped_lan_config_form_and_ride_out_every_fault() {
     let hosts = hosts();
-    let lan = Arc::new(Lan::new(hosts).unwrap_or_else(|err| panic!("cannot build the namespace LAN: {err}")));
+    // One host more than the cluster: its node joins under load at the end.
+    let lan = Arc::new(Lan::new(hosts + 1).unwrap_or_else(|err| panic!("cannot build the namespace LAN: {err}")));
     let shipped = std::fs::read_to_string(repo_root().join("cluster-config/lan-node.toml")).expect("lan-node.toml");
     let dir = repo_root().join("target/lan-suite").join(lan.name());
     std::fs::create_dir_all(&dir).expect("create the suite's folder");
     let seeds: Vec<IpAddr> = (1..=hosts).map(|i| lan.addr(i)).collect();
-    let nodes: Vec<HostNode> = (1..=hosts)
+    let nodes: Vec<HostNode> = (1..=hosts + 1)
         .map(|i| {
             let host = LanHost { node_id: format!("lan-{i}"), addr: lan.addr(i), seeds: seeds.clone() };
             let config = dir.join(format!("h{i}.toml"));
@@ -316,7 +317,9 @@ fn hosts_with_the_shipped_lan_config_form_and_ride_out_every_fault() {
 
 async fn suite(lan: &Lan, nodes: &[HostNode]) {
     let client = reqwest::Client::builder().timeout(Duration::from_secs(2)).build().expect("client builds");
-    let ids: Vec<String> = nodes.iter().map(|n| n.node_id.clone()).collect();
+    let (nodes, joiner) = nodes.split_at(nodes.len() - 1);
+    let joiner = &joiner[0];
+    let mut ids: Vec<String> = nodes.iter().map(|n| n.node_id.clone()).collect();
     let started = Instant::now();
     // Spawned together (they load their models at the same time), then waited for.
     let mut servers: Vec<Server> = nodes.iter().map(|n| n.spawn(lan)).collect();
@@ -460,6 +463,18 @@ async fn suite(lan: &Lan, nodes: &[HostNode]) {
             agreed,
         });
     }
+
+    // A new node (not a seed, never seen before) joins under load; the load still enters only
+    // the first nodes, so every entry is a healthy one.
+    let from = t0.elapsed();
+    servers.push(joiner.start(lan).await);
+    ids.push(joiner.node_id.clone());
+    let back = t0.elapsed();
+    back_in_routing(joiner.host, back).await;
+    let agreed = agree(&client, &servers, &ids).await - t0;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let name = format!("{} joins under load", joiner.node_id);
+    windows.push(Window { name, span: (from, back, t0.elapsed()), host: joiner.host, agreed });
 
     stop.store(true, Ordering::Relaxed);
     load.await.expect("load task");
