@@ -11,7 +11,7 @@ INIT_RECIPE_COMMIT := d3a1610
 INIT_SHA256 := f30024b79bb5bc71dbb6022d09f5004b27e335671f11802c03705989add7131c
 INIT_ONNX := .cache/init/senti-zh-small-1.1.0.onnx
 
-.PHONY: run test lan-suite setup build lint cluster prometheus prometheus-check simulate sim-report model model-pretrain model-init-rebuild model-ablation model-sweep bench-model bench bench-node bench-ab bench-cache bench-vs-nginx bench-cluster bench-cluster-shape web-test clean-cache
+.PHONY: run test lan-suite setup build lint cluster prometheus prometheus-check simulate sim-report model model-pretrain model-init-rebuild model-ablation model-sweep bench-model bench bench-node bench-ab bench-cache bench-cache-policies bench-vs-nginx bench-cluster bench-cluster-shape web-test clean-cache
 
 ## Serve the embedded default model on http://127.0.0.1:8080
 run: setup
@@ -124,6 +124,12 @@ bench-node: setup
 ## (ROUNDS=3 CONCURRENCIES="1 5 20" or RATES="54" for open loop, ROUTE=analyze; about ROUNDS x loads x 24 s)
 bench-ab: setup
 	CARGO="$(CARGO)" bash scripts/bench-ab.sh
+
+## Offline: hit rates of the cache's eviction policy (S3-FIFO) against LRU and W-TinyLFU, and of
+## text-affine placement against entering any node, on senti-loadgen's traces (about a minute)
+bench-cache-policies:
+	$(CARGO) build --release --workspace --bin senti-cache-policies
+	target/release/senti-cache-policies
 
 ## The result cache off and on, side by side: throughput, p50, p99 and hit rate on a trace of real
 ## reviews (0.5% repeats, as in the public review sets) and a template-heavy one (30%, assumed);

@@ -97,7 +97,7 @@ pub fn mix<T>(mut texts: Vec<T>, seed: u64) -> Vec<T> {
 }
 
 /// One step of splitmix64 (Steele, Lea and Flood): small, fast, and good enough to shuffle.
-pub(crate) fn splitmix64(state: &mut u64) -> u64 {
+pub fn splitmix64(state: &mut u64) -> u64 {
     *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
     let mut z = *state;
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
