@@ -74,7 +74,7 @@ impl Policy for TinyLfu {
         // moka applies reads and writes to its policy in batches; settling them often keeps the
         // replay faithful to one access at a time.
         self.1 += 1;
-        if self.1 % 512 == 0 {
+        if self.1.is_multiple_of(512) {
             self.0.run_pending_tasks();
         }
         hit
