@@ -112,32 +112,6 @@ loadavg_before=$(cut -d' ' -f1-3 /proc/loadavg)
 echo "bench-cluster-shape: 1. routing cost" >&2
 target/release/senti-bench-routing "${ROUTING_ARGS[@]}" --json "$work/routing.json" >&2
 
-# start_cluster PREFIX CORES_A CORES_B [ENV=VALUE...]: nodes PREFIXa and PREFIXb (ids `a` and `b`)
-# pinned to those cores (taskset lists), seeded with a's gossip port, with the extra environment;
-# returns once a lists b's actor.
-start_cluster() {
-  local prefix=$1 cores_a=$2 cores_b=$3 cookie="bench-$stamp-$RANDOM" name core gossip_a gossip actor key_file
-  shift 3
-  key_file=$(cluster_key_file)
-  gossip_a=$(free_port)
-  for name in a b; do
-    if [[ $name == a ]]; then gossip=$gossip_a core=$cores_a; else gossip=$(free_port) core=$cores_b; fi
-    actor=$(free_port)
-    start_node "$prefix$name" "$core" SENTI__SERVER__NODE_ID="$name" SENTI__CLUSTER__ENABLED=true \
-      SENTI_CLUSTER_COOKIE="$cookie" SENTI_CLUSTER_KEY_FILE="$key_file" SENTI__CLUSTER__GOSSIP_LISTEN="127.0.0.1:$gossip" \
-      SENTI__CLUSTER__ACTOR_LISTEN="127.0.0.1:$actor" SENTI__CLUSTER__SEEDS="[\"127.0.0.1:$gossip_a\"]" "$@"
-  done
-  for _ in $(seq 300); do
-    if curl -fsS "${node_url[${prefix}a]}/v1/cluster" 2>/dev/null |
-      jq -e '[.routing.targets[] | select(.local == false)] | length > 0' >/dev/null; then
-      return 0
-    fi
-    sleep 0.1
-  done
-  echo "bench-cluster-shape: node ${prefix}a lists no remote target after 30 s" >&2
-  exit 1
-}
-
 # The hop cluster is not pinned (both nodes on both cores): pinned as in step 3, a's actor would
 # share core 0 with a's HTTP and gateway work while b's actor had core 1 to itself, which hides
 # the hop. It is measured with hedging and the p99-based attempt timeout off, so that every sample is

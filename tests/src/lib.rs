@@ -69,6 +69,24 @@ pub fn shared_key_file() -> &'static Path {
     SHARED.get_or_init(|| new_key_file(&test_dir()))
 }
 
+/// A session TLS folder (`cluster.tls_dir`) every cluster of this test process that asks for TLS
+/// shares, made by `senti cluster tls --out` on first use.
+pub fn shared_tls_dir() -> &'static Path {
+    static SHARED: OnceLock<PathBuf> = OnceLock::new();
+    SHARED.get_or_init(|| {
+        let dir = test_dir().join("cluster-tls");
+        let _ = std::fs::remove_dir_all(&dir);
+        let output = Command::new(senti_bin())
+            .args(["cluster", "tls", "--out"])
+            .arg(&dir)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run senti cluster tls");
+        assert!(output.status.success(), "senti cluster tls failed: {}", String::from_utf8_lossy(&output.stderr));
+        dir
+    })
+}
+
 /// A cookie (`cluster.cookie`) long enough for senti, for test clusters.
 pub const TEST_COOKIE: &str = "senti-test-cookie-3f09a1c2";
 

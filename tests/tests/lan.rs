@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::Signal;
 use senti_system_tests::netns::Lan;
 use senti_system_tests::{
-    repo_root, senti_bin, shared_key_file, test_dir, wait_until, wait_until_ok, Server, TEST_COOKIE,
+    repo_root, senti_bin, shared_key_file, shared_tls_dir, test_dir, wait_until, wait_until_ok, Server, TEST_COOKIE,
 };
 use serde_json::Value;
 
@@ -103,6 +103,7 @@ fn load_as_a_node_would(edited: &str) -> Result<senti_config::Config, String> {
     let env = [
         ("SENTI_CLUSTER_COOKIE".to_owned(), COOKIE.to_owned()),
         ("SENTI_CLUSTER_KEY_FILE".to_owned(), shared_key_file().display().to_string()),
+        ("SENTI_CLUSTER_TLS_DIR".to_owned(), shared_tls_dir().display().to_string()),
     ];
     senti_config::Config::load(Some(&path), env).map_err(|err| format!("the edited lan-node.toml is invalid: {err}"))
 }
@@ -133,6 +134,7 @@ impl HostNode {
             .arg(&self.config)
             .env("SENTI_CLUSTER_COOKIE", COOKIE)
             .env("SENTI_CLUSTER_KEY_FILE", shared_key_file())
+            .env("SENTI_CLUSTER_TLS_DIR", shared_tls_dir())
             // Not cluster settings: one actor per node, as three nodes share this machine's cores.
             .env("SENTI__ENGINE__ACTORS", "1")
             .env("RUST_LOG", "warn")

@@ -31,6 +31,7 @@ mod seal;
 mod sessions;
 #[cfg(feature = "testsuite")]
 pub mod testsuite;
+pub mod tls;
 mod view;
 mod wire;
 
@@ -62,6 +63,7 @@ pub use seal::{
     MAX_SEALED_MESSAGE, SEAL_OVERHEAD,
 };
 pub use sessions::{NodeName, INFERENCE_GROUP};
+pub use tls::{create_tls_dir, SessionTls, TlsDirError};
 pub use view::{exclusion_reason, members, remote_targets, Member, RemoteActor};
 
 /// How often the remote targets are rebuilt even without a gossip change (sessions come and go).
@@ -175,8 +177,19 @@ impl Cluster {
 
         let generation = keys::unix_ms_now();
         let name = NodeName { node: node_id.clone(), generation };
+        let tls = match &c.tls_dir {
+            Some(dir) => Some(tls::SessionTls::load(dir)?),
+            None => {
+                tracing::warn!(
+                    "remote-actor sessions are plaintext: texts and scores cross the network readable (set \
+                     `cluster.tls_dir`, written by `senti cluster tls --out DIR`)"
+                );
+                None
+            }
+        };
         let (node_server, server_task) =
-            sessions::start_node_server(&name, &c.cookie, c.actor_listen, c.actor_advertise_addr()).await?;
+            sessions::start_node_server(&name, &c.cookie, c.actor_listen, c.actor_advertise_addr(), tls.as_ref())
+                .await?;
         let self_id = ChitchatId::new(node_id.as_str(), generation, c.gossip_advertise_addr());
         let entries: Vec<ActorEntry> =
             actors.iter().map(|a| ActorEntry { name: a.name.clone(), pid: a.actor.get_id().pid() }).collect();
@@ -198,7 +211,7 @@ impl Cluster {
         let (failure_tx, failure) = watch::channel(None);
         let policy = PublishPolicy::from_config(a);
         let redial = Duration::from_millis(a.redial_interval_ms);
-        let dialer = sessions::Dialer::new(node_server.clone(), name, c.actor_advertise_addr(), redial);
+        let dialer = sessions::Dialer::new(node_server.clone(), name, c.actor_advertise_addr(), redial, tls);
         let gauges = actors.iter().map(|a| (a.name.clone(), a.gauge.clone())).collect();
         let server = node_server.clone();
         let remote_actors = move || {

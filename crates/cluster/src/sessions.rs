@@ -30,6 +30,7 @@ use ractor_cluster::node::NodeConnectionMode;
 use ractor_cluster::{NodeServer, NodeServerMessage, NodeSessionMessage};
 use senti_engine::InferenceMsg;
 
+use crate::tls::SessionTls;
 use crate::view::{Member, RemoteActor};
 
 /// The process group every inference actor joins.
@@ -80,31 +81,55 @@ fn name_host(advertise: SocketAddr) -> String {
 }
 
 /// Starts the node server on `listen`, named after `name` and `advertise`; fails clearly if the
-/// port is taken.
+/// port is taken. With `tls`, this node's own listener takes `listen` (tls.rs) and ractor_cluster's
+/// listens on an ephemeral port of 127.0.0.1 only; the returned task then runs both.
 pub async fn start_node_server(
     name: &NodeName,
     cookie: &str,
     listen: SocketAddr,
     advertise: SocketAddr,
+    tls: Option<&SessionTls>,
 ) -> anyhow::Result<(ActorRef<NodeServerMessage>, tokio::task::JoinHandle<()>)> {
-    // ractor_cluster's listener reports a bind failure only in its log; check first.
-    std::net::TcpListener::bind(listen)
-        .with_context(|| format!("cannot listen for remote actors on {listen} (`cluster.actor_listen`)"))?;
+    let listen_error = || format!("cannot listen for remote actors on {listen} (`cluster.actor_listen`)");
+    let (port, listen_ip, host, tls_listener) = match tls {
+        None => {
+            // ractor_cluster's listener reports a bind failure only in its log; check first.
+            std::net::TcpListener::bind(listen).with_context(listen_error)?;
+            (listen.port(), listen.ip(), name_host(advertise), None)
+        }
+        Some(_) => {
+            let listener = tokio::net::TcpListener::bind(listen).await.with_context(listen_error)?;
+            // The name's host carries the advertised port too: ractor_cluster drops a session
+            // whose connection string (`host:port`, port 0 here) equals its own.
+            let host = format!("{}:{}", name_host(advertise), advertise.port());
+            (0, std::net::IpAddr::from([127, 0, 0, 1]), host, Some(listener))
+        }
+    };
     let server = NodeServer::new(
-        listen.port(),
+        port,
         cookie.to_owned(),
         name.ractor_node_name(),
-        name_host(advertise),
+        host,
         None,
         Some(NodeConnectionMode::Isolated),
     )
-    .with_listen_addr(listen.ip());
+    .with_listen_addr(listen_ip);
     let (actor, handle) =
         Actor::spawn(None, server, ()).await.context("cannot start the ractor_cluster node server")?;
+    let accepting = match (tls, tls_listener) {
+        (Some(tls), Some(listener)) => {
+            crate::tls::register_metrics();
+            Some(tokio::spawn(crate::tls::serve(listener, tls.clone(), actor.clone())))
+        }
+        _ => None,
+    };
     Ok((
         actor,
         tokio::spawn(async move {
             let _ = handle.await;
+            if let Some(accepting) = accepting {
+                accepting.abort();
+            }
         }),
     ))
 }
@@ -166,6 +191,8 @@ pub struct Dialer {
     self_name: NodeName,
     self_actor_addr: SocketAddr,
     redial: Duration,
+    /// Sessions dialed over TLS when set.
+    tls: Option<SessionTls>,
     /// Per member node id; written by the session loop and the dial tasks, read by reports.
     /// A std mutex: held for map operations only, never across an await.
     state: Arc<Mutex<HashMap<String, DialState>>>,
@@ -210,8 +237,9 @@ impl Dialer {
         self_name: NodeName,
         self_actor_addr: SocketAddr,
         redial: Duration,
+        tls: Option<SessionTls>,
     ) -> Self {
-        Self { server, self_name, self_actor_addr, redial, state: Arc::default() }
+        Self { server, self_name, self_actor_addr, redial, tls, state: Arc::default() }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, DialState>> {
@@ -286,17 +314,20 @@ impl Dialer {
     }
 
     fn spawn_dial(&self, node: String, generation: u64, addr: SocketAddr) {
-        let (server, state) = (self.server.clone(), self.state.clone());
+        let (server, state, tls) = (self.server.clone(), self.state.clone(), self.tls.clone());
         tokio::spawn(async move {
-            let outcome = tokio::time::timeout(DIAL_TIMEOUT, ractor_cluster::client_connect(&server, addr)).await;
-            let outcome = match outcome {
-                Ok(Ok(())) => {
-                    tracing::debug!(peer = %node, %addr, "dialed remote-actor session");
-                    Ok(addr)
-                }
-                Ok(Err(err)) => Err(format!("cannot connect to {addr}: {}", dial_error(&err))),
-                Err(_) => Err(format!("connecting to {addr} timed out after {DIAL_TIMEOUT:?}")),
+            let outcome = match &tls {
+                Some(tls) => tls.dial(&server, addr, DIAL_TIMEOUT).await,
+                None => match tokio::time::timeout(DIAL_TIMEOUT, ractor_cluster::client_connect(&server, addr)).await {
+                    Ok(Ok(())) => Ok(()),
+                    Ok(Err(err)) => Err(format!("cannot connect to {addr}: {}", dial_error(&err))),
+                    Err(_) => Err(format!("connecting to {addr} timed out after {DIAL_TIMEOUT:?}")),
+                },
             };
+            let outcome = outcome.map(|()| {
+                tracing::debug!(peer = %node, %addr, "dialed remote-actor session");
+                addr
+            });
             let mut state = state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             if let Some(entry) = state.get_mut(&node).filter(|e| e.generation == generation) {
                 entry.in_flight = false;

@@ -12,7 +12,8 @@
 //! `SENTI__SERVER__LISTEN=0.0.0.0:8080` or `SENTI__ENGINE__ACTORS=2`; the value is read as a TOML
 //! value when it parses as one (numbers, booleans, arrays) and as a string otherwise.
 //! `SENTI_AUTH_TOKENS=a,b` sets `auth.tokens`, `SENTI_CLUSTER_COOKIE` sets `cluster.cookie` and
-//! `SENTI_CLUSTER_KEY_FILE` sets `cluster.key_file`, so secrets need not be written into a file.
+//! `SENTI_CLUSTER_KEY_FILE` sets `cluster.key_file` and `SENTI_CLUSTER_TLS_DIR` `cluster.tls_dir`,
+//! so secrets need not be written into a file.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -237,6 +238,12 @@ pub struct ClusterConfig {
     /// lines and `#` comments are ignored; the file must not be readable by group or others.
     /// Also `SENTI_CLUSTER_KEY_FILE`. Required when `enabled`.
     pub key_file: Option<PathBuf>,
+    /// Folder of the remote-actor sessions' TLS files, `ca.crt`, `node.crt` and `node.key`
+    /// (`senti cluster tls --out DIR` writes them; `node.key` must not be readable by group or
+    /// others): sessions are then mutually authenticated TLS 1.3 with certificates of that CA, and
+    /// plaintext connections to `actor_listen` are refused. Unset: plaintext sessions (a warning
+    /// at start). Also `SENTI_CLUSTER_TLS_DIR`.
+    pub tls_dir: Option<PathBuf>,
 }
 
 /// Fewest characters of `cluster.cookie`.
@@ -285,6 +292,7 @@ impl Default for ClusterConfig {
             http_advertise: None,
             cookie: String::new(),
             key_file: None,
+            tls_dir: None,
         }
     }
 }
@@ -302,6 +310,7 @@ impl fmt::Debug for ClusterConfig {
             .field("http_advertise", &self.http_advertise)
             .field("cookie", &if self.cookie.is_empty() { "[unset]" } else { "[redacted]" })
             .field("key_file", &self.key_file)
+            .field("tls_dir", &self.tls_dir)
             .finish()
     }
 }
@@ -653,6 +662,10 @@ fn apply_env(table: &mut toml::Table, vars: impl IntoIterator<Item = (String, St
         }
         if name == "SENTI_CLUSTER_KEY_FILE" {
             section(table, "cluster").insert("key_file".into(), toml::Value::String(raw));
+            continue;
+        }
+        if name == "SENTI_CLUSTER_TLS_DIR" {
+            section(table, "cluster").insert("tls_dir".into(), toml::Value::String(raw));
             continue;
         }
         if name == "SENTI_AUTH_TOKENS" {

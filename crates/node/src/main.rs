@@ -39,7 +39,7 @@ enum Command {
     /// Classify texts given as arguments, or a file (text, CSV or JSONL), in this process or over
     /// senti servers (`--server`); one output record per input record, in input order.
     Classify(ClassifyArgs),
-    /// Cluster administration: gossip keys.
+    /// Cluster administration: gossip keys, session certificates.
     Cluster {
         #[command(subcommand)]
         command: ClusterCommand,
@@ -104,6 +104,13 @@ enum ClusterCommand {
     Keygen {
         #[command(flatten)]
         target: KeygenTarget,
+    },
+    /// Write a new cluster CA and a node certificate and key signed by it into DIR
+    /// (`cluster.tls_dir`: remote-actor sessions over mutual TLS). Copy the folder to every node.
+    Tls {
+        /// Folder to create (mode 700; the key mode 600); refuses to overwrite its files.
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
     },
 }
 
@@ -210,6 +217,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Classify(args) => classify(args).await,
         Command::Cluster { command: ClusterCommand::Keygen { target } } => keygen(target),
+        Command::Cluster { command: ClusterCommand::Tls { out } } => {
+            senti_cluster::create_tls_dir(&out)?;
+            eprintln!(
+                "wrote a new cluster CA and node certificate to {} (ca.crt, node.crt, node.key); copy this folder to \
+                 every node of the cluster and set `cluster.tls_dir` (or SENTI_CLUSTER_TLS_DIR) to it",
+                out.display()
+            );
+            Ok(())
+        }
     }
 }
 
