@@ -229,7 +229,7 @@ impl SimCluster {
         };
         let entries: Vec<ActorEntry> =
             (0..actors.len()).map(|k| ActorEntry { name: format!("a{k}"), pid: k as u64 }).collect();
-        let mut keys = initial_keys(None, addr, &model(), &entries);
+        let mut keys = initial_keys(None, addr, &model(), "int8", &entries);
         keys.retain(|(k, _)| k != "ready");
         keys.push(("ready".into(), "true".into()));
         let chitchat_id = ChitchatId::new(id.as_str(), generation, addr);

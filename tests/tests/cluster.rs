@@ -128,6 +128,11 @@ async fn three_nodes_share_work_and_survive_a_hang_and_a_crash() {
     let members = view["membership"]["members"].as_array().unwrap();
     assert_eq!(members.len(), 3, "{view:#}");
     assert!(members.iter().all(|m| m["ready"] == true && m["session"] == true), "{view:#}");
+    // Every member announces its model and the variant its actors run (the embedded default's).
+    assert!(
+        members.iter().all(|m| m["model"].as_str().is_some_and(|v| v.contains('@')) && m["variant"] == "int8"),
+        "{view:#}"
+    );
 
     // Work entering at one node is served by actors on every node.
     let (served, failures) = load(&server_a, 90, 12).await;

@@ -29,6 +29,11 @@ pub const HTTP_ADDR: &str = "http_addr";
 pub const ACTOR_ADDR: &str = "actor_addr";
 /// `model`
 pub const MODEL: &str = "model";
+/// `variant`: the ONNX variant the node's actors run (`int8`, `fp32`). A key of its own, so
+/// that nodes reading only `model` (`name@version`) read it as before.
+pub const VARIANT: &str = "variant";
+/// Longest `variant` read from gossip; a longer or non-identifier value reads as absent.
+const MAX_VARIANT_CHARS: usize = 32;
 /// `actors`
 pub const ACTORS: &str = "actors";
 /// Prefix of `load.<actor>`.
@@ -55,6 +60,14 @@ impl ModelId {
         let (name, version) = value.rsplit_once('@')?;
         (!name.is_empty() && !version.is_empty()).then(|| Self { name: name.to_owned(), version: version.to_owned() })
     }
+}
+
+/// A gossiped variant if it is a short identifier (letters, digits, `-`, `_`, `.`).
+fn parse_variant(value: &str) -> Option<String> {
+    let ok = !value.is_empty()
+        && value.len() <= MAX_VARIANT_CHARS
+        && value.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    ok.then(|| value.to_owned())
 }
 
 impl std::fmt::Display for ModelId {
@@ -155,6 +168,8 @@ pub struct NodeKeys {
     pub actor_addr_opt: Option<SocketAddr>,
     /// `model`
     pub model_opt: Option<ModelId>,
+    /// `variant`
+    pub variant_opt: Option<String>,
     /// `actors`
     pub actors: Vec<ActorEntry>,
     /// `load.<actor>` of each listed actor that has published one.
@@ -177,6 +192,7 @@ impl NodeKeys {
             http_addr_opt: state.get(HTTP_ADDR).and_then(|v| v.parse().ok()),
             actor_addr_opt: state.get(ACTOR_ADDR).and_then(|v| v.parse().ok()),
             model_opt: state.get(MODEL).and_then(ModelId::parse),
+            variant_opt: state.get(VARIANT).and_then(parse_variant),
             actors,
             loads,
         }
@@ -205,6 +221,10 @@ mod tests {
 
     #[test]
     fn model_ids_round_trip_and_garbage_is_refused() {
+        assert_eq!(parse_variant("int8").as_deref(), Some("int8"));
+        for bad in ["", "int8 ", "<script>", &"x".repeat(33)] {
+            assert_eq!(parse_variant(bad), None, "{bad:?}");
+        }
         let id = ModelId::parse("senti-zh-small@1.1.0").unwrap();
         assert_eq!((id.name.as_str(), id.version.as_str()), ("senti-zh-small", "1.1.0"));
         assert_eq!(id.to_string(), "senti-zh-small@1.1.0");

@@ -121,6 +121,9 @@ pub struct MemberReport {
     pub actor_addr: Option<SocketAddr>,
     /// `name@version`.
     pub model: Option<String>,
+    /// ONNX variant its actors run (`int8`, `fp32`); nodes of one `name@version` share work
+    /// whatever their variants.
+    pub variant: Option<String>,
     /// Why it serves no traffic from this node, if it does not.
     pub excluded: Option<String>,
     /// A remote-actor session with it is up (always true for this node itself).
@@ -194,7 +197,8 @@ impl Cluster {
         let entries: Vec<ActorEntry> =
             actors.iter().map(|a| ActorEntry { name: a.name.clone(), pid: a.actor.get_id().pid() }).collect();
         let http_advertise = c.http_advertise_addr(http_addr);
-        let initial = initial_keys(Some(http_advertise), c.actor_advertise_addr(), &model, &entries);
+        let variant = engine.bundle().variant().to_owned();
+        let initial = initial_keys(Some(http_advertise), c.actor_advertise_addr(), &model, &variant, &entries);
         let gossip_interval = Duration::from_millis(a.gossip_interval_ms);
         let primary = keyring.primary_id();
         let seal_config = SealConfig { self_id_opt: Some(self_id.clone()), ..SealConfig::default() };
@@ -275,6 +279,7 @@ impl Cluster {
                     http_addr: m.keys.http_addr_opt,
                     actor_addr: m.keys.actor_addr_opt,
                     model: m.keys.model_opt.as_ref().map(ModelId::to_string),
+                    variant: m.keys.variant_opt.clone(),
                     excluded: exclusion_reason(&m, &self.model).map(str::to_owned),
                     session: is_self
                         || sessions
@@ -386,12 +391,14 @@ pub fn initial_keys(
     http_addr_opt: Option<SocketAddr>,
     actor_addr: SocketAddr,
     model: &ModelId,
+    variant: &str,
     actors: &[ActorEntry],
 ) -> Vec<(String, String)> {
     let mut initial = vec![
         (keys::READY.to_owned(), "false".to_owned()),
         (keys::ACTOR_ADDR.to_owned(), actor_addr.to_string()),
         (keys::MODEL.to_owned(), model.to_string()),
+        (keys::VARIANT.to_owned(), variant.to_owned()),
         (keys::ACTORS.to_owned(), keys::format_actors(actors)),
     ];
     if let Some(http_addr) = http_addr_opt {

@@ -400,6 +400,7 @@ mod tests {
                 http_addr_opt: None,
                 actor_addr_opt: None,
                 model_opt: None,
+                variant_opt: None,
                 actors: Vec::new(),
                 loads: Vec::new(),
             },

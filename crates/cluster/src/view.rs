@@ -134,6 +134,7 @@ mod tests {
                 http_addr_opt: None,
                 actor_addr_opt: None,
                 model_opt: Some(model.clone()),
+                variant_opt: Some("int8".into()),
                 actors: vec![ActorEntry { name: "a0".into(), pid: 7 }, ActorEntry { name: "a1".into(), pid: 8 }],
                 loads: vec![("a0".into(), load)],
             },
