@@ -417,13 +417,16 @@ async fn suite(lan: &Lan, nodes: &[HostNode]) {
         agreed,
     });
 
-    // lan-2 loses a fifth of its packets, both ways, for 3 s.
+    // lan-2 loses a fifth of its packets, both ways, for 3 s. It stays a member; the window only
+    // asserts that no request through a healthy entry fails.
     let from = t0.elapsed();
     lan.lose(2, LOSS_PERCENT).unwrap_or_else(|err| panic!("{err}"));
     tokio::time::sleep(Duration::from_secs(3)).await;
     lan.heal(2).unwrap_or_else(|err| panic!("{err}"));
     let back = t0.elapsed();
-    back_in_routing(2, back).await;
+    // Not waited for, nor held to the 2 s: attempts that timed out in the loss count against
+    // lan-2 (`advanced.failure_penalty_tokens`, halving every 5 s, and ejection after repeated
+    // failures), so the others send it work again only as that decays, by design.
     let agreed = agree(&client, &servers, &ids).await - t0;
     tokio::time::sleep(Duration::from_millis(500)).await;
     windows.push(Window {
@@ -481,6 +484,7 @@ async fn suite(lan: &Lan, nodes: &[HostNode]) {
     stop.store(true, Ordering::Relaxed);
     load.await.expect("load task");
     let records = records.lock().expect("records lock").clone();
+    let resume_asserted: Vec<bool> = windows.iter().map(Window::asserts_resume).collect();
     let all: Vec<FaultFigures> = windows
         .into_iter()
         .map(|w| figures(w.name, &records, w.span, (w.host, &format!("lan-{}", w.host)), w.agreed))
@@ -519,7 +523,7 @@ async fn suite(lan: &Lan, nodes: &[HostNode]) {
             format!("{} ms", f.agreed_ms),
         );
     }
-    for f in &all {
+    for (f, resume_asserted) in all.iter().zip(resume_asserted) {
         assert!(
             f.healthy_failures.is_empty(),
             "{}: requests through healthy entries failed: {:?}",
@@ -528,7 +532,7 @@ async fn suite(lan: &Lan, nodes: &[HostNode]) {
         );
         let resumed = f.resumed_ms.unwrap_or(u64::MAX);
         assert!(
-            resumed <= RESUME_LIMIT.as_millis() as u64,
+            !resume_asserted || resumed <= RESUME_LIMIT.as_millis() as u64,
             "{}: work reached the node again only after {resumed} ms",
             f.name
         );
@@ -542,6 +546,14 @@ struct Window {
     span: (Duration, Duration, Duration),
     host: usize,
     agreed: Duration,
+}
+
+impl Window {
+    /// Whether work must reach the faulty node within [`RESUME_LIMIT`] of its return: not after
+    /// packet loss, where the node never left and the failures it caused decay on their own clock.
+    fn asserts_resume(&self) -> bool {
+        !self.name.contains("packet loss")
+    }
 }
 
 /// Every server but host `host`'s.
