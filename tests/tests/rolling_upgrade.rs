@@ -7,6 +7,8 @@
 //! only compares name and version, so this exercises the whole procedure (drain, mixed
 //! versions, each node routing only to its own version, requests that ask for a version)
 //! without shipping a second model.
+//!
+//! The same clients also watch a gossip key rotation, step by step as docs/security.md gives it.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -95,6 +97,62 @@ async fn classify_with_failover(
     Err(last)
 }
 
+/// [`CLIENTS`] closed-loop clients sending to every node with [`classify_with_failover`] until
+/// stopped; `version` is the model version whose answers are counted in [`Outcome::by_new`].
+struct Load {
+    addrs: Arc<RwLock<Vec<SocketAddr>>>,
+    stop: Arc<AtomicBool>,
+    clients: tokio::task::JoinSet<Outcome>,
+}
+
+impl Load {
+    fn start(servers: &[Server], version: Option<String>) -> Load {
+        let addrs = Arc::new(RwLock::new(servers.iter().map(|s| s.addr).collect::<Vec<_>>()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut clients = tokio::task::JoinSet::new();
+        for client_index in 0..CLIENTS {
+            let (addrs, stop, version) = (addrs.clone(), stop.clone(), version.clone());
+            clients.spawn(async move {
+                let client = reqwest::Client::builder().timeout(Duration::from_secs(20)).build().unwrap();
+                let mut outcome = Outcome::default();
+                let mut i = client_index;
+                while !stop.load(Ordering::Relaxed) {
+                    let now: Vec<SocketAddr> = addrs.read().unwrap().clone();
+                    match classify_with_failover(&client, &now, i, i).await {
+                        Ok(body) => {
+                            outcome.ok += 1;
+                            let new = version.as_deref().is_some_and(|v| body["model"]["version"] == v);
+                            outcome.by_new += usize::from(new);
+                        }
+                        Err(failure) => outcome.failed.push(failure),
+                    }
+                    i += CLIENTS;
+                }
+                outcome
+            });
+        }
+        Load { addrs, stop, clients }
+    }
+
+    /// Node `index` now listens at `addr` (a restart).
+    fn moved(&self, index: usize, addr: SocketAddr) {
+        self.addrs.write().unwrap()[index] = addr;
+    }
+
+    /// Stops the clients and adds up what they saw.
+    async fn stop(mut self) -> Outcome {
+        self.stop.store(true, Ordering::Relaxed);
+        let mut total = Outcome::default();
+        while let Some(outcome) = self.clients.join_next().await {
+            let outcome = outcome.unwrap();
+            total.ok += outcome.ok;
+            total.by_new += outcome.by_new;
+            total.failed.extend(outcome.failed);
+        }
+        total
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rolling_upgrade_under_load_fails_no_request() {
     let next = NextModel::new();
@@ -104,30 +162,7 @@ async fn a_rolling_upgrade_under_load_fails_no_request() {
     let mut servers = vec![a, b, c];
     wait_full_mesh(IDS, &servers).await;
 
-    let addrs = Arc::new(RwLock::new(servers.iter().map(|s| s.addr).collect::<Vec<_>>()));
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut clients = tokio::task::JoinSet::new();
-    for client_index in 0..CLIENTS {
-        let (addrs, stop, version) = (addrs.clone(), stop.clone(), next.version.clone());
-        clients.spawn(async move {
-            let client = reqwest::Client::builder().timeout(Duration::from_secs(20)).build().unwrap();
-            let mut outcome = Outcome::default();
-            let mut i = client_index;
-            while !stop.load(Ordering::Relaxed) {
-                let now: Vec<SocketAddr> = addrs.read().unwrap().clone();
-                match classify_with_failover(&client, &now, i, i).await {
-                    Ok(body) => {
-                        outcome.ok += 1;
-                        outcome.by_new += usize::from(body["model"]["version"] == version.as_str());
-                    }
-                    Err(failure) => outcome.failed.push(failure),
-                }
-                i += CLIENTS;
-            }
-            outcome
-        });
-    }
-
+    let load = Load::start(&servers, Some(next.version.clone()));
     let new_model = next.path().to_str().unwrap().to_owned();
     for (index, node) in nodes.iter().enumerate() {
         // Drain and stop the old process; start the new one on the same node id and ports.
@@ -135,7 +170,7 @@ async fn a_rolling_upgrade_under_load_fails_no_request() {
         assert_eq!(servers[index].wait_exit(Duration::from_secs(30)).await, Some(0), "{} drains and exits 0", node.id);
         let restarted =
             node.start(seed_for(&nodes, index), &[QUIET, &[("SENTI__MODEL__PATH", new_model.as_str())]].concat()).await;
-        addrs.write().unwrap()[index] = restarted.addr;
+        load.moved(index, restarted.addr);
         servers[index] = restarted;
 
         // Mixed versions: the upgraded node answers a request for the new version; a node still
@@ -159,15 +194,7 @@ async fn a_rolling_upgrade_under_load_fails_no_request() {
     // Every node on the new version routes to every other again.
     wait_full_mesh(IDS, &servers).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    stop.store(true, Ordering::Relaxed);
-
-    let mut total = Outcome::default();
-    while let Some(outcome) = clients.join_next().await {
-        let outcome = outcome.unwrap();
-        total.ok += outcome.ok;
-        total.by_new += outcome.by_new;
-        total.failed.extend(outcome.failed);
-    }
+    let total = load.stop().await;
     eprintln!(
         "rolling upgrade of 3 nodes, {CLIENTS} closed-loop clients: {} requests answered ({} by the new version), {} failed",
         total.ok,
@@ -202,4 +229,86 @@ async fn ask(server: &Server, model: Option<&str>) -> (u16, Value) {
 /// The gossip seed for a node restarting: another node's (a node cannot seed itself back in).
 fn seed_for(nodes: &[LoopbackNode; 3], index: usize) -> u16 {
     nodes[(index + 1) % nodes.len()].gossip
+}
+
+/// The gossip keys of a key file, in order (`sgk1-...` lines).
+fn key_lines(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path).unwrap().lines().filter(|l| l.starts_with("sgk1-")).map(str::to_owned).collect()
+}
+
+/// Rewrites a key file with exactly `keys`, first key first (mode 600 kept: the file exists).
+fn write_keys(path: &Path, keys: &[String]) {
+    std::fs::write(path, keys.iter().map(|k| format!("{k}\n")).collect::<String>()).unwrap();
+}
+
+/// The rotation of docs/security.md on a running 3-node cluster under load: each node has its own
+/// key file; add the new key everywhere, make it first everywhere, remove the old one everywhere,
+/// each step a rolling restart. Zero requests may fail, and gossip never splits: no node ever
+/// refuses a datagram for a key it does not hold.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gossip_key_rotation_under_load_fails_no_request() {
+    const IDS: [&str; 3] = ["k-a", "k-b", "k-c"];
+    let dir = senti_system_tests::test_dir();
+    let files: Vec<PathBuf> = IDS.iter().map(|id| dir.join(format!("rotation-{id}.key"))).collect();
+    let first = senti_system_tests::new_key_file(&dir);
+    for file in &files {
+        std::fs::copy(&first, file).unwrap();
+    }
+    let old_key = key_lines(&first);
+    let added = senti_system_tests::new_key_file(&dir);
+    let new_key = key_lines(&added);
+    assert_ne!(old_key, new_key);
+    let env = |i: usize| -> Vec<(&'static str, String)> {
+        vec![("RUST_LOG", "error".to_owned()), ("SENTI_CLUSTER_KEY_FILE", files[i].to_str().unwrap().to_owned())]
+    };
+    let nodes = IDS.map(LoopbackNode::new);
+    let start = async |i: usize, seed: u16| {
+        let env = env(i);
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        nodes[i].start(seed, &env).await
+    };
+    let seed = nodes[0].gossip;
+    let (a, b, c) = tokio::join!(start(0, seed), start(1, seed), start(2, seed));
+    let mut servers = vec![a, b, c];
+    wait_full_mesh(IDS, &servers).await;
+
+    let load = Load::start(&servers, None);
+    let steps = [
+        ("add the new key", [old_key.clone(), new_key.clone()].concat()),
+        ("make it first", [new_key.clone(), old_key.clone()].concat()),
+        ("remove the old key", new_key.clone()),
+    ];
+    for (step, keys) in &steps {
+        for (index, file) in files.iter().enumerate() {
+            write_keys(file, keys);
+            servers[index].signal(nix::sys::signal::Signal::SIGTERM);
+            assert_eq!(
+                servers[index].wait_exit(Duration::from_secs(30)).await,
+                Some(0),
+                "{step}: {} exits 0",
+                IDS[index]
+            );
+            let restarted = start(index, seed_for(&nodes, index)).await;
+            load.moved(index, restarted.addr);
+            servers[index] = restarted;
+            wait_full_mesh(IDS, &servers).await;
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let total = load.stop().await;
+    eprintln!(
+        "gossip key rotation of 3 nodes (3 rolling restarts), {CLIENTS} closed-loop clients: {} requests answered, {} failed",
+        total.ok,
+        total.failed.len()
+    );
+    assert!(total.failed.is_empty(), "{} requests failed during the rotation: {:?}", total.failed.len(), total.failed);
+    assert!(total.ok >= 50, "too little traffic to mean anything: {total:?}");
+    for server in &servers {
+        let page = reqwest::get(server.url("/metrics")).await.unwrap().text().await.unwrap();
+        let unknown = page
+            .lines()
+            .find(|l| l.starts_with("senti_gossip_rejected_total{reason=\"unknown_key\"}"))
+            .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok());
+        assert_eq!(unknown, Some(0.0), "{} refused datagrams of a key it did not hold", server.addr);
+    }
 }
