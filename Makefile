@@ -11,7 +11,7 @@ INIT_RECIPE_COMMIT := d3a1610
 INIT_SHA256 := f30024b79bb5bc71dbb6022d09f5004b27e335671f11802c03705989add7131c
 INIT_ONNX := .cache/init/senti-zh-small-1.1.0.onnx
 
-.PHONY: run test lan-suite setup build lint cluster prometheus prometheus-check simulate sim-report model model-pretrain model-init-rebuild model-ablation model-sweep bench-model bench bench-node bench-ab bench-cache bench-cache-policies bench-vs-nginx bench-cluster bench-cluster-shape bench-session-tls web-test clean-cache
+.PHONY: run test lan-suite setup build lint cluster prometheus prometheus-check simulate sim-report fuzz model model-pretrain model-init-rebuild model-ablation model-sweep bench-model bench bench-node bench-ab bench-cache bench-cache-policies bench-vs-nginx bench-cluster bench-cluster-shape bench-session-tls web-test clean-cache
 
 ## Serve the embedded default model on http://127.0.0.1:8080
 run: setup
@@ -51,6 +51,12 @@ prometheus:
 ## Three nodes on this machine (cluster-config/node-{a,b,c}.toml), HTTP on 127.0.0.1:8080-8082
 cluster: setup
 	bash scripts/cluster-local.sh
+
+## The decoders under random and mutated input, a million cases each (gossip messages past the
+## seal, sealed datagrams, remote-actor requests and replies); `make test` runs 20,000 of each
+## (about a minute after the build; SENTI_FUZZ_CASES=N for another count)
+fuzz:
+	SENTI_FUZZ_CASES=$${SENTI_FUZZ_CASES:-1000000} $(CARGO) test --workspace --lib random_and_mutated -- --nocapture
 
 ## Random fault schedules over many seeds on the simulated cluster; prints any seed that breaks an
 ## invariant (SEEDS=200 FROM=1; replay one: target/release/senti-simulate --seed N --verbose)

@@ -407,6 +407,40 @@ mod tests {
         assert!(zero.validate().unwrap_err().to_string().contains("max_blocks"));
     }
 
+    /// Random and mutated gossip messages (20,000 in `make test`; `make fuzz`: a million) as a
+    /// member holding the key could send them: each is accepted or refused with a reason, never
+    /// a panic, and the member cap holds whatever was accepted.
+    #[test]
+    fn random_and_mutated_messages_are_checked_never_panicked_on() {
+        let cases = senti_engine::testsuite::fuzz_cases(20_000);
+        let seeds = vec![
+            syn(&["self", "a", "b"]),
+            syn_ack(&["a"], "a", vec![kv("ready", "true", 1), kv("model", "m@1", 2), kv("load.a0", "12,3", 3)]),
+            syn_ack(&["b"], "b", vec![DeltaOp::SetMaxVersion(7)]),
+            bytes(WireBody::Ack {
+                delta: vec![NodeDelta {
+                    id: id("c"),
+                    last_gc_version: 0,
+                    from_version_excluded: 0,
+                    ops: vec![kv("x", "y", 1)],
+                }],
+            }),
+        ];
+        let limits = GuardLimits::default();
+        let mut guard = Guard::new(limits.clone(), Some(id("self")));
+        let now = Instant::now();
+        let (mut accepted, mut refused) = (0_u64, 0_u64);
+        for bytes in senti_engine::testsuite::fuzz_inputs(&seeds, cases, 11, 512) {
+            match guard.check(&bytes, now) {
+                Ok(()) => accepted += 1,
+                Err(_) => refused += 1,
+            }
+            assert!(guard.known_members() <= limits.max_members, "{} members known", guard.known_members());
+        }
+        eprintln!("guard fuzz: {cases} inputs, {accepted} accepted, {refused} refused");
+        assert!(accepted > 0 && refused > 0, "the inputs must reach both outcomes");
+    }
+
     #[test]
     fn an_honest_exchange_passes() {
         let mut guard = Guard::new(GuardLimits::default(), Some(id("self")));

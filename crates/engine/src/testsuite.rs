@@ -25,3 +25,57 @@ pub async fn wait_until_ok(limit: Duration, what: &str, mut check: impl AsyncFnM
         tokio::time::sleep(poll).await;
     }
 }
+
+/// Cases per decoder of a fuzz test: `SENTI_FUZZ_CASES` if set (`make fuzz` sets a million),
+/// else `default` (the short run of `make test`).
+pub fn fuzz_cases(default: u64) -> u64 {
+    std::env::var("SENTI_FUZZ_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+/// `cases` byte strings for a decoder, deterministic from `seed`: every third one random (up to
+/// `max_len` bytes), the others a valid `seeds` input mutated by one to four edits (a flipped
+/// bit, a byte set to 0, 0xff or a random value, a cut, an inserted run of bytes, a copy of
+/// another part of the input). Mutations keep the structure mostly intact, so they reach past
+/// the first length or tag check, where random bytes rarely get.
+pub fn fuzz_inputs(seeds: &[Vec<u8>], cases: u64, seed: u64, max_len: usize) -> impl Iterator<Item = Vec<u8>> + '_ {
+    let mut state = seed ^ 0x5EED_F022;
+    let mut next = move || {
+        // splitmix64
+        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    };
+    (0..cases).map(move |case| {
+        if case % 3 == 0 || seeds.is_empty() {
+            let len = (next() % (max_len as u64 + 1)) as usize;
+            return (0..len).map(|_| next() as u8).collect();
+        }
+        let mut bytes = seeds[(next() % seeds.len() as u64) as usize].clone();
+        for _ in 0..=(next() % 4) {
+            let at = if bytes.is_empty() { 0 } else { (next() % bytes.len() as u64) as usize };
+            match next() % 6 {
+                0 if !bytes.is_empty() => bytes[at] ^= 1 << (next() % 8),
+                1 if !bytes.is_empty() => bytes[at] = [0x00, 0xff, next() as u8][(next() % 3) as usize],
+                2 => bytes.truncate(at),
+                3 => {
+                    let run: Vec<u8> = (0..=(next() % 8)).map(|_| next() as u8).collect();
+                    bytes.splice(at..at, run);
+                }
+                4 if !bytes.is_empty() => {
+                    let from = (next() % bytes.len() as u64) as usize;
+                    let len = ((next() % 16) as usize).min(bytes.len() - from);
+                    let part = bytes[from..from + len].to_vec();
+                    bytes.splice(at..at, part);
+                }
+                _ => {
+                    let value = next() as u8;
+                    bytes.push(value);
+                }
+            }
+        }
+        bytes.truncate(max_len.max(1) * 2);
+        bytes
+    })
+}

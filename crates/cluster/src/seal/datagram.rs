@@ -120,6 +120,35 @@ mod tests {
         (key.clone(), Keyring::from_keys(key, vec![]).unwrap())
     }
 
+    /// Random and mutated datagrams (20,000 in `make test`; `make fuzz`: a million): only an
+    /// untouched sealed datagram opens; everything else is refused, never a panic.
+    #[test]
+    fn random_and_mutated_datagrams_are_refused_never_panicked_on() {
+        let cases = senti_engine::testsuite::fuzz_cases(20_000);
+        let (key, keyring) = ring();
+        let seeds: Vec<Vec<u8>> = [&b"x"[..], b"ready=true", &[0u8; 300]]
+            .iter()
+            .map(|plaintext| {
+                let mut datagram = Vec::new();
+                seal(&key, 1_234, plaintext, &mut datagram).unwrap();
+                datagram
+            })
+            .collect();
+        let (mut opened, mut refused) = (0_u64, 0_u64);
+        for mut bytes in senti_engine::testsuite::fuzz_inputs(&seeds, cases, 13, 400) {
+            let untouched = seeds.contains(&bytes);
+            match open(&keyring, &mut bytes) {
+                Ok(_) => {
+                    assert!(untouched, "a changed datagram opened");
+                    opened += 1;
+                }
+                Err(_) => refused += 1,
+            }
+        }
+        eprintln!("datagram fuzz: {cases} inputs, {opened} opened (untouched), {refused} refused");
+        assert!(refused > 0);
+    }
+
     #[test]
     fn a_sealed_datagram_opens_with_the_ring_and_hides_its_content() {
         let (key, keyring) = ring();
