@@ -303,11 +303,19 @@ pub fn create_tls_dir(dir: &Path) -> Result<(), TlsDirError> {
     Ok(())
 }
 
+#[cfg(unix)]
 fn check_private(path: &Path, metadata: &std::fs::Metadata) -> Result<(), TlsDirError> {
-    match crate::key_file::open_to_others(metadata) {
-        Some(mode) => Err(TlsDirError::Permissions { path: path.to_owned(), mode }),
-        None => Ok(()),
+    use std::os::unix::fs::PermissionsExt;
+    let mode = metadata.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(TlsDirError::Permissions { path: path.to_owned(), mode });
     }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn check_private(_path: &Path, _metadata: &std::fs::Metadata) -> Result<(), TlsDirError> {
+    Ok(())
 }
 
 #[cfg(test)]
