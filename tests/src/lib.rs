@@ -52,14 +52,20 @@ pub fn new_key_file(dir: &Path) -> PathBuf {
     static NEXT: AtomicUsize = AtomicUsize::new(0);
     let path = dir.join(format!("cluster-{}.key", NEXT.fetch_add(1, Ordering::Relaxed)));
     let _ = std::fs::remove_file(&path);
+    senti_cluster_command(&["keygen", "--out"], &path);
+    path
+}
+
+/// Runs `senti cluster <args> <path>` and panics with its stderr if it fails.
+fn senti_cluster_command(args: &[&str], path: &Path) {
     let output = Command::new(senti_bin())
-        .args(["cluster", "keygen", "--out"])
-        .arg(&path)
+        .arg("cluster")
+        .args(args)
+        .arg(path)
         .stdin(Stdio::null())
         .output()
-        .expect("run senti cluster keygen");
-    assert!(output.status.success(), "senti cluster keygen failed: {}", String::from_utf8_lossy(&output.stderr));
-    path
+        .expect("run senti cluster");
+    assert!(output.status.success(), "senti cluster {args:?} failed: {}", String::from_utf8_lossy(&output.stderr));
 }
 
 /// The key file every cluster of this test process shares unless it asks for another one (made
@@ -76,13 +82,7 @@ pub fn shared_tls_dir() -> &'static Path {
     SHARED.get_or_init(|| {
         let dir = test_dir().join("cluster-tls");
         let _ = std::fs::remove_dir_all(&dir);
-        let output = Command::new(senti_bin())
-            .args(["cluster", "tls", "--out"])
-            .arg(&dir)
-            .stdin(Stdio::null())
-            .output()
-            .expect("run senti cluster tls");
-        assert!(output.status.success(), "senti cluster tls failed: {}", String::from_utf8_lossy(&output.stderr));
+        senti_cluster_command(&["tls", "--out"], &dir);
         dir
     })
 }

@@ -373,6 +373,7 @@ async fn suite(lan: &Lan, nodes: &[HostNode]) {
         span: (from, back, t0.elapsed()),
         host: 3,
         agreed,
+        resume_limit: true,
     });
 
     // lan-2's host is cut off the LAN (nftables drops all on its eth0) until the others have
@@ -386,7 +387,13 @@ async fn suite(lan: &Lan, nodes: &[HostNode]) {
     back_in_routing(2, back).await;
     let agreed = agree(&client, &servers, &ids).await - t0;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    windows.push(Window { name: "full partition of lan-2".into(), span: (from, back, t0.elapsed()), host: 2, agreed });
+    windows.push(Window {
+        name: "full partition of lan-2".into(),
+        span: (from, back, t0.elapsed()),
+        host: 2,
+        agreed,
+        resume_limit: true,
+    });
 
     // lan-1 hangs (SIGSTOP: its sockets stay open, nothing answers) until the others have
     // declared it dead, then goes on (SIGCONT).
@@ -398,7 +405,13 @@ async fn suite(lan: &Lan, nodes: &[HostNode]) {
     back_in_routing(1, back).await;
     let agreed = agree(&client, &servers, &ids).await - t0;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    windows.push(Window { name: "SIGSTOP/SIGCONT of lan-1".into(), span: (from, back, t0.elapsed()), host: 1, agreed });
+    windows.push(Window {
+        name: "SIGSTOP/SIGCONT of lan-1".into(),
+        span: (from, back, t0.elapsed()),
+        host: 1,
+        agreed,
+        resume_limit: true,
+    });
 
     // lan-3 receives nothing from the LAN but still sends (a one-way partition) until the
     // others have declared it dead, then healed.
@@ -415,6 +428,7 @@ async fn suite(lan: &Lan, nodes: &[HostNode]) {
         span: (from, back, t0.elapsed()),
         host: 3,
         agreed,
+        resume_limit: true,
     });
 
     // lan-2 loses a fifth of its packets, both ways, for 3 s. It stays a member; the window only
@@ -434,6 +448,7 @@ async fn suite(lan: &Lan, nodes: &[HostNode]) {
         span: (from, back, t0.elapsed()),
         host: 2,
         agreed,
+        resume_limit: false,
     });
 
     // lan-1's link goes down (carrier lost at the switch port) until the others have declared it
@@ -446,7 +461,13 @@ async fn suite(lan: &Lan, nodes: &[HostNode]) {
     back_in_routing(1, back).await;
     let agreed = agree(&client, &servers, &ids).await - t0;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    windows.push(Window { name: "link down of lan-1".into(), span: (from, back, t0.elapsed()), host: 1, agreed });
+    windows.push(Window {
+        name: "link down of lan-1".into(),
+        span: (from, back, t0.elapsed()),
+        host: 1,
+        agreed,
+        resume_limit: true,
+    });
 
     // A rolling restart: every node in turn gets SIGTERM (it drains: stops taking work, finishes
     // what it accepted, leaves), exits, and starts again; the next goes once work reaches it.
@@ -466,6 +487,7 @@ async fn suite(lan: &Lan, nodes: &[HostNode]) {
             span: (from, back, t0.elapsed()),
             host,
             agreed,
+            resume_limit: true,
         });
     }
 
@@ -479,12 +501,12 @@ async fn suite(lan: &Lan, nodes: &[HostNode]) {
     let agreed = agree(&client, &servers, &ids).await - t0;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let name = format!("{} joins under load", joiner.node_id);
-    windows.push(Window { name, span: (from, back, t0.elapsed()), host: joiner.host, agreed });
+    windows.push(Window { name, span: (from, back, t0.elapsed()), host: joiner.host, agreed, resume_limit: true });
 
     stop.store(true, Ordering::Relaxed);
     load.await.expect("load task");
     let records = records.lock().expect("records lock").clone();
-    let resume_asserted: Vec<bool> = windows.iter().map(Window::asserts_resume).collect();
+    let resume_asserted: Vec<bool> = windows.iter().map(|w| w.resume_limit).collect();
     let all: Vec<FaultFigures> = windows
         .into_iter()
         .map(|w| figures(w.name, &records, w.span, (w.host, &format!("lan-{}", w.host)), w.agreed))
@@ -546,14 +568,9 @@ struct Window {
     span: (Duration, Duration, Duration),
     host: usize,
     agreed: Duration,
-}
-
-impl Window {
-    /// Whether work must reach the faulty node within [`RESUME_LIMIT`] of its return: not after
-    /// packet loss, where the node never left and the failures it caused decay on their own clock.
-    fn asserts_resume(&self) -> bool {
-        !self.name.contains("packet loss")
-    }
+    /// Work must reach the faulty node within [`RESUME_LIMIT`] of its return: not after packet
+    /// loss, where the node never left and the failures it caused decay on their own clock.
+    resume_limit: bool,
 }
 
 /// Every server but host `host`'s.

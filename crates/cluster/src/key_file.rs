@@ -140,19 +140,27 @@ pub fn add_key_to_file(path: &Path) -> Result<Key, KeyFileError> {
     Ok(key)
 }
 
-#[cfg(unix)]
 fn check_private(path: &Path, metadata: &std::fs::Metadata) -> Result<(), KeyFileError> {
-    use std::os::unix::fs::PermissionsExt;
-    let mode = metadata.permissions().mode() & 0o777;
-    if mode & 0o077 != 0 {
-        return Err(KeyFileError::Permissions { path: path.to_owned(), mode });
+    match open_to_others(metadata) {
+        Some(mode) => Err(KeyFileError::Permissions { path: path.to_owned(), mode }),
+        None => Ok(()),
     }
-    Ok(())
 }
 
-#[cfg(not(unix))]
-fn check_private(_path: &Path, _metadata: &std::fs::Metadata) -> Result<(), KeyFileError> {
-    Ok(())
+/// The file's mode if group or others may read or write it (a secret must be mode 600 or
+/// stricter); `None` when it is private, and always on systems without Unix modes.
+pub(crate) fn open_to_others(metadata: &std::fs::Metadata) -> Option<u32> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = metadata.permissions().mode() & 0o777;
+        (mode & 0o077 != 0).then_some(mode)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = metadata;
+        None
+    }
 }
 
 #[cfg(test)]

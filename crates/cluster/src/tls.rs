@@ -303,19 +303,11 @@ pub fn create_tls_dir(dir: &Path) -> Result<(), TlsDirError> {
     Ok(())
 }
 
-#[cfg(unix)]
 fn check_private(path: &Path, metadata: &std::fs::Metadata) -> Result<(), TlsDirError> {
-    use std::os::unix::fs::PermissionsExt;
-    let mode = metadata.permissions().mode() & 0o777;
-    if mode & 0o077 != 0 {
-        return Err(TlsDirError::Permissions { path: path.to_owned(), mode });
+    match crate::key_file::open_to_others(metadata) {
+        Some(mode) => Err(TlsDirError::Permissions { path: path.to_owned(), mode }),
+        None => Ok(()),
     }
-    Ok(())
-}
-
-#[cfg(not(unix))]
-fn check_private(_path: &Path, _metadata: &std::fs::Metadata) -> Result<(), TlsDirError> {
-    Ok(())
 }
 
 #[cfg(test)]
