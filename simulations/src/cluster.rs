@@ -20,10 +20,10 @@ use chitchat::{spawn_chitchat, ChitchatHandle, ChitchatId};
 use ractor::{Actor, ActorRef};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
-use senti_cluster::ModelId;
 use senti_cluster::{
     chitchat_config, initial_keys, publish_loads, refresh_loop, ActorEntry, PublishPolicy, RemoteActor,
 };
+use senti_cluster::{LocalModel, ModelId};
 use senti_config::{ClusterConfig, Config};
 use senti_engine::{EncodedTexts, RequestId};
 use senti_routing::{
@@ -37,8 +37,8 @@ use crate::net::{SimNet, SimTransport};
 use crate::trace::{Event, Outcome, Trace};
 
 /// The model every simulated node announces.
-fn model() -> ModelId {
-    ModelId { name: "sim".into(), version: "1".into() }
+fn model() -> LocalModel {
+    LocalModel { id: ModelId { name: "sim".into(), version: "1".into() }, compat: "sim".into(), variant: "int8".into() }
 }
 
 /// Settings of one simulated cluster.
@@ -213,6 +213,8 @@ impl SimCluster {
                     trace: self.trace.clone(),
                 }),
                 load: LoadSource::Local(actor.gauge.clone()),
+                model: model().id.to_string().into(),
+                variant: model().variant.into(),
             })
             .collect();
         let args = GatewayArgs { local, params: RoutingParams::from_config(&self.config.node), seed: node_seed };
@@ -229,7 +231,7 @@ impl SimCluster {
         };
         let entries: Vec<ActorEntry> =
             (0..actors.len()).map(|k| ActorEntry { name: format!("a{k}"), pid: k as u64 }).collect();
-        let mut keys = initial_keys(None, addr, &model(), "int8", &entries);
+        let mut keys = initial_keys(None, addr, &model(), &entries);
         keys.retain(|(k, _)| k != "ready");
         keys.push(("ready".into(), "true".into()));
         let chitchat_id = ChitchatId::new(id.as_str(), generation, addr);
@@ -339,7 +341,7 @@ impl SimCluster {
         let gateway_deadline = deadline + self.config.broken_deadline_slack;
         let texts = Arc::new(EncodedTexts::from_texts([vec![101, 102]]));
         let id = RequestId::parse(&format!("r{request}")).expect("a short ASCII id. This is a bug.");
-        let job = Job::new(texts, gateway_deadline.into_std(), id, tx, cancelled);
+        let job = Job::new(texts, gateway_deadline.into_std(), None, id, tx, cancelled);
         let trace = self.trace.clone();
         if gateway.cast(GatewayMsg::Classify(job)).is_err() {
             trace.record(Event::EntryLost { request });

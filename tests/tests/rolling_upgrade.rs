@@ -3,10 +3,12 @@
 //! model. Clients send to every node and, as the procedure asks, try the next node when one
 //! cannot be reached or answers 503 (draining). Zero requests may fail.
 //!
-//! The "new model" is the default model's files with another version in model.toml: routing
-//! only compares name and version, so this exercises the whole procedure (drain, mixed
-//! versions, each node routing only to its own version, requests that ask for a version)
-//! without shipping a second model.
+//! The "new model" is the default model's files with the next patch version in model.toml: the
+//! same tokenizer, window and labels (the same `compat`), so while versions are mixed every node
+//! may route to every other, old nodes prefer the new version, and a request that asks for a
+//! version reaches it from any node. That exercises the whole procedure (drain, mixed versions,
+//! preference, requests that ask for a version, what `/v1/cluster` and the metrics show) without
+//! shipping a second model.
 //!
 //! The same clients also watch a gossip key rotation, step by step as docs/security.md gives it.
 
@@ -25,7 +27,7 @@ const CLIENTS: usize = 4;
 /// Draining nodes answer many 503s by design: no warning for each.
 const QUIET: &[(&str, &str)] = &[("RUST_LOG", "error")];
 
-/// A copy of the default model whose model.toml says `version`; removed on drop.
+/// A copy of the default model whose model.toml says the next patch `version`; removed on drop.
 struct NextModel {
     dir: PathBuf,
     version: String,
@@ -43,7 +45,9 @@ impl NextModel {
             if name == "model.toml" {
                 let manifest = std::fs::read_to_string(&path).unwrap();
                 let line = manifest.lines().find(|l| l.starts_with("version = ")).expect("model.toml has a version");
-                version = format!("{}-next", line.trim_start_matches("version = ").trim_matches('"'));
+                let shipped_version = line.trim_start_matches("version = ").trim_matches('"');
+                let (head, patch) = shipped_version.rsplit_once('.').expect("a dotted version");
+                version = format!("{head}.{}", patch.parse::<u64>().expect("a numeric patch") + 1);
                 std::fs::write(dir.join(&name), manifest.replace(line, &format!("version = \"{version}\""))).unwrap();
             } else if path.is_file() {
                 std::fs::copy(&path, dir.join(&name)).unwrap();
@@ -174,21 +178,40 @@ async fn a_rolling_upgrade_under_load_fails_no_request() {
         servers[index] = restarted;
 
         // Mixed versions: the upgraded node answers a request for the new version; a node still
-        // on the old one refuses it and names the nodes that serve it (once gossip told it).
+        // on the old one routes such a request to the new version's actors (once gossip told
+        // it), prefers them for requests that name no version, shows both versions in
+        // `/v1/cluster` and its metrics, and refuses a version nobody serves.
         let asked = format!("senti-zh-small@{}", next.version);
         let (status, body) = ask(&servers[index], Some(&asked)).await;
         assert_eq!((status, &body["model"]["version"]), (200, &json!(next.version)), "{body}");
         if let Some(old) = servers.get(index + 1) {
-            let upgraded = servers[index].addr.to_string();
-            wait_until_ok(Duration::from_secs(10), "the old node names the upgraded one", async || {
-                let (status, body) = ask(old, Some(&asked)).await;
-                let names = body["error"]["message"].as_str().is_some_and(|m| m.contains(&upgraded));
-                match (status, &body["error"]["code"], names) {
-                    (404, code, true) if code == "model_not_served" => Ok(()),
-                    _ => Err(format!("{status} {body}")),
+            wait_until_ok(Duration::from_secs(10), "the old node routes to the new version", async || {
+                match ask(old, Some(&asked)).await {
+                    (200, body) if body["model"]["version"] == json!(next.version) => Ok(()),
+                    (status, body) => Err(format!("{status} {body}")),
                 }
             })
             .await;
+            wait_until_ok(Duration::from_secs(10), "the old node prefers the new version", async || {
+                match ask(old, None).await {
+                    (200, body) if body["model"]["version"] == json!(next.version) => Ok(()),
+                    (status, body) => Err(format!("{status} {body}")),
+                }
+            })
+            .await;
+            let (status, body) = ask(old, Some("senti-zh-small@0.0.1")).await;
+            assert_eq!((status, &body["error"]["code"]), (404, &json!("model_not_served")), "{body}");
+            let view: Value = reqwest::get(old.url("/v1/cluster")).await.unwrap().json().await.unwrap();
+            let mut versions: Vec<&str> =
+                view["membership"]["members"].as_array().unwrap().iter().filter_map(|m| m["model"].as_str()).collect();
+            versions.sort_unstable();
+            versions.dedup();
+            assert_eq!(versions.len(), 2, "both versions in /v1/cluster: {view:#}");
+            let metrics = reqwest::get(old.url("/metrics")).await.unwrap().text().await.unwrap();
+            for version in versions {
+                let series = format!("senti_cluster_members{{model=\"{version}\"}}");
+                assert!(metrics.lines().any(|l| l.starts_with(&series)), "{series} in the metrics");
+            }
         }
     }
     // Every node on the new version routes to every other again.

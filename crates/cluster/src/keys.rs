@@ -8,6 +8,8 @@
 //! http_addr      "127.0.0.1:8080"                            at start
 //! actor_addr     "127.0.0.1:7281"  (ractor_cluster)          at start
 //! model          "senti-zh-small@1.0.0"                      at start
+//! variant        "int8"                                      at start
+//! compat         "3f0c9a1e22b4d7c8"  (Manifest::compat)      at start
 //! actors         "a0=12,a1=13"  (name=ractor pid)            at start
 //! load.<actor>   "<backlog_tokens> <queued_texts> <tokens_per_sec> <published_unix_ms>"
 //!                                                           by the load publisher (publish.rs)
@@ -32,8 +34,12 @@ pub const MODEL: &str = "model";
 /// `variant`: the ONNX variant the node's actors run (`int8`, `fp32`). A key of its own, so
 /// that nodes reading only `model` (`name@version`) read it as before.
 pub const VARIANT: &str = "variant";
-/// Longest `variant` read from gossip; a longer or non-identifier value reads as absent.
-const MAX_VARIANT_CHARS: usize = 32;
+/// `compat`: a hash of what token ids and label indices mean for the node's model (tokenizer,
+/// window, labels). Actors of another version of the same model take this node's requests only
+/// if it matches.
+pub const COMPAT: &str = "compat";
+/// Longest `variant` or `compat` read from gossip; a longer or non-identifier value reads as absent.
+const MAX_IDENTIFIER_CHARS: usize = 32;
 /// `actors`
 pub const ACTORS: &str = "actors";
 /// Prefix of `load.<actor>`.
@@ -62,12 +68,23 @@ impl ModelId {
     }
 }
 
-/// A gossiped variant if it is a short identifier (letters, digits, `-`, `_`, `.`).
-fn parse_variant(value: &str) -> Option<String> {
+/// A gossiped `variant` or `compat` if it is a short identifier (letters, digits, `-`, `_`, `.`).
+fn parse_identifier(value: &str) -> Option<String> {
     let ok = !value.is_empty()
-        && value.len() <= MAX_VARIANT_CHARS
+        && value.len() <= MAX_IDENTIFIER_CHARS
         && value.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
     ok.then(|| value.to_owned())
+}
+
+/// The model this node serves, as it announces it and as it judges other nodes' models.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalModel {
+    /// `model`
+    pub id: ModelId,
+    /// `compat` (`Manifest::compat`).
+    pub compat: String,
+    /// `variant`
+    pub variant: String,
 }
 
 impl std::fmt::Display for ModelId {
@@ -170,6 +187,8 @@ pub struct NodeKeys {
     pub model_opt: Option<ModelId>,
     /// `variant`
     pub variant_opt: Option<String>,
+    /// `compat`
+    pub compat_opt: Option<String>,
     /// `actors`
     pub actors: Vec<ActorEntry>,
     /// `load.<actor>` of each listed actor that has published one.
@@ -192,7 +211,8 @@ impl NodeKeys {
             http_addr_opt: state.get(HTTP_ADDR).and_then(|v| v.parse().ok()),
             actor_addr_opt: state.get(ACTOR_ADDR).and_then(|v| v.parse().ok()),
             model_opt: state.get(MODEL).and_then(ModelId::parse),
-            variant_opt: state.get(VARIANT).and_then(parse_variant),
+            variant_opt: state.get(VARIANT).and_then(parse_identifier),
+            compat_opt: state.get(COMPAT).and_then(parse_identifier),
             actors,
             loads,
         }
@@ -221,9 +241,9 @@ mod tests {
 
     #[test]
     fn model_ids_round_trip_and_garbage_is_refused() {
-        assert_eq!(parse_variant("int8").as_deref(), Some("int8"));
+        assert_eq!(parse_identifier("int8").as_deref(), Some("int8"));
         for bad in ["", "int8 ", "<script>", &"x".repeat(33)] {
-            assert_eq!(parse_variant(bad), None, "{bad:?}");
+            assert_eq!(parse_identifier(bad), None, "{bad:?}");
         }
         let id = ModelId::parse("senti-zh-small@1.1.0").unwrap();
         assert_eq!((id.name.as_str(), id.version.as_str()), ("senti-zh-small", "1.1.0"));

@@ -55,7 +55,7 @@ use utoipa::ToSchema;
 pub use guard::{Guard, GuardError, GuardLimits, LimitsError};
 pub use key_file::{add_key_to_file, create_key_file, parse_key_lines, read_key_file, KeyFileError};
 pub use keyring::{Key, KeyError, KeyId, Keyring, KeyringHandle, MAX_KEYS};
-pub use keys::{set_ready, unix_ms_now, ActorEntry, GossipedLoad, ModelId, NodeKeys};
+pub use keys::{set_ready, unix_ms_now, ActorEntry, GossipedLoad, LocalModel, ModelId, NodeKeys};
 pub use publish::{should_publish, PublishPolicy, Published};
 pub use seal::{
     open as open_datagram, seal as seal_datagram, Admission, ChitchatCodec, CodecError, OpenError, Opened,
@@ -79,7 +79,7 @@ pub struct Cluster {
     dialer: sessions::Dialer,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     self_id: ChitchatId,
-    model: ModelId,
+    model: LocalModel,
     gossip_interval: Duration,
     /// Set by [`Cluster::leave`] before it stops gossip, so the supervisor takes that end for
     /// what it is rather than a failure.
@@ -174,7 +174,11 @@ impl Cluster {
         let a = &config.advanced;
         let node_id = config.node_id();
         let manifest = engine.bundle().manifest();
-        let model = ModelId { name: manifest.name.clone(), version: manifest.version.clone() };
+        let model = LocalModel {
+            id: ModelId { name: manifest.name.clone(), version: manifest.version.clone() },
+            compat: manifest.compat(),
+            variant: engine.bundle().variant().to_owned(),
+        };
         let actors = engine.actors();
         ractor::pg::join(INFERENCE_GROUP.to_owned(), actors.iter().map(|a| a.actor.get_cell()).collect());
 
@@ -197,8 +201,7 @@ impl Cluster {
         let entries: Vec<ActorEntry> =
             actors.iter().map(|a| ActorEntry { name: a.name.clone(), pid: a.actor.get_id().pid() }).collect();
         let http_advertise = c.http_advertise_addr(http_addr);
-        let variant = engine.bundle().variant().to_owned();
-        let initial = initial_keys(Some(http_advertise), c.actor_advertise_addr(), &model, &variant, &entries);
+        let initial = initial_keys(Some(http_advertise), c.actor_advertise_addr(), &model, &entries);
         let gossip_interval = Duration::from_millis(a.gossip_interval_ms);
         let primary = keyring.primary_id();
         let seal_config = SealConfig { self_id_opt: Some(self_id.clone()), ..SealConfig::default() };
@@ -390,15 +393,15 @@ pub async fn supervise_gossip(
 pub fn initial_keys(
     http_addr_opt: Option<SocketAddr>,
     actor_addr: SocketAddr,
-    model: &ModelId,
-    variant: &str,
+    model: &LocalModel,
     actors: &[ActorEntry],
 ) -> Vec<(String, String)> {
     let mut initial = vec![
         (keys::READY.to_owned(), "false".to_owned()),
         (keys::ACTOR_ADDR.to_owned(), actor_addr.to_string()),
-        (keys::MODEL.to_owned(), model.to_string()),
-        (keys::VARIANT.to_owned(), variant.to_owned()),
+        (keys::MODEL.to_owned(), model.id.to_string()),
+        (keys::VARIANT.to_owned(), model.variant.clone()),
+        (keys::COMPAT.to_owned(), model.compat.clone()),
         (keys::ACTORS.to_owned(), keys::format_actors(actors)),
     ];
     if let Some(http_addr) = http_addr_opt {
@@ -495,6 +498,29 @@ async fn session_loop(
     }
 }
 
+/// Most distinct models `senti_cluster_members` shows; more are counted as `model="other"`.
+const MAX_MODELS_SHOWN: usize = 16;
+
+/// Sets `senti_cluster_members{model="name@version"}`: the live members serving each model, as
+/// this node sees them (mixed versions during a rolling upgrade show as several series). A model
+/// no member serves any more is set to 0; `shown` remembers the labels set so far.
+fn publish_member_models(members: &[Member], shown: &mut BTreeMap<String, usize>) {
+    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+    for member in members {
+        let model = member.keys.model_opt.as_ref().map_or_else(|| "none".to_owned(), ModelId::to_string);
+        let label = if counts.contains_key(&model) || counts.len() < MAX_MODELS_SHOWN { model } else { "other".into() };
+        *counts.entry(label).or_default() += 1;
+    }
+    for (model, _) in shown.iter().filter(|(model, _)| !counts.contains_key(*model)) {
+        metrics::gauge!("senti_cluster_members", "model" => model.clone()).set(0.0);
+    }
+    for (model, count) in &counts {
+        metrics::gauge!("senti_cluster_members", "model" => model.clone()).set(*count as f64);
+    }
+    shown.retain(|model, _| counts.contains_key(model));
+    shown.extend(counts);
+}
+
 /// Rebuilds the gateway's remote targets on every gossip change and every [`REFRESH_INTERVAL`],
 /// until the gateway stops. `remote_actors` lists the actors reachable through sessions (the
 /// ractor process group in a node; the simulated network in simulations).
@@ -503,13 +529,14 @@ pub async fn refresh_loop<F, Fut>(
     mut remote_actors: F,
     gateway: ActorRef<GatewayMsg>,
     self_node: String,
-    model: ModelId,
+    model: LocalModel,
 ) where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Vec<RemoteActor>>,
 {
     let mut tick = tokio::time::interval(REFRESH_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut models_shown = BTreeMap::new();
     loop {
         tokio::select! {
             changed = watcher.changed() => if changed.is_err() { return },
@@ -521,6 +548,7 @@ pub async fn refresh_loop<F, Fut>(
         let targets = remote_targets(&members, &remotes, &self_node, &model, now, keys::unix_ms_now());
         metrics::gauge!("senti_cluster_live_members").set(members.len() as f64);
         metrics::gauge!("senti_cluster_remote_targets").set(targets.len() as f64);
+        publish_member_models(&members, &mut models_shown);
         if gateway.cast(GatewayMsg::SetRemoteTargets(targets)).is_err() {
             return;
         }

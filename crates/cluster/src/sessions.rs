@@ -401,6 +401,7 @@ mod tests {
                 actor_addr_opt: None,
                 model_opt: None,
                 variant_opt: None,
+                compat_opt: None,
                 actors: Vec::new(),
                 loads: Vec::new(),
             },

@@ -1,9 +1,10 @@
 //! From gossip and sessions to the gateway's remote targets: pure functions over snapshots.
 //!
 //! chitchat is the one source of truth for who is alive: a remote inference actor becomes a
-//! target only if its node is live in chitchat, says it is `ready`, serves the same model and
-//! version as this node, lists the actor in its `actors` key, and the actor has been seen in the
-//! ractor process group through a session with that node. A session or process-group entry of a
+//! target only if its node is live in chitchat, says it is `ready`, serves this node's model (the
+//! same version, or another version whose `compat` says it reads this node's token ids and labels
+//! alike), lists the actor in its `actors` key, and the actor has been seen in the ractor process
+//! group through a session with that node. A session or process-group entry of a
 //! node chitchat calls dead is ignored, however healthy the TCP connection looks.
 
 use std::collections::BTreeMap;
@@ -13,7 +14,7 @@ use std::time::Instant;
 use chitchat::{ChitchatId, NodeState};
 use senti_routing::{Hop, LoadSource, Target, TargetId};
 
-use crate::keys::{ModelId, NodeKeys};
+use crate::keys::{LocalModel, NodeKeys};
 
 /// A live node as gossip describes it.
 #[derive(Debug, Clone, PartialEq)]
@@ -45,14 +46,16 @@ pub struct RemoteActor {
 }
 
 /// Why a member contributes no target (shown in `/v1/cluster`).
-pub fn exclusion_reason(member: &Member, our_model: &ModelId) -> Option<&'static str> {
+pub fn exclusion_reason(member: &Member, ours: &LocalModel) -> Option<&'static str> {
     if !member.keys.ready {
         return Some("not ready");
     }
-    if member.keys.model_opt.as_ref() != Some(our_model) {
-        return Some("serves another model");
+    match &member.keys.model_opt {
+        Some(model) if *model == ours.id => None,
+        Some(model) if model.name == ours.id.name => (member.keys.compat_opt.as_deref() != Some(&ours.compat))
+            .then_some("serves a version with another tokenizer, window or labels"),
+        _ => Some("serves another model"),
     }
-    None
 }
 
 /// The remote targets: every actor of every usable member other than `self_node` that has a
@@ -61,15 +64,19 @@ pub fn remote_targets(
     members: &[Member],
     remote_actors: &[RemoteActor],
     self_node: &str,
-    our_model: &ModelId,
+    ours: &LocalModel,
     now: Instant,
     now_unix_ms: u64,
 ) -> Vec<Target> {
     let mut targets = Vec::new();
     for member in members {
-        if &*member.id.node_id == self_node || exclusion_reason(member, our_model).is_some() {
+        if &*member.id.node_id == self_node || exclusion_reason(member, ours).is_some() {
             continue;
         }
+        let Some(model) = member.keys.model_opt.as_ref().map(|m| Arc::<str>::from(m.to_string())) else {
+            continue; // excluded above
+        };
+        let variant: Arc<str> = member.keys.variant_opt.as_deref().unwrap_or("unknown").into();
         for entry in &member.keys.actors {
             let Some(remote) = remote_actors.iter().find(|r| {
                 r.node == *member.id.node_id
@@ -89,6 +96,8 @@ pub fn remote_targets(
                 id: TargetId { node: member.id.node_id.clone(), actor: entry.name.as_str().into() },
                 hop: remote.hop.clone(),
                 load,
+                model: model.clone(),
+                variant: variant.clone(),
             });
         }
     }
@@ -103,7 +112,7 @@ mod tests {
     use senti_engine::{EncodedTexts, InferError, InferResult, RequestId};
 
     use super::*;
-    use crate::keys::{ActorEntry, GossipedLoad};
+    use crate::keys::{ActorEntry, GossipedLoad, ModelId};
 
     /// A hop that refuses everything (unit-test stand-in; never sends anything).
     struct NoHop;
@@ -120,11 +129,15 @@ mod tests {
         }
     }
 
-    fn m1() -> ModelId {
-        ModelId::parse("m@1").unwrap()
+    fn m1() -> LocalModel {
+        LocalModel { id: ModelId::parse("m@1").unwrap(), compat: "c1".into(), variant: "int8".into() }
     }
 
-    fn member(node: &str, ready: bool, model: &ModelId, backlog: u64) -> Member {
+    fn version(version: &str, compat: &str) -> LocalModel {
+        LocalModel { id: ModelId { version: version.into(), ..m1().id }, compat: compat.into(), ..m1() }
+    }
+
+    fn member(node: &str, ready: bool, model: &LocalModel, backlog: u64) -> Member {
         let load =
             GossipedLoad { backlog_tokens: backlog, queued_texts: 1, tokens_per_sec: 1.0, published_unix_ms: 9_000 };
         Member {
@@ -133,8 +146,9 @@ mod tests {
                 ready,
                 http_addr_opt: None,
                 actor_addr_opt: None,
-                model_opt: Some(model.clone()),
-                variant_opt: Some("int8".into()),
+                model_opt: Some(model.id.clone()),
+                variant_opt: Some(model.variant.clone()),
+                compat_opt: Some(model.compat.clone()),
                 actors: vec![ActorEntry { name: "a0".into(), pid: 7 }, ActorEntry { name: "a1".into(), pid: 8 }],
                 loads: vec![("a0".into(), load)],
             },
@@ -146,23 +160,33 @@ mod tests {
     }
 
     #[test]
-    fn only_ready_same_model_members_with_sessions_become_targets() {
+    fn only_ready_members_of_a_compatible_model_with_sessions_become_targets() {
+        let other = LocalModel { id: ModelId::parse("n@1").unwrap(), ..m1() };
         let members = vec![
             member("me", true, &m1(), 0),
             member("b", true, &m1(), 640),
             member("c", false, &m1(), 0),
-            member("d", true, &ModelId::parse("m@2").unwrap(), 0),
+            member("d", true, &version("2", "c2"), 0),
+            member("e", true, &version("2", "c1"), 0),
+            member("f", true, &other, 0),
         ];
-        let remotes = vec![remote("me", 7), remote("b", 7), remote("b", 8), remote("c", 7), remote("d", 7)];
+        let remotes: Vec<RemoteActor> =
+            ["me", "b", "c", "d", "e", "f"].iter().flat_map(|node| [remote(node, 7), remote(node, 8)]).collect();
         let now = Instant::now();
         let targets = remote_targets(&members, &remotes, "me", &m1(), now, 10_000);
         let ids: Vec<String> = targets.iter().map(|t| t.id.to_string()).collect();
-        assert_eq!(ids, ["b/a0", "b/a1"]);
+        assert_eq!(ids, ["b/a0", "b/a1", "e/a0", "e/a1"], "e serves version 2 with the same compat");
+        assert_eq!(&*targets[2].model, "m@2");
         let LoadSource::Gossiped { backlog_tokens, as_of } = &targets[0].load else { panic!("remote") };
         assert_eq!(*backlog_tokens, 640.0);
         assert_eq!(now.duration_since(*as_of), Duration::from_millis(1_000), "published at 9 000, now 10 000");
         assert_eq!(exclusion_reason(&members[2], &m1()), Some("not ready"));
-        assert_eq!(exclusion_reason(&members[3], &m1()), Some("serves another model"));
+        assert_eq!(
+            exclusion_reason(&members[3], &m1()),
+            Some("serves a version with another tokenizer, window or labels")
+        );
+        assert_eq!(exclusion_reason(&members[4], &m1()), None);
+        assert_eq!(exclusion_reason(&members[5], &m1()), Some("serves another model"));
     }
 
     #[test]

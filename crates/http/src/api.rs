@@ -1,6 +1,7 @@
 //! Handlers and their request/response types. The OpenAPI document is generated from these.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::State;
@@ -80,6 +81,14 @@ pub struct ModelInfo {
     pub version: String,
     /// ONNX variant (`fp32`, `int8`).
     pub variant: String,
+}
+
+impl ModelInfo {
+    /// From `name@version` and a variant.
+    fn of(id: &str, variant: &str) -> Self {
+        let (name, version) = id.rsplit_once('@').unwrap_or((id, ""));
+        Self { name: name.to_owned(), version: version.to_owned(), variant: variant.to_owned() }
+    }
 }
 
 /// The classification of one text.
@@ -168,16 +177,16 @@ pub async fn analyze(
     headers: HeaderMap,
     JsonBody(req): JsonBody<AnalyzeRequest>,
 ) -> Result<Response, ApiError> {
-    check_model(req.model.as_deref(), &headers, &state).await?;
+    let model_opt = check_model(req.model.as_deref(), &headers, &state).await?;
     check_text(0, &req.text, &state)?;
     let deadline = deadline(&headers, &state)?;
     let texts = state.engine.encode(std::slice::from_ref(&req.text)).await?;
-    let answer = infer(&state, &texts, &headers, deadline, request).await?;
+    let (answer, model) = infer(&state, &texts, &headers, deadline, model_opt, request).await?;
     let manifest = state.engine.bundle().manifest();
     let scores = &answer.scores[0];
     let body =
         AnalyzeResponse { text: req.text, label: manifest.labels[scores.label].name_zh.clone(), score: scores.score() };
-    Ok(with_served_by(Json(body), &answer, &state))
+    Ok(with_served_by(Json(body), &answer, &model))
 }
 
 /// Classify a batch of texts.
@@ -189,7 +198,7 @@ pub async fn classify(
     headers: HeaderMap,
     JsonBody(req): JsonBody<ClassifyRequest>,
 ) -> Result<Response, ApiError> {
-    check_model(req.model.as_deref(), &headers, &state).await?;
+    let model_opt = check_model(req.model.as_deref(), &headers, &state).await?;
     let max = state.limits.max_texts;
     if req.texts.is_empty() {
         return Err(ApiError::NoTexts);
@@ -202,7 +211,7 @@ pub async fn classify(
     }
     let deadline = deadline(&headers, &state)?;
     let texts = state.engine.encode(&req.texts).await?;
-    let answer = infer(&state, &texts, &headers, deadline, request).await?;
+    let (answer, model) = infer(&state, &texts, &headers, deadline, model_opt, request).await?;
     let bundle = state.engine.bundle();
     let manifest = bundle.manifest();
     let results = answer
@@ -211,25 +220,45 @@ pub async fn classify(
         .zip(&answer.cached)
         .map(|(scores, &cached)| ClassifyResult { cached, ..ClassifyResult::new(scores, manifest) })
         .collect();
-    Ok(with_served_by(Json(ClassifyResponse { model: model_info(&state), results }), &answer, &state))
+    let response = with_served_by(Json(ClassifyResponse { model: model.clone(), results }), &answer, &model);
+    Ok(response)
 }
 
-/// Classifies through the node's result cache: cached texts are answered at once, texts already
-/// in flight wait for that computation, the rest go to the gateway as one request.
+/// Classifies `texts` on `model_opt`'s actors if given, else the newest model version's where
+/// they keep up ([`senti_routing::ServedModels`]); returns the answers and the model that gave
+/// them. When this node's own model answers (always, unless the cluster is between two versions)
+/// the node's result cache is used: cached texts are answered at once, texts already in flight
+/// wait for that computation, the rest go to the gateway as one request pinned to this model, so
+/// the cache only ever holds and serves this model's answers. Otherwise the gateway is asked
+/// directly.
 async fn infer(
     state: &AppState,
     texts: &EncodedTexts,
     headers: &HeaderMap,
     deadline: Instant,
+    model_opt: Option<Arc<str>>,
     request: RequestId,
-) -> Result<CacheAnswer, ApiError> {
+) -> Result<(CacheAnswer, ModelInfo), ApiError> {
+    let ours = &state.model_id;
+    let own_only = match &model_opt {
+        Some(model) => model == ours,
+        None => state.gateway.models().newest.is_none_or(|newest| newest == *ours),
+    };
+    if !own_only {
+        let classified = state.gateway.classify(Arc::new(texts.clone()), deadline, model_opt, request).await?;
+        let model = ModelInfo::of(&classified.model, &classified.variant);
+        let cached = vec![false; classified.scores.len()];
+        let answer = CacheAnswer { scores: classified.scores, cached, served_by: Some(classified.served_by) };
+        return Ok((answer, model));
+    }
     let freshness = headers
         .get(header::CACHE_CONTROL)
         .and_then(|v| v.to_str().ok())
         .map_or(Freshness::Any, Freshness::from_cache_control);
     let gateway = state.gateway.clone();
-    let compute = move |batch| async move { gateway.classify(batch, deadline, request).await };
-    Ok(state.cache.classify(texts, freshness, deadline, compute).await?)
+    let pinned = Some(ours.clone());
+    let compute = move |batch| async move { gateway.classify(batch, deadline, pinned, request).await };
+    Ok((state.cache.classify(texts, freshness, deadline, compute).await?, model_info(state)))
 }
 
 /// The model this node serves.
@@ -239,14 +268,16 @@ pub(crate) fn model_info(state: &AppState) -> ModelInfo {
     ModelInfo { name: manifest.name.clone(), version: manifest.version.clone(), variant: bundle.variant().to_owned() }
 }
 
-/// A request that asks for a model (the `model` field, else the `x-senti-model` header) is answered
-/// only by actors that serve it. This node's gateway routes only to actors of its own model
-/// (tokens are computed here, with this model's tokenizer), so another model is a 404 that names
-/// the nodes that serve it, as gossip shows them: send the request there.
-async fn check_model(field: Option<&str>, headers: &HeaderMap, state: &AppState) -> Result<(), ApiError> {
+/// The model version a request asks for (the `model` field, else the `x-senti-model` header):
+/// `None` when it names none, or only this node's model name (any version, the newest preferred).
+/// A version is answered only by actors that serve it; the gateway can reach those of this node's
+/// model and of the versions that read the same token ids (`compat` in gossip). Another model, or
+/// a version none of those serve, is a 404 that names the nodes that serve it, as gossip shows
+/// them: send the request there.
+async fn check_model(field: Option<&str>, headers: &HeaderMap, state: &AppState) -> Result<Option<Arc<str>>, ApiError> {
     let header = headers.get(MODEL_HEADER).map(|v| v.to_str().map_err(|_| ApiError::BadModel));
     let Some(requested) = field.map(Ok).or(header).transpose()? else {
-        return Ok(());
+        return Ok(None);
     };
     let requested = requested.trim();
     let ours = model_info(state);
@@ -257,8 +288,12 @@ async fn check_model(field: Option<&str>, headers: &HeaderMap, state: &AppState)
     if name.is_empty() || version == Some("") {
         return Err(ApiError::BadModel);
     }
-    if name == ours.name && version.is_none_or(|v| v == ours.version) {
-        return Ok(());
+    if name == ours.name {
+        match version {
+            None => return Ok(None),
+            Some(_) if state.gateway.models().serves(requested) => return Ok(Some(requested.into())),
+            Some(_) => {}
+        }
     }
     let mut elsewhere = Vec::new();
     if let Some(cluster) = state.cluster.get() {
@@ -272,11 +307,7 @@ async fn check_model(field: Option<&str>, headers: &HeaderMap, state: &AppState)
             }
         }
     }
-    Err(ApiError::ModelNotServed {
-        requested: requested.to_owned(),
-        served: state.model_id.to_str().unwrap_or_default().to_owned(),
-        elsewhere,
-    })
+    Err(ApiError::ModelNotServed { requested: requested.to_owned(), served: state.model_id.to_string(), elsewhere })
 }
 
 /// Alive: the process answers HTTP.
@@ -306,6 +337,13 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         metrics::gauge!("senti_actor_queued_texts", "actor" => actor.name.clone()).set(load.queued_texts as f64);
         metrics::gauge!("senti_actor_running_texts", "actor" => actor.name.clone()).set(load.running_texts as f64);
         metrics::gauge!("senti_actor_tokens_per_second", "actor" => actor.name.clone()).set(load.tokens_per_sec);
+    }
+    metrics::gauge!("senti_node_ready").set(f64::from(u8::from(state.readiness.is_ready())));
+    // Counters that only move on an event exist from the first scrape, so rates and alerts that
+    // read them see 0 rather than no series.
+    metrics::counter!("senti_cache_evictions_total").increment(0);
+    for result in ["hit", "miss", "coalesced"] {
+        metrics::counter!("senti_cache_lookups_total", "result" => result).increment(0);
     }
     let cache = state.cache.stats();
     metrics::gauge!("senti_cache_entries").set(cache.entries as f64);
@@ -344,7 +382,7 @@ fn deadline(headers: &HeaderMap, state: &AppState) -> Result<Instant, ApiError> 
 /// The answer with the actor that served it (`cache` when the result cache answered every text),
 /// whether the cache answered, and the model that answered (`name@version`, the form a request's
 /// `model` takes) as headers: `/analyze`'s body has no room for them.
-fn with_served_by(body: impl IntoResponse, answer: &CacheAnswer, state: &AppState) -> Response {
+fn with_served_by(body: impl IntoResponse, answer: &CacheAnswer, model: &ModelInfo) -> Response {
     let mut response = body.into_response();
     let served_by = answer.served_by.as_ref().map_or_else(|| "cache".to_owned(), ToString::to_string);
     if let Ok(value) = HeaderValue::from_str(&served_by) {
@@ -357,6 +395,8 @@ fn with_served_by(body: impl IntoResponse, answer: &CacheAnswer, state: &AppStat
         _ => "partial",
     };
     response.headers_mut().insert(CACHE_HEADER, HeaderValue::from_static(cache));
-    response.headers_mut().insert(MODEL_HEADER, state.model_id.clone());
+    if let Ok(value) = HeaderValue::from_str(&format!("{}@{}", model.name, model.version)) {
+        response.headers_mut().insert(MODEL_HEADER, value);
+    }
     response
 }

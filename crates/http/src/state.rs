@@ -2,7 +2,6 @@
 
 use std::sync::{Arc, OnceLock};
 
-use axum::http::HeaderValue;
 use metrics_exporter_prometheus::PrometheusHandle;
 use senti_cluster::Cluster;
 use senti_config::{AuthConfig, CacheConfig, LimitsConfig};
@@ -32,8 +31,8 @@ pub struct AppState {
     pub cluster: Arc<OnceLock<Arc<Cluster>>>,
     /// The last errors answered, for `/v1/cluster`.
     pub recent_errors: RecentErrors,
-    /// This node's model as `name@version`, the `x-senti-model` header of every answer.
-    pub model_id: HeaderValue,
+    /// This node's model as `name@version`.
+    pub model_id: Arc<str>,
     /// Answers already computed, and identical texts in flight (`[cache]`).
     pub cache: Arc<ResultCache>,
 }
@@ -51,8 +50,7 @@ impl AppState {
     ) -> Self {
         let bundle = engine.bundle();
         let manifest = bundle.manifest();
-        let model_id = HeaderValue::from_str(&format!("{}@{}", manifest.name, manifest.version))
-            .unwrap_or_else(|_| HeaderValue::from_static("unnamed"));
+        let model_id = manifest.id().into();
         let cache_model = format!("{}@{}/{}", manifest.name, manifest.version, bundle.variant());
         let cache = ResultCache::new(cache_model, cache.max_bytes);
         Self {

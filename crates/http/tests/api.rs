@@ -29,6 +29,8 @@ async fn state_with(mut config: Config) -> AppState {
             id: TargetId { node: "test-node".into(), actor: a.name.as_str().into() },
             hop: Arc::new(a.actor.clone()),
             load: LoadSource::Local(a.gauge.clone()),
+            model: engine.bundle().manifest().id().into(),
+            variant: engine.bundle().variant().into(),
         })
         .collect();
     let readiness = Readiness::default();

@@ -98,6 +98,25 @@ impl Manifest {
         Ok(())
     }
 
+    /// `name@version`: how responses, gossip and requests name this model.
+    pub fn id(&self) -> String {
+        format!("{}@{}", self.name, self.version)
+    }
+
+    /// What must match for another node's actors to take token ids computed with this model's
+    /// tokenizer and to answer in its label order: the tokenizer file's sha256, the window and
+    /// the labels, hashed to 16 hex digits. Two versions of a model that only retrained the
+    /// weights share it; a new vocabulary, window or label set does not.
+    pub fn compat(&self) -> String {
+        let mut hash = Sha256::new();
+        hash.update(self.sha256.get(&self.tokenizer).map_or("", String::as_str).to_ascii_lowercase());
+        hash.update(format!("\n{}\n", self.max_length));
+        for label in &self.labels {
+            hash.update(format!("{}:{}:{}\n", label.index, label.name, label.name_zh));
+        }
+        hex::encode(&hash.finalize()[..8])
+    }
+
     /// The ONNX file of a variant (`None`: the default one).
     pub fn variant_file(&self, variant_opt: Option<&str>) -> Result<(&str, &str), ModelError> {
         let variant = variant_opt.unwrap_or(&self.default_variant);
@@ -118,5 +137,32 @@ impl Manifest {
             return Err(ModelError::HashMismatch { file: file.to_owned(), expected: expected.clone(), actual });
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compat_changes_with_tokenizer_window_or_labels_not_with_version_or_weights() {
+        let shipped = Manifest::parse(crate::embedded::MANIFEST).unwrap();
+        assert_eq!(shipped.id(), format!("{}@{}", shipped.name, shipped.version));
+        let same = |edit: &dyn Fn(&mut Manifest)| {
+            let mut changed = shipped.clone();
+            edit(&mut changed);
+            changed.compat() == shipped.compat()
+        };
+        assert!(same(&|m| m.version = "9.9.9".into()));
+        assert!(same(&|m| m.temperature = 1.0));
+        assert!(same(&|m| {
+            m.sha256.insert("model.int8.onnx".into(), "00".repeat(32));
+        }));
+        assert!(!same(&|m| {
+            m.sha256.insert(m.tokenizer.clone(), "00".repeat(32));
+        }));
+        assert!(!same(&|m| m.max_length = 256));
+        assert!(!same(&|m| m.labels.swap(0, 1)));
+        assert_eq!(shipped.compat().len(), 16);
     }
 }

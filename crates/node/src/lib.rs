@@ -59,6 +59,7 @@ pub async fn load_model(config: &Config) -> anyhow::Result<ModelBundle> {
 /// Starts this node's gateway actor over its engine's inference actors.
 pub async fn start_gateway(engine: &Engine, config: &Config) -> anyhow::Result<Gateway> {
     let node: Arc<str> = config.node_id().into();
+    let model: Arc<str> = engine.bundle().manifest().id().into();
     let local = engine
         .actors()
         .iter()
@@ -66,6 +67,8 @@ pub async fn start_gateway(engine: &Engine, config: &Config) -> anyhow::Result<G
             id: TargetId { node: node.clone(), actor: actor.name.as_str().into() },
             hop: Arc::new(actor.actor.clone()),
             load: LoadSource::Local(actor.gauge.clone()),
+            model: model.clone(),
+            variant: engine.bundle().variant().into(),
         })
         .collect();
     let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
@@ -166,7 +169,8 @@ async fn known_answer_check(engine: &Engine, gateway: &Gateway) -> anyhow::Resul
     let texts: Vec<String> = KNOWN_ANSWERS.iter().map(|(t, _)| t.to_string()).collect();
     let encoded = engine.encode(&texts).await?;
     let deadline = Instant::now() + Duration::from_secs(60);
-    let classified = gateway.classify(encoded, deadline, RequestId::generate()).await?;
+    let own = Some(engine.bundle().manifest().id().into());
+    let classified = gateway.classify(encoded, deadline, own, RequestId::generate()).await?;
     let labels = &engine.bundle().manifest().labels;
     let names: Vec<&str> = labels.iter().map(|l| l.name.as_str()).collect();
     if !(names.contains(&"positive") && names.contains(&"negative")) {

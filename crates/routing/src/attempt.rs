@@ -167,7 +167,8 @@ async fn run(
     let _ = gateway.cast(GatewayMsg::AttemptEnded { target: target.id.clone(), outcome, tokens });
     match result {
         Ok(scores) => {
-            job.answer(Ok(Classified { scores, served_by: target.id, attempts: job.attempts() }));
+            let (served_by, model, variant, attempts) = (target.id, target.model, target.variant, job.attempts());
+            job.answer(Ok(Classified { scores, served_by, model, variant, attempts }));
         }
         Err(err) => {
             if job.is_done() {

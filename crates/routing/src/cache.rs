@@ -345,7 +345,13 @@ mod tests {
             Box::pin(async move {
                 tokio::time::sleep(delay).await;
                 computed.fetch_add(batch.len(), Ordering::SeqCst);
-                Ok(Classified { scores: batch.iter().map(scores_for).collect(), served_by: target(), attempts: 1 })
+                Ok(Classified {
+                    scores: batch.iter().map(scores_for).collect(),
+                    served_by: target(),
+                    model: "m@1".into(),
+                    variant: "int8".into(),
+                    attempts: 1,
+                })
             })
         }
     }
@@ -503,7 +509,13 @@ mod tests {
             let ids: Vec<u32> = (start..start + 30).collect();
             let batch = texts(&[&ids]);
             let ok = |b: Arc<EncodedTexts>| async move {
-                Ok(Classified { scores: b.iter().map(scores_for).collect(), served_by: target(), attempts: 1 })
+                Ok(Classified {
+                    scores: b.iter().map(scores_for).collect(),
+                    served_by: target(),
+                    model: "m@1".into(),
+                    variant: "int8".into(),
+                    attempts: 1,
+                })
             };
             cache.classify(&batch, Freshness::Any, far(), ok).await.unwrap();
         }

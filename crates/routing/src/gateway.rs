@@ -39,6 +39,7 @@ use crate::choose::{local_plus_two_remote, Candidate};
 use crate::estimate::{estimate, mean_backlog, LoadView};
 use crate::hedge::{attempt_timeout, LatencyWindow};
 use crate::job::{Classified, Job};
+use crate::models::{compare_versions, ServedModels, OLDER_MODEL_PENALTY_TOKENS};
 use crate::outlier::{may_eject, TargetHealth};
 use crate::params::RoutingParams;
 use crate::target::{millis, RoutingSnapshot, Target, TargetId, TargetReport};
@@ -69,6 +70,8 @@ pub enum GatewayMsg {
     SetRemoteTargets(Vec<Target>),
     /// A report of every target's routing state (for `/v1/cluster`).
     Snapshot(RpcReplyPort<RoutingSnapshot>),
+    /// A receiver of the models the targets serve, updated as they change.
+    Models(RpcReplyPort<watch::Receiver<ServedModels>>),
 }
 
 impl ractor::Message for GatewayMsg {}
@@ -115,6 +118,8 @@ pub struct GatewayState {
     retries: u64,
     hedges: u64,
     ejections: u64,
+    /// The models among the targets, kept current for the HTTP layer.
+    models: watch::Sender<ServedModels>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -136,7 +141,9 @@ impl Actor for GatewayActor {
     ) -> Result<Self::State, ActorProcessingErr> {
         let p = args.params;
         let now = now();
+        let models = watch::Sender::new(ServedModels::of(args.local.iter().map(|t| &t.model)));
         Ok(GatewayState {
+            models,
             targets: args
                 .local
                 .into_iter()
@@ -207,9 +214,17 @@ impl Actor for GatewayActor {
             GatewayMsg::Snapshot(reply) => {
                 let _ = reply.send(state.snapshot());
             }
+            GatewayMsg::Models(reply) => {
+                let _ = reply.send(state.models.subscribe());
+            }
         }
         Ok(())
     }
+}
+
+/// Whether `t` may answer `job`: any target, unless the request named a model version.
+fn serves(t: &TargetState, job: &Job) -> bool {
+    job.model_opt.as_deref().is_none_or(|model| *t.target.model == *model)
 }
 
 impl GatewayState {
@@ -223,16 +238,22 @@ impl GatewayState {
         mean_backlog(self.targets.iter().map(|t| t.target.load.reported(now)))
     }
 
-    /// Whether any target has not been tried for `job` yet.
+    /// Whether any target that may answer `job` has not been tried for it yet.
     fn has_untried(&self, job: &Job) -> bool {
         let tried = job.tried.lock().expect("job lock poisoned. This is a bug.");
-        self.targets.iter().any(|t| !tried.contains(&t.target.id))
+        self.targets.iter().any(|t| serves(t, job) && !tried.contains(&t.target.id))
     }
 
-    /// Whether any target is on a node that no attempt of `job` has been on (where a hedge may go).
+    /// Whether any target that may answer `job` is on a node that no attempt of it has been on
+    /// (where a hedge may go).
     fn has_untried_node(&self, job: &Job) -> bool {
         let tried = job.tried.lock().expect("job lock poisoned. This is a bug.");
-        self.targets.iter().any(|t| !tried.iter().any(|id| id.node == t.target.id.node))
+        self.targets.iter().any(|t| serves(t, job) && !tried.iter().any(|id| id.node == t.target.id.node))
+    }
+
+    /// The newest model version among the targets: the one requests prefer.
+    fn newest_model(&self) -> Option<Arc<str>> {
+        self.models.borrow().newest.clone()
     }
 
     fn place(&mut self, job: Arc<Job>, placement: Placement, myself: ActorRef<GatewayMsg>) {
@@ -242,16 +263,20 @@ impl GatewayState {
         let now = now();
         let tried = job.tried();
         let mean = self.mean_backlog(now);
-        let untried = |t: &&TargetState| match placement {
-            Placement::Hedge => !tried.iter().any(|id| id.node == t.target.id.node),
-            Placement::First | Placement::Retry => !tried.contains(&t.target.id),
+        let untried = |t: &&TargetState| {
+            serves(t, &job)
+                && match placement {
+                    Placement::Hedge => !tried.iter().any(|id| id.node == t.target.id.node),
+                    Placement::First | Placement::Retry => !tried.contains(&t.target.id),
+                }
         };
+        let newest = self.newest_model();
         let healthy: Vec<Candidate> = self
             .targets
             .iter()
             .enumerate()
             .filter(|(_, t)| untried(t) && !t.health.is_ejected(now))
-            .map(|(index, t)| self.candidate(index, t, mean, now))
+            .map(|(index, t)| self.candidate(index, t, mean, newest.as_deref(), now))
             .collect();
         // Every untried target ejected: route to them anyway rather than fail (Envoy's panic mode).
         let candidates = if healthy.is_empty() {
@@ -259,7 +284,7 @@ impl GatewayState {
                 .iter()
                 .enumerate()
                 .filter(|(_, t)| untried(t))
-                .map(|(index, t)| self.candidate(index, t, mean, now))
+                .map(|(index, t)| self.candidate(index, t, mean, newest.as_deref(), now))
                 .collect()
         } else {
             healthy
@@ -294,9 +319,21 @@ impl GatewayState {
         attempt::spawn(job, target, myself, timeout, expected, hedge_after_opt);
     }
 
-    fn candidate(&self, index: usize, t: &TargetState, prior_backlog: f64, now: Instant) -> Candidate {
+    /// `t` as a candidate: its estimate, plus [`OLDER_MODEL_PENALTY_TOKENS`] if it serves an older
+    /// version than `newest_opt` (only requests that name no version reach such a target).
+    fn candidate(
+        &self,
+        index: usize,
+        t: &TargetState,
+        prior_backlog: f64,
+        newest_opt: Option<&str>,
+        now: Instant,
+    ) -> Candidate {
         let view = self.view(t, prior_backlog, now);
-        Candidate { index, estimate: estimate(&view, &self.params.estimate), is_local: view.is_local }
+        let older =
+            newest_opt.is_some_and(|newest| compare_versions(&t.target.model, newest) == std::cmp::Ordering::Less);
+        let penalty = if older { OLDER_MODEL_PENALTY_TOKENS } else { 0.0 };
+        Candidate { index, estimate: estimate(&view, &self.params.estimate) + penalty, is_local: view.is_local }
     }
 
     fn attempt_ended(&mut self, id: &TargetId, outcome: AttemptOutcome, tokens: usize) {
@@ -345,6 +382,12 @@ impl GatewayState {
             };
             self.targets.push(TargetState { target, outstanding, traffic, health });
         }
+        let models = ServedModels::of(self.targets.iter().map(|t| &t.target.model));
+        self.models.send_if_modified(|current| {
+            let changed = *current != models;
+            *current = models;
+            changed
+        });
     }
 
     fn snapshot(&self) -> RoutingSnapshot {
@@ -379,6 +422,7 @@ impl GatewayState {
 pub struct Gateway {
     actor: ActorRef<GatewayMsg>,
     handle: tokio::task::JoinHandle<()>,
+    models: watch::Receiver<ServedModels>,
 }
 
 impl Gateway {
@@ -387,18 +431,23 @@ impl Gateway {
     /// were admitted before).
     pub async fn start(args: GatewayArgs) -> Result<Self, ractor::SpawnErr> {
         let (actor, handle) = Actor::spawn(None, GatewayActor, args).await?;
+        let models = ractor::call!(actor, GatewayMsg::Models)
+            .map_err(|err| ractor::SpawnErr::StartupFailed(format!("the gateway did not answer: {err}").into()))?;
         let handle = tokio::spawn(async move {
             let _ = handle.await;
         });
-        Ok(Self { actor, handle })
+        Ok(Self { actor, handle, models })
     }
 
-    /// Classifies `texts` before `deadline`, wherever in the cluster that is quickest. Dropping
-    /// the future cancels the request: every attempt stops and its texts leave their queue.
+    /// Classifies `texts` before `deadline`, wherever in the cluster that is quickest: on actors
+    /// of `model_opt` (`name@version`) only if given, else on any target, the newest model
+    /// version preferred ([`crate::models`]). Dropping the future cancels the request: every
+    /// attempt stops and its texts leave their queue.
     pub async fn classify(
         &self,
         texts: Arc<EncodedTexts>,
         deadline: Instant,
+        model_opt: Option<Arc<str>>,
         request: RequestId,
     ) -> Result<Classified, InferError> {
         let (tx, rx) = oneshot::channel();
@@ -406,9 +455,14 @@ impl Gateway {
         let (_cancel, cancelled) = watch::channel(());
         let span = tracing::debug_span!("request", id = %request);
         self.actor
-            .cast(GatewayMsg::Classify(Job::new(texts, deadline, request, tx, cancelled)))
+            .cast(GatewayMsg::Classify(Job::new(texts, deadline, model_opt, request, tx, cancelled)))
             .map_err(|_| InferError::ShuttingDown)?;
         async { rx.await.unwrap_or(Err(InferError::ShuttingDown)) }.instrument(span).await
+    }
+
+    /// The models the targets serve now (cheap: a shared value the actor keeps current).
+    pub fn models(&self) -> ServedModels {
+        self.models.borrow().clone()
     }
 
     /// Every target's routing state, retries, hedges and ejections.

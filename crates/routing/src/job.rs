@@ -17,6 +17,10 @@ pub struct Classified {
     pub scores: Vec<Scores>,
     /// The inference actor that answered.
     pub served_by: TargetId,
+    /// Its model, `name@version`.
+    pub model: Arc<str>,
+    /// Its model's ONNX variant.
+    pub variant: Arc<str>,
     /// Attempts made (1 when the first succeeded).
     pub attempts: u32,
 }
@@ -26,6 +30,9 @@ pub struct Job {
     /// The texts, tokenized once and shared by every attempt.
     pub(crate) texts: Arc<EncodedTexts>,
     pub(crate) deadline: Instant,
+    /// The model version asked for (`name@version`): only its actors may answer. `None`: any
+    /// target, the newest version preferred.
+    pub(crate) model_opt: Option<Arc<str>>,
     /// For the log lines of every attempt, here and on the node that runs it.
     pub(crate) request: RequestId,
     /// Taken by the first attempt that answers; `None` afterwards.
@@ -48,6 +55,7 @@ impl Job {
     pub fn new(
         texts: Arc<EncodedTexts>,
         deadline: Instant,
+        model_opt: Option<Arc<str>>,
         request: RequestId,
         reply: oneshot::Sender<Result<Classified, InferError>>,
         cancelled: watch::Receiver<()>,
@@ -55,6 +63,7 @@ impl Job {
         Arc::new(Self {
             texts,
             deadline,
+            model_opt,
             request,
             reply: Mutex::new(Some(reply)),
             cancelled,

@@ -70,6 +70,10 @@ pub struct Target {
     pub hop: Arc<dyn Hop>,
     /// Its load.
     pub load: LoadSource,
+    /// The model its node serves, `name@version` ([`crate::models`]).
+    pub model: Arc<str>,
+    /// The ONNX variant it runs (`int8`, `fp32`), as its node announces it.
+    pub variant: Arc<str>,
 }
 
 /// One target in `/v1/cluster`.

@@ -21,6 +21,8 @@ async fn node(actors: usize) -> (Engine, Gateway) {
             id: TargetId { node: "n1".into(), actor: a.name.as_str().into() },
             hop: Arc::new(a.actor.clone()),
             load: LoadSource::Local(a.gauge.clone()),
+            model: "m@1".into(),
+            variant: "int8".into(),
         })
         .collect();
     let args = GatewayArgs { local, params: RoutingParams::from_config(&config), seed: 1 };
@@ -42,11 +44,11 @@ async fn a_dead_actor_is_failed_over() {
     engine.kill_actor(0);
     tokio::time::sleep(Duration::from_millis(50)).await;
     let encoded = engine.encode(&texts()).await.unwrap();
-    let first = gateway.classify(encoded.clone(), later(), RequestId::generate()).await.unwrap();
+    let first = gateway.classify(encoded.clone(), later(), None, RequestId::generate()).await.unwrap();
     assert_eq!(first.served_by.to_string(), "n1/a1");
     assert_eq!(first.attempts, 2, "a0 was tried first (idle, lowest index) and failed over");
     for _ in 0..5 {
-        let classified = gateway.classify(encoded.clone(), later(), RequestId::generate()).await.unwrap();
+        let classified = gateway.classify(encoded.clone(), later(), None, RequestId::generate()).await.unwrap();
         assert_eq!(classified.served_by.to_string(), "n1/a1");
         assert_eq!(classified.attempts, 1, "a0's failure counts as load: a1 is now preferred");
         assert_eq!(classified.scores.len(), texts().len());

@@ -141,6 +141,8 @@ fn local(hop: &Arc<TestHop>) -> Target {
         id: TargetId { node: "n1".into(), actor: hop.name.into() },
         hop: hop.clone(),
         load: LoadSource::Local(Arc::new(LoadGauge::default())),
+        model: "m@1".into(),
+        variant: "int8".into(),
     }
 }
 
@@ -150,7 +152,14 @@ fn remote(hop: &Arc<TestHop>, backlog_tokens: f64) -> Target {
         id: TargetId { node: "n2".into(), actor: hop.name.into() },
         hop: hop.clone(),
         load: LoadSource::Gossiped { backlog_tokens, as_of: now() },
+        model: "m@1".into(),
+        variant: "int8".into(),
     }
+}
+
+/// `target` as if its node served model `m@<version>`.
+fn serving(version: &str, target: Target) -> Target {
+    Target { model: format!("m@{version}").into(), ..target }
 }
 
 async fn gateway(local: Vec<Target>, config: Config) -> ActorRef<GatewayMsg> {
@@ -184,12 +193,17 @@ struct Pending {
 
 /// Sends one request of one text, due `timeout` from now.
 fn submit(gateway: &ActorRef<GatewayMsg>, text: &str, timeout: Duration) -> Pending {
+    submit_for(gateway, text, timeout, None)
+}
+
+/// Like [`submit`], asking for model `model_opt` (`name@version`).
+fn submit_for(gateway: &ActorRef<GatewayMsg>, text: &str, timeout: Duration, model_opt: Option<&str>) -> Pending {
     let (reply, answer) = oneshot::channel();
     let (cancel, cancelled) = watch::channel(());
     // The text doubles as the request id, which the test hops record.
     let texts = Arc::new(EncodedTexts::from_texts([vec![101, 102]]));
     let request = RequestId::parse(text).expect("test texts are valid request ids");
-    let job = Job::new(texts, now() + timeout, request, reply, cancelled);
+    let job = Job::new(texts, now() + timeout, model_opt.map(Arc::from), request, reply, cancelled);
     gateway.cast(GatewayMsg::Classify(job)).expect("the gateway is running");
     Pending { answer, cancel }
 }
@@ -675,4 +689,52 @@ async fn a_hedge_with_nowhere_to_go_spends_no_budget() {
     gw.cast(GatewayMsg::SetRemoteTargets(vec![remote(&backup, 0.0)])).unwrap();
     let classified = classify(&gw, "after", ms(10_000)).await.unwrap();
     assert_eq!((classified.served_by.to_string().as_str(), classified.attempts), ("n2/b", 2));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_newer_model_version_is_preferred_until_it_is_much_busier() {
+    // Paused time. This node serves m@1; another node's actor serves m@2 and gossips its load.
+    let old = TestHop::new("old", Behaviour::Answer);
+    let new = TestHop::new("new", Behaviour::Answer);
+    let gw = gateway(vec![local(&old)], never_eject()).await;
+    gw.cast(GatewayMsg::SetRemoteTargets(vec![serving("2", remote(&new, 0.0))])).unwrap();
+    let answer = classify(&gw, "idle", ms(10_000)).await.unwrap();
+    assert_eq!((answer.served_by.to_string().as_str(), &*answer.model), ("n2/new", "m@2"), "newest first, hop and all");
+
+    // Busier than the idle old actor by less than the penalty: still the newest.
+    let busy = senti_routing::OLDER_MODEL_PENALTY_TOKENS / 2.0;
+    gw.cast(GatewayMsg::SetRemoteTargets(vec![serving("2", remote(&new, busy))])).unwrap();
+    assert_eq!(&*classify(&gw, "busy", ms(10_000)).await.unwrap().model, "m@2");
+
+    // Far busier: the old version takes the overflow, and says so.
+    let swamped = senti_routing::OLDER_MODEL_PENALTY_TOKENS * 4.0;
+    gw.cast(GatewayMsg::SetRemoteTargets(vec![serving("2", remote(&new, swamped))])).unwrap();
+    let answer = classify(&gw, "swamped", ms(10_000)).await.unwrap();
+    assert_eq!((answer.served_by.to_string().as_str(), &*answer.model), ("n1/old", "m@1"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_request_for_a_version_goes_only_to_its_actors() {
+    let old = TestHop::new("old", Behaviour::Answer);
+    let new = TestHop::new("new", Behaviour::Fail(InferError::Unavailable));
+    let gw = gateway(vec![local(&old)], never_eject()).await;
+    gw.cast(GatewayMsg::SetRemoteTargets(vec![serving("2", remote(&new, 0.0))])).unwrap();
+
+    // m@1 asked for: the idle remote m@2 actor is never tried.
+    let answer = submit_for(&gw, "v1", ms(10_000), Some("m@1")).answer().await.unwrap();
+    assert_eq!((&*answer.model, new.attempts()), ("m@1", 0));
+
+    // m@2 asked for and its only actor fails: the request fails rather than fall back to m@1.
+    let before = old.attempts();
+    let failed = submit_for(&gw, "v2", ms(10_000), Some("m@2")).answer().await;
+    assert!(matches!(failed, Err(InferError::Unavailable)), "{failed:?}");
+    assert_eq!((old.attempts(), new.attempts()), (before, 1));
+
+    // No version asked for: the failing newest is retried on the old one.
+    let answer = classify(&gw, "any", ms(10_000)).await.unwrap();
+    assert_eq!((&*answer.model, new.attempts()), ("m@1", 2));
+
+    // A version nobody serves fails at once.
+    let none = submit_for(&gw, "v3", ms(10_000), Some("m@3")).answer().await;
+    assert!(matches!(none, Err(InferError::Unavailable)), "{none:?}");
 }

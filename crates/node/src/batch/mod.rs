@@ -86,7 +86,7 @@ impl Scorer {
             Scorer::Local { engine, gateway, manifest, timeout } => {
                 let scored = async {
                     let encoded = engine.encode(texts).await?;
-                    gateway.classify(encoded, Instant::now() + *timeout, RequestId::generate()).await
+                    gateway.classify(encoded, Instant::now() + *timeout, None, RequestId::generate()).await
                 };
                 match scored.await {
                     Ok(classified) => {
