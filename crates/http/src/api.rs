@@ -242,7 +242,7 @@ async fn infer(
     let ours = &state.model_id;
     let own_only = match &model_opt {
         Some(model) => model == ours,
-        None => state.gateway.models().newest.is_none_or(|newest| newest == *ours),
+        None => state.gateway.is_newest(ours),
     };
     if !own_only {
         let classified = state.gateway.classify(Arc::new(texts.clone()), deadline, model_opt, request).await?;

@@ -460,9 +460,15 @@ impl Gateway {
         async { rx.await.unwrap_or(Err(InferError::ShuttingDown)) }.instrument(span).await
     }
 
-    /// The models the targets serve now (cheap: a shared value the actor keeps current).
+    /// The models the targets serve now (a shared value the actor keeps current).
     pub fn models(&self) -> ServedModels {
         self.models.borrow().clone()
+    }
+
+    /// Whether `model` is the newest version among the targets (or there is none): what every
+    /// request asks before it is placed, so it reads the shared value without copying it.
+    pub fn is_newest(&self, model: &str) -> bool {
+        self.models.borrow().newest.as_deref().is_none_or(|newest| newest == model)
     }
 
     /// Every target's routing state, retries, hedges and ejections.
