@@ -11,7 +11,7 @@ INIT_RECIPE_COMMIT := d3a1610
 INIT_SHA256 := f30024b79bb5bc71dbb6022d09f5004b27e335671f11802c03705989add7131c
 INIT_ONNX := .cache/init/senti-zh-small-1.1.0.onnx
 
-.PHONY: run test lan-suite setup build lint cluster prometheus prometheus-check simulate sim-report fuzz model model-pretrain model-init-rebuild model-ablation model-sweep bench-model bench bench-node bench-ab bench-cache bench-cache-policies bench-vs-nginx bench-cluster bench-cluster-shape bench-session-tls web-test clean-cache
+.PHONY: run test lan-suite soak setup build lint cluster prometheus prometheus-check simulate sim-report fuzz model model-pretrain model-init-rebuild model-ablation model-sweep bench-model bench bench-node bench-ab bench-cache bench-cache-policies bench-vs-nginx bench-cluster bench-cluster-shape bench-session-tls web-test clean-cache
 
 ## Serve the embedded default model on http://127.0.0.1:8080
 run: setup
@@ -34,6 +34,15 @@ lan-suite: setup
 	$(CARGO) build -p senti-node --bin senti
 	bash scripts/install-nftables.sh
 	SENTI_LAN_HOSTS=$${HOSTS:-3} $(CARGO) test -p senti-system-tests --test lan -- --nocapture --test-threads 1
+
+## The soak: the LAN suite's hosts under mixed load for MINUTES (default 60) with a fault every
+## FAULT_EVERY seconds (default 150); 0 failed requests through healthy entries and flat memory
+## on the node never touched (root; docs/reliability.md)
+soak: setup
+	$(CARGO) build -p senti-node --bin senti
+	bash scripts/install-nftables.sh
+	SENTI_SOAK_MINUTES=$${MINUTES:-60} SENTI_SOAK_FAULT_EVERY_S=$${FAULT_EVERY:-150} SENTI_LAN_HOSTS=$${HOSTS:-3} \
+	  $(CARGO) test -p senti-system-tests --test lan -- --ignored --nocapture --test-threads 1 soak
 
 ## The shipped Prometheus files: promtool check config/rules and the alert rules' unit tests
 ## (installs Debian's prometheus package if missing). The live checks are `make test`'s
