@@ -26,7 +26,6 @@ const CONFIG_DIR: &str = "cluster-config/prometheus";
 const SHIPPED_TARGETS: [&str; 3] = ["127.0.0.1:8080", "127.0.0.1:8081", "127.0.0.1:8082"];
 /// The node ids prometheus.yml gives those addresses.
 const SHIPPED_NODES: [&str; 3] = ["node-a", "node-b", "node-c"];
-/// The rule group of alerts on metrics not exported yet (see senti-alerts.yml).
 /// The alerts that must stay quiet on a healthy cluster whatever the machine's speed.
 const AVAILABILITY_GROUP: &str = "senti-availability";
 

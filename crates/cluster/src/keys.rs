@@ -50,8 +50,9 @@ pub fn load_key(actor: &str) -> String {
     format!("{LOAD_PREFIX}{actor}")
 }
 
-/// Which model a node serves, as the `model` key says: `name@version`. Gateways only place work
-/// on actors of their own model, so that ids tokenized here mean the same thing there.
+/// Which model a node serves, as the `model` key says: `name@version`. Gateways place work on
+/// actors of their own model name whose `compat` matches (view.rs), so that ids tokenized here
+/// mean the same thing there.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ModelId {
     /// `name` from model.toml.

@@ -13,7 +13,8 @@ use std::sync::Arc;
 
 /// What an actor of an older model version is charged on top of its estimate, in tokens: about
 /// 50 short reviews, some 50 ms of one default-model actor's work. Enough that the newest
-/// version answers whenever it keeps up; small enough that during a rolling upgrade the old
+/// version answers when it keeps up and placement samples it (every local actor and two remote
+/// ones, as always); small enough that during a rolling upgrade the old
 /// nodes still absorb what the new ones cannot take, rather than every request queueing on the
 /// first upgraded node.
 pub const OLDER_MODEL_PENALTY_TOKENS: f64 = 2_048.0;
@@ -43,19 +44,37 @@ impl ServedModels {
     }
 }
 
-/// Orders two `name@version` ids by version: dot-separated parts compared as numbers where both
-/// are numbers (`1.10.0` after `1.9.0`), a number before a word, words as text; more parts after fewer when the common
-/// parts are equal; a pre-release (`2.0.0-rc1`) before its release. Ties fall back to the whole
-/// text, so the order is total and every node picks the same newest.
+/// Orders two `name@version` ids by version, as semantic versioning does: a leading `v` and
+/// build metadata (`+...`) are ignored; the dot-separated parts of the release compare as numbers
+/// where both are numbers (`1.10.0` after `1.9.0`), a number before a word, words as text; more
+/// parts after fewer when the common ones are equal; a pre-release (`2.0.0-rc.1`) before its
+/// release, and pre-releases part by part the same way (`rc.2` before `rc.10`). Ties fall back to
+/// the whole text, so the order is total and every node picks the same newest.
 pub fn compare_versions(a: &str, b: &str) -> Ordering {
-    let version = |id: &str| id.rsplit_once('@').map_or(id, |(_, v)| v).to_owned();
-    let (va, vb) = (version(a), version(b));
-    let split = |v: &str| {
-        let (release, pre) = v.split_once('-').map_or((v, None), |(r, p)| (r, Some(p.to_owned())));
-        (release.split('.').map(str::to_owned).collect::<Vec<_>>(), pre)
-    };
-    let ((ra, pa), (rb, pb)) = (split(&va), split(&vb));
-    for (x, y) in ra.iter().zip(&rb) {
+    let (ra, pa) = split_version(a);
+    let (rb, pb) = split_version(b);
+    compare_parts(&ra, &rb)
+        .then_with(|| match (&pa, &pb) {
+            (None, None) => Ordering::Equal,
+            (None, Some(_)) => Ordering::Greater,
+            (Some(_), None) => Ordering::Less,
+            (Some(x), Some(y)) => compare_parts(x, y),
+        })
+        .then_with(|| a.cmp(b))
+}
+
+/// The release parts and the pre-release parts (if any) of `name@version`.
+fn split_version(id: &str) -> (Vec<&str>, Option<Vec<&str>>) {
+    let version = id.rsplit_once('@').map_or(id, |(_, v)| v);
+    let version = version.split_once('+').map_or(version, |(v, _build)| v);
+    let version = version.strip_prefix('v').unwrap_or(version);
+    let (release, pre) = version.split_once('-').map_or((version, None), |(r, p)| (r, Some(p)));
+    (release.split('.').collect(), pre.map(|p| p.split('.').collect()))
+}
+
+/// Part by part (numbers as numbers, a number before a word, words as text), then fewer first.
+fn compare_parts(a: &[&str], b: &[&str]) -> Ordering {
+    for (x, y) in a.iter().zip(b) {
         let order = match (x.parse::<u64>(), y.parse::<u64>()) {
             (Ok(x), Ok(y)) => x.cmp(&y),
             (Ok(_), Err(_)) => Ordering::Less,
@@ -66,15 +85,7 @@ pub fn compare_versions(a: &str, b: &str) -> Ordering {
             return order;
         }
     }
-    ra.len()
-        .cmp(&rb.len())
-        .then_with(|| match (&pa, &pb) {
-            (None, None) => Ordering::Equal,
-            (None, Some(_)) => Ordering::Greater,
-            (Some(_), None) => Ordering::Less,
-            (Some(x), Some(y)) => x.cmp(y),
-        })
-        .then_with(|| a.cmp(b))
+    a.len().cmp(&b.len())
 }
 
 #[cfg(test)]
@@ -85,7 +96,17 @@ mod tests {
 
     #[test]
     fn versions_compare_by_number_then_release_after_pre_release() {
-        let ordered = ["m@0.9", "m@1.2.0-rc1", "m@1.2.0", "m@1.2.1", "m@1.10.0", "m@2.0.0"];
+        let ordered = [
+            "m@0.9",
+            "m@1.0.9",
+            "m@1.0.10+build5",
+            "m@1.2.0-rc.2",
+            "m@1.2.0-rc.10",
+            "m@1.2.0",
+            "m@v1.2.1",
+            "m@1.10.0",
+            "m@2.0.0",
+        ];
         for pair in ordered.windows(2) {
             assert_eq!(compare_versions(pair[0], pair[1]), Ordering::Less, "{pair:?}");
             assert_eq!(compare_versions(pair[1], pair[0]), Ordering::Greater, "{pair:?}");
