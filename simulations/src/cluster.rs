@@ -250,7 +250,7 @@ impl SimCluster {
         };
         let tasks = vec![
             tokio::spawn(publish_loads(state, gauges, policy)),
-            tokio::spawn(refresh_loop(watcher, reachable, gateway.clone(), id.clone(), model())),
+            tokio::spawn(refresh_loop(watcher, reachable, gateway.clone(), id.clone(), model(), Default::default())),
         ];
         self.registry.lock().expect("registry lock poisoned. This is a bug.")[i] = Some((id, actors.clone()));
         let node = &mut self.nodes[i];

@@ -202,8 +202,8 @@ enum Mix {
 }
 
 impl Mix {
-    /// The texts of worker `w`'s `i`-th request: distinct across requests, so none is answered
-    /// from a cache.
+    /// The texts of worker `w`'s `i`-th request: distinct across the requests sent to one entry
+    /// node (each node has its own cache), so none is answered from a cache.
     fn texts(self, w: usize, i: usize) -> Vec<String> {
         let short = |j: usize| format!("第{i}次入住{w}-{j}，房间干净，服务很好");
         match self {
@@ -777,6 +777,7 @@ async fn soak(lan: &Lan, nodes: &[HostNode]) {
     load.await.expect("load task");
     let samples = sampler.await.expect("memory sampler");
     let records = records.lock().expect("records lock").clone();
+    assert!(records.len() < max_requests, "the load stopped at its cap of {max_requests} requests before the end");
 
     let in_a_window = |r: &Record| windows.iter().any(|w| r.done >= w.span.0 && r.done < w.span.2);
     let between: Vec<&Record> = records.iter().filter(|r| !in_a_window(r)).collect();

@@ -35,10 +35,10 @@ pub mod tls;
 mod view;
 mod wire;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -64,7 +64,7 @@ pub use seal::{
 };
 pub use sessions::{NodeName, INFERENCE_GROUP};
 pub use tls::{create_tls_dir, SessionTls, TlsDirError};
-pub use view::{exclusion_reason, members, remote_targets, Member, RemoteActor};
+pub use view::{exclusion_reason, members, remote_targets, Member, Progress, RemoteActor, QUIET_LIMIT};
 
 /// How often the remote targets are rebuilt even without a gossip change (sessions come and go).
 const REFRESH_INTERVAL: Duration = Duration::from_millis(250);
@@ -86,7 +86,13 @@ pub struct Cluster {
     leaving: Arc<AtomicBool>,
     /// Written once by the gossip supervisor: why gossip stopped, if it did on its own.
     failure: watch::Receiver<Option<String>>,
+    /// Live members whose gossiped state stopped advancing ([`view::Progress`]), as the refresh
+    /// loop last found them.
+    quiet: QuietMembers,
 }
+
+/// The members the refresh loop found quiet, shared with `/v1/cluster`'s report.
+pub type QuietMembers = Arc<std::sync::Mutex<HashSet<ChitchatId>>>;
 
 /// `/v1/cluster`'s view of the membership.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -215,6 +221,7 @@ impl Cluster {
         let watcher = state.lock().await.live_nodes_watcher();
 
         let leaving = Arc::new(AtomicBool::new(false));
+        let quiet = QuietMembers::default();
         let (failure_tx, failure) = watch::channel(None);
         let policy = PublishPolicy::from_config(a);
         let redial = Duration::from_millis(a.redial_interval_ms);
@@ -236,10 +243,29 @@ impl Cluster {
             tokio::spawn(publish_readiness(state.clone(), readiness)),
             tokio::spawn(publish_loads(state.clone(), gauges, policy)),
             tokio::spawn(session_loop(state.clone(), node_server.clone(), dialer.clone(), redial)),
-            tokio::spawn(refresh_loop(watcher, remote_actors, gateway.actor().clone(), node_id.clone(), model.clone())),
+            tokio::spawn(refresh_loop(
+                watcher,
+                remote_actors,
+                gateway.actor().clone(),
+                node_id.clone(),
+                model.clone(),
+                quiet.clone(),
+            )),
         ];
         tracing::info!(node = %node_id, generation, gossip = %c.gossip_advertise_addr(), actors = %c.actor_advertise_addr(), http = %http_advertise, seeds = ?c.seeds, gossip_key = %primary, "joined the cluster");
-        Ok(Self { chitchat, transport, node_server, dialer, tasks, self_id, model, gossip_interval, leaving, failure })
+        Ok(Self {
+            chitchat,
+            transport,
+            node_server,
+            dialer,
+            tasks,
+            self_id,
+            model,
+            gossip_interval,
+            leaving,
+            failure,
+            quiet,
+        })
     }
 
     /// Resolves, with the reason, if gossip stops on its own (its task ended or panicked); never
@@ -270,8 +296,10 @@ impl Cluster {
         let now_ms = keys::unix_ms_now();
         let live: BTreeMap<ChitchatId, chitchat::NodeState> =
             chitchat.live_nodes().filter_map(|id| Some((id.clone(), chitchat.node_state(id)?.clone()))).collect();
+        let quiet = self.quiet.lock().unwrap_or_else(PoisonError::into_inner).clone();
         let members = view::members(&live)
             .into_iter()
+            .map(|m| Member { quiet: quiet.contains(&m.id), ..m })
             .map(|m| {
                 let is_self = m.id == self.self_id;
                 MemberReport {
@@ -530,6 +558,7 @@ pub async fn refresh_loop<F, Fut>(
     gateway: ActorRef<GatewayMsg>,
     self_node: String,
     model: LocalModel,
+    quiet_shared: QuietMembers,
 ) where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Vec<RemoteActor>>,
@@ -537,14 +566,26 @@ pub async fn refresh_loop<F, Fut>(
     let mut tick = tokio::time::interval(REFRESH_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut models_shown = BTreeMap::new();
+    let mut progress = Progress::default();
     loop {
         tokio::select! {
             changed = watcher.changed() => if changed.is_err() { return },
             _ = tick.tick() => {}
         }
-        let members = view::members(&watcher.borrow_and_update().clone());
-        let remotes = remote_actors().await;
+        let live = watcher.borrow_and_update().clone();
         let now = tokio::time::Instant::now().into_std();
+        let quiet = progress.quiet(&live, now);
+        let members: Vec<Member> =
+            view::members(&live).into_iter().map(|m| Member { quiet: quiet.contains(&m.id), ..m }).collect();
+        let before =
+            std::mem::replace(&mut *quiet_shared.lock().unwrap_or_else(PoisonError::into_inner), quiet.clone());
+        for id in quiet.difference(&before) {
+            tracing::warn!(node = %id.node_id, "a live member's gossip state stopped advancing (a one-way link?): no work for it");
+        }
+        for id in before.difference(&quiet).filter(|id| live.contains_key(*id)) {
+            tracing::info!(node = %id.node_id, "a quiet member's gossip state advances again");
+        }
+        let remotes = remote_actors().await;
         let targets = remote_targets(&members, &remotes, &self_node, &model, now, keys::unix_ms_now());
         metrics::gauge!("senti_cluster_live_members").set(members.len() as f64);
         metrics::gauge!("senti_cluster_remote_targets").set(targets.len() as f64);

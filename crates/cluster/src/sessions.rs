@@ -405,6 +405,7 @@ mod tests {
                 actors: Vec::new(),
                 loads: Vec::new(),
             },
+            quiet: false,
         }
     }
 

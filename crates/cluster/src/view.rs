@@ -7,9 +7,9 @@
 //! group through a session with that node. A session or process-group entry of a
 //! node chitchat calls dead is ignored, however healthy the TCP connection looks.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use chitchat::{ChitchatId, NodeState};
 use senti_routing::{Hop, LoadSource, Target, TargetId};
@@ -23,11 +23,45 @@ pub struct Member {
     pub id: ChitchatId,
     /// Its typed keys.
     pub keys: NodeKeys,
+    /// Its gossiped state has not advanced for [`QUIET_LIMIT`] ([`Progress`]).
+    pub quiet: bool,
 }
 
-/// The members in chitchat's live set (this node included).
+/// The members in chitchat's live set (this node included), none marked quiet.
 pub fn members(live: &BTreeMap<ChitchatId, NodeState>) -> Vec<Member> {
-    live.iter().map(|(id, state)| Member { id: id.clone(), keys: NodeKeys::read(state) }).collect()
+    live.iter().map(|(id, state)| Member { id: id.clone(), keys: NodeKeys::read(state), quiet: false }).collect()
+}
+
+/// A live member whose gossiped state has not advanced for this long gets no work. Every node
+/// with inference actors publishes its load at least once a second (`advanced.load_max_quiet_ms`),
+/// so its state version keeps moving in everyone's view. A node that sends gossip but hears
+/// nothing (a one-way link) stays live for chitchat, which counts the heartbeat carried in the
+/// digest of each Syn it sends, yet nobody receives its state any more: its version stops.
+pub const QUIET_LIMIT: Duration = Duration::from_secs(5);
+
+/// When each live member's gossiped state version last changed, as this node saw it.
+#[derive(Debug, Default)]
+pub struct Progress {
+    seen: HashMap<ChitchatId, (u64, Instant)>,
+}
+
+impl Progress {
+    /// Notes each member's state version at `now` and returns those whose version has not
+    /// changed for [`QUIET_LIMIT`]; members no longer in `live` are forgotten.
+    pub fn quiet(&mut self, live: &BTreeMap<ChitchatId, NodeState>, now: Instant) -> HashSet<ChitchatId> {
+        self.seen.retain(|id, _| live.contains_key(id));
+        let mut quiet = HashSet::new();
+        for (id, state) in live {
+            let version = state.max_version();
+            let (seen_version, since) = self.seen.entry(id.clone()).or_insert((version, now));
+            if *seen_version != version {
+                (*seen_version, *since) = (version, now);
+            } else if now.saturating_duration_since(*since) >= QUIET_LIMIT {
+                quiet.insert(id.clone());
+            }
+        }
+        quiet
+    }
 }
 
 /// An inference actor of another node reachable through a ractor_cluster session.
@@ -50,10 +84,18 @@ pub fn exclusion_reason(member: &Member, ours: &LocalModel) -> Option<&'static s
     if !member.keys.ready {
         return Some("not ready");
     }
+    if member.quiet {
+        return Some("its gossip state has not advanced for 5 s (a one-way link? it may not hear the cluster)");
+    }
+    let compat = member.keys.compat_opt.as_deref();
     match &member.keys.model_opt {
-        Some(model) if *model == ours.id => None,
-        Some(model) if model.name == ours.id.name => (member.keys.compat_opt.as_deref() != Some(&ours.compat))
-            .then_some("serves a version with another tokenizer, window or labels"),
+        // The same name@version from a node that does not announce `compat` (an older binary)
+        // is taken at its word; one that announces another `compat` was re-exported under the
+        // same version with another tokenizer, window or labels.
+        Some(model) if *model == ours.id && compat.is_none_or(|c| c == ours.compat) => None,
+        Some(model) if model.name == ours.id.name => {
+            (compat != Some(&ours.compat)).then_some("serves a version with another tokenizer, window or labels")
+        }
         _ => Some("serves another model"),
     }
 }
@@ -152,6 +194,7 @@ mod tests {
                 actors: vec![ActorEntry { name: "a0".into(), pid: 7 }, ActorEntry { name: "a1".into(), pid: 8 }],
                 loads: vec![("a0".into(), load)],
             },
+            quiet: false,
         }
     }
 
@@ -169,9 +212,10 @@ mod tests {
             member("d", true, &version("2", "c2"), 0),
             member("e", true, &version("2", "c1"), 0),
             member("f", true, &other, 0),
+            member("g", true, &LocalModel { compat: "c9".into(), ..m1() }, 0),
         ];
         let remotes: Vec<RemoteActor> =
-            ["me", "b", "c", "d", "e", "f"].iter().flat_map(|node| [remote(node, 7), remote(node, 8)]).collect();
+            ["me", "b", "c", "d", "e", "f", "g"].iter().flat_map(|node| [remote(node, 7), remote(node, 8)]).collect();
         let now = Instant::now();
         let targets = remote_targets(&members, &remotes, "me", &m1(), now, 10_000);
         let ids: Vec<String> = targets.iter().map(|t| t.id.to_string()).collect();
@@ -187,6 +231,11 @@ mod tests {
         );
         assert_eq!(exclusion_reason(&members[4], &m1()), None);
         assert_eq!(exclusion_reason(&members[5], &m1()), Some("serves another model"));
+        assert_eq!(
+            exclusion_reason(&members[6], &m1()),
+            Some("serves a version with another tokenizer, window or labels"),
+            "the same version re-exported with another compat"
+        );
     }
 
     #[test]
@@ -205,5 +254,27 @@ mod tests {
         let targets = remote_targets(&members, &[remote("b", 8)], "me", &m1(), Instant::now(), 10_000);
         assert_eq!(targets.len(), 1);
         assert_eq!(&*targets[0].id.actor, "a1");
+    }
+
+    #[test]
+    fn a_member_whose_state_stops_advancing_becomes_quiet_and_leaves_routing() {
+        let id = ChitchatId::new("b", 1, ([127, 0, 0, 1], 7280).into());
+        let mut state = NodeState::for_test();
+        state.set("load.a0", "1");
+        let live = BTreeMap::from([(id.clone(), state.clone())]);
+        let (mut progress, t0) = (Progress::default(), Instant::now());
+        assert!(progress.quiet(&live, t0).is_empty());
+        assert!(progress.quiet(&live, t0 + QUIET_LIMIT - Duration::from_millis(1)).is_empty());
+        assert_eq!(progress.quiet(&live, t0 + QUIET_LIMIT), HashSet::from([id.clone()]), "no new version for 5 s");
+        state.set("load.a0", "2");
+        let moved = BTreeMap::from([(id.clone(), state)]);
+        assert!(progress.quiet(&moved, t0 + QUIET_LIMIT * 2).is_empty(), "a new version: heard from again");
+        assert!(progress.quiet(&BTreeMap::new(), t0 + QUIET_LIMIT * 3).is_empty());
+        assert!(progress.seen.is_empty(), "members that left are forgotten");
+
+        let quiet = Member { quiet: true, ..member("b", true, &m1(), 0) };
+        assert!(exclusion_reason(&quiet, &m1()).is_some_and(|r| r.contains("one-way")));
+        let targets = remote_targets(&[quiet], &[remote("b", 7)], "me", &m1(), Instant::now(), 10_000);
+        assert!(targets.is_empty());
     }
 }
