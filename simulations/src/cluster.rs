@@ -23,7 +23,7 @@ use rand::{Rng, SeedableRng};
 use senti_cluster::{
     chitchat_config, initial_keys, publish_loads, refresh_loop, ActorEntry, PublishPolicy, RemoteActor,
 };
-use senti_cluster::{LocalModel, ModelId};
+use senti_cluster::{LocalModel, ModelId, Progress};
 use senti_config::{ClusterConfig, Config};
 use senti_engine::{EncodedTexts, RequestId};
 use senti_routing::{
@@ -66,6 +66,9 @@ pub struct SimConfig {
     /// A deliberate break for invariant tests: the gateway is given a deadline this much later
     /// than the client's. Zero in every real scenario.
     pub broken_deadline_slack: Duration,
+    /// How long a live member's gossiped state may stand still before it gets no work
+    /// (`senti_cluster::QUIET_LIMIT` in a node). Raised only to break that rule on purpose.
+    pub quiet_limit: Duration,
 }
 
 impl Default for SimConfig {
@@ -85,6 +88,7 @@ impl Default for SimConfig {
                 node
             },
             broken_deadline_slack: Duration::ZERO,
+            quiet_limit: senti_cluster::QUIET_LIMIT,
         }
     }
 }
@@ -250,7 +254,15 @@ impl SimCluster {
         };
         let tasks = vec![
             tokio::spawn(publish_loads(state, gauges, policy)),
-            tokio::spawn(refresh_loop(watcher, reachable, gateway.clone(), id.clone(), model(), Default::default())),
+            tokio::spawn(refresh_loop(
+                watcher,
+                reachable,
+                gateway.clone(),
+                id.clone(),
+                model(),
+                Progress::new(self.config.quiet_limit),
+                Default::default(),
+            )),
         ];
         self.registry.lock().expect("registry lock poisoned. This is a bug.")[i] = Some((id, actors.clone()));
         let node = &mut self.nodes[i];

@@ -249,6 +249,7 @@ impl Cluster {
                 gateway.actor().clone(),
                 node_id.clone(),
                 model.clone(),
+                Progress::default(),
                 quiet.clone(),
             )),
         ];
@@ -558,6 +559,7 @@ pub async fn refresh_loop<F, Fut>(
     gateway: ActorRef<GatewayMsg>,
     self_node: String,
     model: LocalModel,
+    mut progress: Progress,
     quiet_shared: QuietMembers,
 ) where
     F: FnMut() -> Fut,
@@ -566,7 +568,6 @@ pub async fn refresh_loop<F, Fut>(
     let mut tick = tokio::time::interval(REFRESH_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut models_shown = BTreeMap::new();
-    let mut progress = Progress::default();
     loop {
         tokio::select! {
             changed = watcher.changed() => if changed.is_err() { return },

@@ -40,14 +40,27 @@ pub fn members(live: &BTreeMap<ChitchatId, NodeState>) -> Vec<Member> {
 pub const QUIET_LIMIT: Duration = Duration::from_secs(5);
 
 /// When each live member's gossiped state version last changed, as this node saw it.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Progress {
+    limit: Duration,
     seen: HashMap<ChitchatId, (u64, Instant)>,
 }
 
+impl Default for Progress {
+    fn default() -> Self {
+        Self::new(QUIET_LIMIT)
+    }
+}
+
 impl Progress {
+    /// A member is quiet after `limit` without a new version ([`QUIET_LIMIT`] in a node; the
+    /// simulator may break the rule on purpose).
+    pub fn new(limit: Duration) -> Self {
+        Self { limit, seen: HashMap::new() }
+    }
+
     /// Notes each member's state version at `now` and returns those whose version has not
-    /// changed for [`QUIET_LIMIT`]; members no longer in `live` are forgotten.
+    /// changed for the limit; members no longer in `live` are forgotten.
     pub fn quiet(&mut self, live: &BTreeMap<ChitchatId, NodeState>, now: Instant) -> HashSet<ChitchatId> {
         self.seen.retain(|id, _| live.contains_key(id));
         let mut quiet = HashSet::new();
@@ -56,7 +69,7 @@ impl Progress {
             let (seen_version, since) = self.seen.entry(id.clone()).or_insert((version, now));
             if *seen_version != version {
                 (*seen_version, *since) = (version, now);
-            } else if now.saturating_duration_since(*since) >= QUIET_LIMIT {
+            } else if now.saturating_duration_since(*since) >= self.limit {
                 quiet.insert(id.clone());
             }
         }
