@@ -35,7 +35,7 @@ pub mod tls;
 mod view;
 mod wire;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, PoisonError};
@@ -533,21 +533,20 @@ const MAX_MODELS_SHOWN: usize = 16;
 /// Sets `senti_cluster_members{model="name@version"}`: the live members serving each model, as
 /// this node sees them (mixed versions during a rolling upgrade show as several series). A model
 /// no member serves any more is set to 0; `shown` remembers the labels set so far.
-fn publish_member_models(members: &[Member], shown: &mut BTreeMap<String, usize>) {
+fn publish_member_models(members: &[Member], shown: &mut BTreeSet<String>) {
     let mut counts: BTreeMap<String, usize> = BTreeMap::new();
     for member in members {
         let model = member.keys.model_opt.as_ref().map_or_else(|| "none".to_owned(), ModelId::to_string);
         let label = if counts.contains_key(&model) || counts.len() < MAX_MODELS_SHOWN { model } else { "other".into() };
         *counts.entry(label).or_default() += 1;
     }
-    for (model, _) in shown.iter().filter(|(model, _)| !counts.contains_key(*model)) {
+    for model in shown.iter().filter(|model| !counts.contains_key(*model)) {
         metrics::gauge!("senti_cluster_members", "model" => model.clone()).set(0.0);
     }
     for (model, count) in &counts {
         metrics::gauge!("senti_cluster_members", "model" => model.clone()).set(*count as f64);
     }
-    shown.retain(|model, _| counts.contains_key(model));
-    shown.extend(counts);
+    *shown = counts.into_keys().collect();
 }
 
 /// Rebuilds the gateway's remote targets on every gossip change and every [`REFRESH_INTERVAL`],
@@ -567,7 +566,7 @@ pub async fn refresh_loop<F, Fut>(
 {
     let mut tick = tokio::time::interval(REFRESH_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut models_shown = BTreeMap::new();
+    let mut models_shown = BTreeSet::new();
     loop {
         tokio::select! {
             changed = watcher.changed() => if changed.is_err() { return },
