@@ -186,6 +186,11 @@ impl Actor for InferenceActor {
         myself: ActorRef<Self::Msg>,
         args: Self::Arguments,
     ) -> Result<Self::State, ActorProcessingErr> {
+        // Its rejection counters exist from the start: an alert's rate reads 0, not no series.
+        for why in [Rejection::Capacity, Rejection::Deadline] {
+            metrics::counter!("senti_queue_rejections_total", "actor" => args.name.clone(), "reason" => why.label())
+                .increment(0);
+        }
         let (to_model, handoffs) = mpsc::channel::<Handoff>();
         let sessions = Sessions { shared: args.runner, alone: args.runner_alone, node_running: args.node_running };
         std::thread::Builder::new()

@@ -139,6 +139,14 @@ impl Actor for GatewayActor {
         _myself: ActorRef<Self::Msg>,
         args: GatewayArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
+        // Counters that move only on an event exist from the start: rates and alerts that read
+        // them see 0, not no series.
+        for counter in ["senti_ejections_total", "senti_retries_total", "senti_retries_refused_total", "senti_hedges_total"] {
+            metrics::counter!(counter).increment(0);
+        }
+        for hop in ["local", "remote"] {
+            metrics::counter!("senti_attempts_total", "hop" => hop).increment(0);
+        }
         let p = args.params;
         let now = now();
         let models = watch::Sender::new(ServedModels::of(args.local.iter().map(|t| &t.model)));
