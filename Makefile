@@ -37,11 +37,13 @@ lan-suite: setup
 
 ## The soak: the LAN suite's hosts under mixed load for MINUTES (default 60) with a fault every
 ## FAULT_EVERY seconds (default 150); 0 failed requests through healthy entries and flat memory
-## on the node never touched (root; docs/reliability.md)
+## on the node never touched (root; docs/reliability.md). FAULTS=one-way,kill,... repeats only
+## those kinds (partition, stop, kill, one-way, loss, link-down, drain)
 soak: setup
 	$(CARGO) build -p senti-node --bin senti
 	bash scripts/install-nftables.sh
 	SENTI_SOAK_MINUTES=$${MINUTES:-60} SENTI_SOAK_FAULT_EVERY_S=$${FAULT_EVERY:-150} SENTI_LAN_HOSTS=$${HOSTS:-3} \
+	  SENTI_SOAK_FAULTS=$${FAULTS:-} \
 	  $(CARGO) test -p senti-system-tests --test lan -- --ignored --nocapture --test-threads 1 soak
 
 ## The shipped Prometheus files: promtool check config/rules and the alert rules' unit tests

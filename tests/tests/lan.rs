@@ -279,6 +279,8 @@ struct FaultFigures {
     faulty_entry_failures: usize,
     p50_ms: u64,
     p99_ms: u64,
+    /// From the fault to the node's return (heal, SIGCONT, link up, ready again).
+    held_ms: u64,
     /// Last answer by the faulty node through a healthy entry after the fault, from the fault.
     left_routing_ms: Option<u64>,
     /// First answer by the node through a healthy entry after it is back, from its return.
@@ -316,6 +318,7 @@ fn figures(
         faulty_entry_failures: window.iter().filter(|r| r.entry == faulty_host && r.outcome.is_err()).count(),
         p50_ms: quantile(0.5).copied().unwrap_or(0),
         p99_ms: quantile(0.99).copied().unwrap_or(0),
+        held_ms: back.saturating_sub(from).as_millis() as u64,
         left_routing_ms: healthy
             .iter()
             .filter(|r| r.done < back && served_by_faulty(r))
@@ -457,26 +460,28 @@ fn report_and_check(windows: Vec<Window>, records: &[Record]) {
         .map(|w| figures(w.name, records, w.span, (w.host, &format!("lan-{}", w.host)), w.agreed))
         .collect();
     eprintln!(
-        "{:<30} {:>8} {:>13} {:>12} {:>6} {:>6} {:>12} {:>9} {:>11}",
+        "{:<30} {:>8} {:>13} {:>12} {:>6} {:>6} {:>9} {:>12} {:>9} {:>11}",
         "fault",
         "requests",
         "healthy-entry",
         "faulty-entry",
         "p50 ms",
         "p99 ms",
+        "held",
         "left routing",
         "resumed",
         "views agree"
     );
     for f in &all {
         eprintln!(
-            "{:<30} {:>8} {:>13} {:>12} {:>6} {:>6} {:>12} {:>9} {:>11}",
+            "{:<30} {:>8} {:>13} {:>12} {:>6} {:>6} {:>9} {:>12} {:>9} {:>11}",
             f.name,
             f.requests,
             f.healthy_failures.len(),
             f.faulty_entry_failures,
             f.p50_ms,
             f.p99_ms,
+            format!("{} ms", f.held_ms),
             f.left_routing_ms.map_or("-".into(), |ms| format!("{ms} ms")),
             f.resumed_ms.map_or("-".into(), |ms| format!("{ms} ms")),
             format!("{} ms", f.agreed_ms),
@@ -537,6 +542,19 @@ enum Fault {
 }
 
 impl Fault {
+    /// Its name in `SENTI_SOAK_FAULTS`.
+    fn key(self) -> &'static str {
+        match self {
+            Fault::Kill => "kill",
+            Fault::Partition => "partition",
+            Fault::Stop => "stop",
+            Fault::OneWay => "one-way",
+            Fault::Loss => "loss",
+            Fault::LinkDown => "link-down",
+            Fault::Drain => "drain",
+        }
+    }
+
     fn name(self, host: usize) -> String {
         match self {
             Fault::Kill => format!("SIGKILL + restart of lan-{host}"),
@@ -706,6 +724,33 @@ fn soak_mixed_load_with_a_fault_every_few_minutes() {
     lan.run_on_client(move || async move { soak(&soak_lan, &nodes).await });
 }
 
+/// The soak's cycle of faults: every kind, on lan-2 or lan-3; with `SENTI_SOAK_FAULTS` (a comma
+/// list of [`Fault::key`]s, `make soak FAULTS=one-way`) only those kinds, to repeat one fault.
+fn soak_cycle() -> Vec<(Fault, usize)> {
+    let cycle = [
+        (Fault::Partition, 2),
+        (Fault::Stop, 3),
+        (Fault::Kill, 3),
+        (Fault::OneWay, 2),
+        (Fault::Loss, 3),
+        (Fault::LinkDown, 2),
+        (Fault::Drain, 3),
+        (Fault::Drain, 2),
+    ];
+    let Some(kinds) = std::env::var("SENTI_SOAK_FAULTS").ok().filter(|k| !k.trim().is_empty()) else {
+        return cycle.to_vec();
+    };
+    let kinds: Vec<&str> = kinds.split(',').map(str::trim).collect();
+    for kind in &kinds {
+        assert!(
+            cycle.iter().any(|(f, _)| f.key() == *kind),
+            "SENTI_SOAK_FAULTS: unknown fault {kind:?} (known: {})",
+            cycle.iter().map(|(f, _)| f.key()).collect::<Vec<_>>().join(", ")
+        );
+    }
+    cycle.into_iter().filter(|(f, _)| kinds.contains(&f.key())).collect()
+}
+
 /// Resident memory of process `pid` in KiB (`VmRSS`), if it is running.
 fn rss_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -752,16 +797,7 @@ async fn soak(lan: &Lan, nodes: &[HostNode]) {
         })
     };
 
-    let cycle = [
-        (Fault::Partition, 2),
-        (Fault::Stop, 3),
-        (Fault::Kill, 3),
-        (Fault::OneWay, 2),
-        (Fault::Loss, 3),
-        (Fault::LinkDown, 2),
-        (Fault::Drain, 3),
-        (Fault::Drain, 2),
-    ];
+    let cycle = soak_cycle();
     let mut run = Run { lan, client, nodes, servers, ids, records: records.clone(), t0 };
     let mut windows = Vec::new();
     let end = t0 + length;
