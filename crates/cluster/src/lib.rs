@@ -9,7 +9,9 @@
 //!  ├── gossip supervisor     chitchat's task ended or panicked -> readiness fails with the
 //!  │                         reason and [`Cluster::failure`] resolves (the node then exits)
 //!  ├── publisher task        local actors' load -> gossip, bounded rate + hysteresis (publish.rs)
-//!  ├── NodeServer (TCP)      ractor_cluster sessions, cookie handshake (sessions.rs)
+//!  ├── NodeServer (TCP)      ractor_cluster sessions, cookie handshake (sessions.rs); this node
+//!  │                         accepts and dials their connections itself, plain or TLS, and
+//!  │                         aborts one whose data stays unacknowledged for 1 s (transport.rs)
 //!  ├── session task          sessions follow membership: those of dead or restarted members are
 //!  │                         closed, live members without one are dialed (ractor_cluster does
 //!  │                         not reconnect by itself), on every membership change and every
@@ -32,6 +34,7 @@ mod sessions;
 #[cfg(feature = "testsuite")]
 pub mod testsuite;
 pub mod tls;
+mod transport;
 mod view;
 mod wire;
 
@@ -48,6 +51,7 @@ use ractor_cluster::NodeServerMessage;
 use senti_config::Config;
 use senti_engine::{Engine, LoadGauge, NodeState, Readiness};
 use senti_routing::{Gateway, GatewayMsg};
+use transport::Transport;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{watch, Mutex};
 use utoipa::ToSchema;
@@ -190,19 +194,24 @@ impl Cluster {
 
         let generation = keys::unix_ms_now();
         let name = NodeName { node: node_id.clone(), generation };
-        let tls = match &c.tls_dir {
-            Some(dir) => Some(tls::SessionTls::load(dir)?),
+        let session_transport = match &c.tls_dir {
+            Some(dir) => Transport::Tls(tls::SessionTls::load(dir)?),
             None => {
                 tracing::warn!(
                     "remote-actor sessions are plaintext: texts and scores cross the network readable (set \
                      `cluster.tls_dir`, written by `senti cluster tls --out DIR`)"
                 );
-                None
+                Transport::Plain
             }
         };
-        let (node_server, server_task) =
-            sessions::start_node_server(&name, &c.cookie, c.actor_listen, c.actor_advertise_addr(), tls.as_ref())
-                .await?;
+        let (node_server, server_task) = sessions::start_node_server(
+            &name,
+            &c.cookie,
+            c.actor_listen,
+            c.actor_advertise_addr(),
+            session_transport.clone(),
+        )
+        .await?;
         let self_id = ChitchatId::new(node_id.as_str(), generation, c.gossip_advertise_addr());
         let entries: Vec<ActorEntry> =
             actors.iter().map(|a| ActorEntry { name: a.name.clone(), pid: a.actor.get_id().pid() }).collect();
@@ -225,7 +234,7 @@ impl Cluster {
         let (failure_tx, failure) = watch::channel(None);
         let policy = PublishPolicy::from_config(a);
         let redial = Duration::from_millis(a.redial_interval_ms);
-        let dialer = sessions::Dialer::new(node_server.clone(), name, c.actor_advertise_addr(), redial, tls);
+        let dialer = sessions::Dialer::new(node_server.clone(), name, c.actor_advertise_addr(), redial, session_transport);
         let gauges = actors.iter().map(|a| (a.name.clone(), a.gauge.clone())).collect();
         let server = node_server.clone();
         let remote_actors = move || {

@@ -1,16 +1,17 @@
 //! ractor_cluster sessions: the node server, the names that identify its sessions, dialing and
 //! closing sessions as membership changes, and finding remote actors.
 //!
-//! Each node runs one `NodeServer` (TCP, `cluster.actor_listen`) whose handshake checks the shared
-//! cookie. ractor_cluster drops a session as "a connection to self" when the peer's name
-//! (`name@host`) or connection string (`host:port`) equals its own, so both are unique by
-//! construction: the name is `<node id>/<generation>@<actor advertise ip>` and the connection
-//! string `<actor advertise ip>:<actor listen port>` (see [`NodeName`]). The generation in the
-//! name also tells a restarted node's session from a stale one of its previous incarnation.
+//! Each node runs one `NodeServer` whose handshake checks the shared cookie; this node accepts
+//! and dials the TCP (or TLS) connections itself on `cluster.actor_listen` (transport.rs).
+//! ractor_cluster drops a session as "a connection to self" when the peer's name (`name@host`)
+//! or connection string (`host:port`) equals its own, so both are unique by construction: the
+//! name is `<node id>/<generation>@<actor advertise ip>:<actor advertise port>` (see
+//! [`NodeName`]). The generation in the name also tells a restarted node's session from a stale
+//! one of its previous incarnation.
 //!
-//! ractor_cluster does not reconnect by itself, and a session over a link that went silent stays
-//! open until TCP gives up, minutes later. So the session loop (lib.rs) makes sessions follow
-//! chitchat: [`stale_sessions`] lists the sessions of nodes gossip declared dead or restarted (they
+//! ractor_cluster does not reconnect by itself. A session whose link stops acknowledging its
+//! data is aborted after `STALL_TIMEOUT` (transport.rs), and the session loop (lib.rs) makes
+//! sessions follow chitchat: [`stale_sessions`] lists the sessions of nodes gossip declared dead or restarted (they
 //! are closed at once, which fails their in-flight attempts over), and [`Dialer`] dials each live
 //! member without a session, the node with the smaller id dialing (one connection per pair).
 //! A member that returns is dialed as soon as gossip lists it again. Once a session is up,
@@ -30,14 +31,11 @@ use ractor_cluster::node::NodeConnectionMode;
 use ractor_cluster::{NodeServer, NodeServerMessage, NodeSessionMessage};
 use senti_engine::InferenceMsg;
 
-use crate::tls::SessionTls;
+use crate::transport::{connect_timeout, Transport};
 use crate::view::{Member, RemoteActor};
 
 /// The process group every inference actor joins.
 pub const INFERENCE_GROUP: &str = "senti.inference";
-
-/// How long one dial (TCP connect) may take.
-const DIAL_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// A live member without a session is reported (log and `/v1/cluster`) only after this long:
 /// a session normally comes up within a few milliseconds of the member appearing.
@@ -80,56 +78,39 @@ fn name_host(advertise: SocketAddr) -> String {
     }
 }
 
-/// Starts the node server on `listen`, named after `name` and `advertise`; fails clearly if the
-/// port is taken. With `tls`, this node's own listener takes `listen` (tls.rs) and ractor_cluster's
-/// listens on an ephemeral port of 127.0.0.1 only; the returned task then runs both.
+/// Starts the node server, named after `name` and `advertise`, and this node's own listener on
+/// `listen` (transport.rs; fails clearly if the port is taken); the returned task runs both.
+/// ractor_cluster's listener listens on an ephemeral port of 127.0.0.1 only.
 pub async fn start_node_server(
     name: &NodeName,
     cookie: &str,
     listen: SocketAddr,
     advertise: SocketAddr,
-    tls: Option<&SessionTls>,
+    transport: Transport,
 ) -> anyhow::Result<(ActorRef<NodeServerMessage>, tokio::task::JoinHandle<()>)> {
-    let listen_error = || format!("cannot listen for remote actors on {listen} (`cluster.actor_listen`)");
-    let (port, listen_ip, host, tls_listener) = match tls {
-        None => {
-            // ractor_cluster's listener reports a bind failure only in its log; check first.
-            std::net::TcpListener::bind(listen).with_context(listen_error)?;
-            (listen.port(), listen.ip(), name_host(advertise), None)
-        }
-        Some(_) => {
-            let listener = tokio::net::TcpListener::bind(listen).await.with_context(listen_error)?;
-            // The name's host carries the advertised port too: ractor_cluster drops a session
-            // whose connection string (`host:port`, port 0 here) equals its own.
-            let host = format!("{}:{}", name_host(advertise), advertise.port());
-            (0, std::net::IpAddr::from([127, 0, 0, 1]), host, Some(listener))
-        }
-    };
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen for remote actors on {listen} (`cluster.actor_listen`)"))?;
+    // The name's host carries the advertised port: ractor_cluster drops a session whose
+    // connection string (`host:port`, port 0 here) equals its own.
+    let host = format!("{}:{}", name_host(advertise), advertise.port());
     let server = NodeServer::new(
-        port,
+        0,
         cookie.to_owned(),
         name.ractor_node_name(),
         host,
         None,
         Some(NodeConnectionMode::Isolated),
     )
-    .with_listen_addr(listen_ip);
+    .with_listen_addr(std::net::IpAddr::from([127, 0, 0, 1]));
     let (actor, handle) =
         Actor::spawn(None, server, ()).await.context("cannot start the ractor_cluster node server")?;
-    let accepting = match (tls, tls_listener) {
-        (Some(tls), Some(listener)) => {
-            crate::tls::register_metrics();
-            Some(tokio::spawn(crate::tls::serve(listener, tls.clone(), actor.clone())))
-        }
-        _ => None,
-    };
+    let accepting = tokio::spawn(transport.serve(listener, actor.clone()));
     Ok((
         actor,
         tokio::spawn(async move {
             let _ = handle.await;
-            if let Some(accepting) = accepting {
-                accepting.abort();
-            }
+            accepting.abort();
         }),
     ))
 }
@@ -157,17 +138,24 @@ pub async fn sessions(server: &ActorRef<NodeServerMessage>) -> HashMap<u64, Sess
         .collect()
 }
 
-/// Sessions to close, with the reason: their peer is in gossip's dead set, or gossip lists a newer
-/// generation of it (a restart whose old session has not noticed yet). A session with a node that
-/// gossip does not know yet is kept: its peer may simply have dialed before gossip spread.
+/// Sessions to close, with the reason: their peer is in gossip's dead set, gossip lists a newer
+/// generation of it (a restart whose old session has not noticed yet), or a newer session with
+/// the same peer exists (the peer dialed again after a link outage, while this side still held
+/// the old connection; ractor_cluster numbers sessions in the order they open). A session with a
+/// node that gossip does not know yet is kept: its peer may simply have dialed before gossip
+/// spread.
 pub fn stale_sessions<'a>(
     peers: impl IntoIterator<Item = (u64, &'a NodeName)>,
     live: &[Member],
     dead: &[ChitchatId],
 ) -> Vec<(u64, &'static str)> {
+    let peers: Vec<(u64, &NodeName)> = peers.into_iter().collect();
     peers
-        .into_iter()
-        .filter_map(|(session, peer)| {
+        .iter()
+        .filter_map(|&(session, peer)| {
+            if peers.iter().any(|&(other, p)| p == peer && other > session) {
+                return Some((session, "a newer session with the peer replaced it"));
+            }
             let same_node = |id: &ChitchatId| *id.node_id == peer.node;
             if dead.iter().any(|id| same_node(id) && id.generation_id == peer.generation)
                 && !live.iter().any(|m| same_node(&m.id) && m.id.generation_id == peer.generation)
@@ -191,8 +179,8 @@ pub struct Dialer {
     self_name: NodeName,
     self_actor_addr: SocketAddr,
     redial: Duration,
-    /// Sessions dialed over TLS when set.
-    tls: Option<SessionTls>,
+    /// Plaintext or TLS.
+    transport: Transport,
     /// Per member node id; written by the session loop and the dial tasks, read by reports.
     /// A std mutex: held for map operations only, never across an await.
     state: Arc<Mutex<HashMap<String, DialState>>>,
@@ -237,9 +225,9 @@ impl Dialer {
         self_name: NodeName,
         self_actor_addr: SocketAddr,
         redial: Duration,
-        tls: Option<SessionTls>,
+        transport: Transport,
     ) -> Self {
-        Self { server, self_name, self_actor_addr, redial, tls, state: Arc::default() }
+        Self { server, self_name, self_actor_addr, redial, transport, state: Arc::default() }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, DialState>> {
@@ -314,17 +302,10 @@ impl Dialer {
     }
 
     fn spawn_dial(&self, node: String, generation: u64, addr: SocketAddr) {
-        let (server, state, tls) = (self.server.clone(), self.state.clone(), self.tls.clone());
+        let (server, state, transport) = (self.server.clone(), self.state.clone(), self.transport.clone());
+        let connect_limit = connect_timeout(self.redial);
         tokio::spawn(async move {
-            let outcome = match &tls {
-                Some(tls) => tls.dial(&server, addr, DIAL_TIMEOUT).await,
-                None => match tokio::time::timeout(DIAL_TIMEOUT, ractor_cluster::client_connect(&server, addr)).await {
-                    Ok(Ok(())) => Ok(()),
-                    Ok(Err(err)) => Err(format!("cannot connect to {addr}: {}", dial_error(&err))),
-                    Err(_) => Err(format!("connecting to {addr} timed out after {DIAL_TIMEOUT:?}")),
-                },
-            };
-            let outcome = outcome.map(|()| {
+            let outcome = transport.dial(&server, addr, connect_limit).await.map(|()| {
                 tracing::debug!(peer = %node, %addr, "dialed remote-actor session");
                 addr
             });
@@ -344,14 +325,6 @@ impl Dialer {
             .filter(|(_, s)| s.missing_since_opt.is_some_and(|at| now.duration_since(at) >= SESSION_GRACE))
             .map(|(node, s)| (node.clone(), s.problem()))
             .collect()
-    }
-}
-
-/// A dial error in words (ractor_cluster's `Debug` of an io error is long).
-fn dial_error(err: &ractor_cluster::ClientConnectErr) -> String {
-    match err {
-        ractor_cluster::ClientConnectErr::Socket(io) => io.to_string(),
-        other => other.to_string(),
     }
 }
 
@@ -439,5 +412,8 @@ mod tests {
         // Back from the dead (same generation live again): kept.
         let live = vec![member("c", 1)];
         assert!(stale_sessions([(3, &c1)], &live, &dead).is_empty());
+        // Dialed again while the old connection lingers: the newer session stays.
+        let live = vec![member("b", 2)];
+        assert_eq!(stale_sessions([(7, &b2), (5, &b2)], &live, &[]), [(5, "a newer session with the peer replaced it")]);
     }
 }

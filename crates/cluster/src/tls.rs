@@ -1,7 +1,7 @@
 //! Remote-actor sessions over mutual TLS 1.3 (`cluster.tls_dir`).
 //!
 //! ```text
-//! peer ──TCP──▶ actor_listen (this module's listener)
+//! peer ──TCP──▶ actor_listen (transport.rs's listener)
 //!               at most MAX_HANDSHAKES at once, each within HANDSHAKE_TIMEOUT
 //!               TLS 1.3, both sides present a certificate of the cluster CA
 //!           ──▶ NodeServer (ConnectionOpenedExternal): ractor_cluster's cookie handshake, frames
@@ -9,10 +9,9 @@
 //!
 //! ractor_cluster can accept TLS itself, but its listener runs each handshake inline, so one
 //! connection that never finishes its handshake would stop every later session from being
-//! accepted. So this node accepts and dials sessions itself, with a timeout and a bound on
-//! handshakes in flight, and hands the encrypted streams to ractor_cluster through its external
-//! transport. ractor_cluster's own listener then only listens on an ephemeral port of 127.0.0.1
-//! (it cannot be turned off): plaintext, cookie-checked, reachable from this host only.
+//! accepted. This node accepts and dials every session itself (transport.rs); over TLS, each
+//! handshake runs in its own task with a timeout and a bound on handshakes in flight, and only
+//! the encrypted stream is handed to ractor_cluster.
 //!
 //! The files, written by `senti cluster tls --out DIR` ([`create_tls_dir`]): `ca.crt` (the
 //! cluster CA, the only root trusted), `node.crt` and `node.key` (a certificate for the name
@@ -20,18 +19,22 @@
 //! a certificate of the same CA cannot complete a handshake with this one, whichever side dials.
 //! The CA's private key is not kept: another node gets a copy of the folder.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use ractor::ActorRef;
-use ractor_cluster::{BoxRead, BoxWrite, ClusterBidiStream, NodeServerMessage};
+use ractor_cluster::NodeServerMessage;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
+use tokio_rustls::client::TlsStream;
 use tokio_rustls::{TlsAcceptor, TlsConnector};
+
+use crate::transport::Session;
 
 /// The name in every node certificate, checked by the dialing side.
 pub const SERVER_NAME: &str = "senti-cluster";
@@ -158,49 +161,12 @@ impl SessionTls {
         })
     }
 
-    /// Dials `addr` (TCP, then the TLS handshake, together within `limit`) and hands the session
-    /// to `server`.
-    pub async fn dial(
-        &self,
-        server: &ActorRef<NodeServerMessage>,
-        addr: std::net::SocketAddr,
-        limit: Duration,
-    ) -> Result<(), String> {
-        let connect = async {
-            let tcp = TcpStream::connect(addr).await.map_err(|err| format!("cannot connect to {addr}: {err}"))?;
-            let _ = tcp.set_nodelay(true);
-            let name = ServerName::try_from(SERVER_NAME).expect("a valid DNS name");
-            self.connector.connect(name, tcp).await.map_err(|err| {
-                format!("TLS handshake with {addr} failed: {err} (another cluster CA in `cluster.tls_dir`?)")
-            })
-        };
-        let stream = tokio::time::timeout(limit, connect)
-            .await
-            .map_err(|_| format!("connecting to {addr} (TCP and TLS) timed out after {limit:?}"))??;
-        let stream = Box::new(TlsSession { stream, peer: addr.to_string() });
-        server
-            .cast(NodeServerMessage::ConnectionOpenedExternal { stream, is_server: false })
-            .map_err(|err| format!("the node server is gone: {err}"))
-    }
-}
-
-/// One TLS stream handed to ractor_cluster.
-struct TlsSession<S> {
-    stream: S,
-    peer: String,
-}
-
-impl<S> ClusterBidiStream for TlsSession<S>
-where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
-{
-    fn split(self: Box<Self>) -> (BoxRead, BoxWrite) {
-        let (read, write) = tokio::io::split(self.stream);
-        (Box::new(read), Box::new(write))
-    }
-
-    fn peer_label(&self) -> Option<String> {
-        Some(self.peer.clone())
+    /// The client side of a TLS handshake on `tcp`, connected to `addr`.
+    pub(crate) async fn connect(&self, tcp: TcpStream, addr: SocketAddr) -> Result<TlsStream<TcpStream>, String> {
+        let name = ServerName::try_from(SERVER_NAME).expect("a valid DNS name");
+        self.connector.connect(name, tcp).await.map_err(|err| {
+            format!("TLS handshake with {addr} failed: {err} (another cluster CA in `cluster.tls_dir`?)")
+        })
     }
 }
 
@@ -211,32 +177,39 @@ pub fn register_metrics() {
     }
 }
 
-/// Accepts sessions on `listener` until the task is aborted: each connection gets
-/// [`HANDSHAKE_TIMEOUT`] to complete a TLS handshake with a certificate of the cluster CA, at
-/// most [`MAX_HANDSHAKES`] at once; refusals are counted and logged at most every 10 s.
-pub async fn serve(listener: TcpListener, tls: SessionTls, server: ActorRef<NodeServerMessage>) {
-    let permits = Arc::new(Semaphore::new(MAX_HANDSHAKES));
-    let last_warn = Arc::new(AtomicU64::new(0));
-    loop {
-        let (tcp, peer) = match listener.accept().await {
-            Ok(accepted) => accepted,
-            Err(err) => {
-                tracing::warn!(error = %err, "cannot accept a remote-actor connection");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
+/// The server side of TLS handshakes: each accepted connection gets [`HANDSHAKE_TIMEOUT`] to
+/// complete one with a certificate of the cluster CA, at most [`MAX_HANDSHAKES`] at once;
+/// refusals are counted and logged at most every 10 s.
+pub(crate) struct Accepting {
+    permits: Arc<Semaphore>,
+    last_warn: Arc<AtomicU64>,
+}
+
+impl Accepting {
+    pub(crate) fn new() -> Self {
+        register_metrics();
+        Self { permits: Arc::new(Semaphore::new(MAX_HANDSHAKES)), last_warn: Arc::default() }
+    }
+
+    /// Runs the handshake of `tcp` in its own task and hands the stream to `server` once it
+    /// completes; refuses it at once if [`MAX_HANDSHAKES`] are in flight.
+    pub(crate) fn accept(
+        &self,
+        tls: &SessionTls,
+        tcp: TcpStream,
+        peer: SocketAddr,
+        server: &ActorRef<NodeServerMessage>,
+    ) {
+        let Ok(permit) = self.permits.clone().try_acquire_owned() else {
+            refused(&self.last_warn, "busy", &format!("{peer}: {MAX_HANDSHAKES} handshakes already in flight"));
+            return;
         };
-        let Ok(permit) = permits.clone().try_acquire_owned() else {
-            refused(&last_warn, "busy", &format!("{peer}: {MAX_HANDSHAKES} handshakes already in flight"));
-            continue;
-        };
-        let (acceptor, server, last_warn) = (tls.acceptor.clone(), server.clone(), last_warn.clone());
+        let (acceptor, server, last_warn) = (tls.acceptor.clone(), server.clone(), self.last_warn.clone());
         tokio::spawn(async move {
             let _permit = permit;
-            let _ = tcp.set_nodelay(true);
             match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                 Ok(Ok(stream)) => {
-                    let stream = Box::new(TlsSession { stream, peer: peer.to_string() });
+                    let stream = Box::new(Session { stream, peer: peer.to_string() });
                     let _ = server.cast(NodeServerMessage::ConnectionOpenedExternal { stream, is_server: true });
                 }
                 Ok(Err(err)) => refused(&last_warn, "handshake", &format!("{peer}: {err}")),
@@ -356,7 +329,7 @@ mod tests {
         create_tls_dir(&other).unwrap();
         let (a, b) = (SessionTls::load(&one).unwrap(), SessionTls::load(&other).unwrap());
         async fn handshake(server: &SessionTls, client: &SessionTls) -> bool {
-            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             let addr = listener.local_addr().unwrap();
             let acceptor = server.acceptor.clone();
             let accept = tokio::spawn(async move {
@@ -364,8 +337,7 @@ mod tests {
                 acceptor.accept(tcp).await.is_ok()
             });
             let tcp = TcpStream::connect(addr).await.unwrap();
-            let name = ServerName::try_from(SERVER_NAME).unwrap();
-            let dialed = client.connector.connect(name, tcp).await;
+            let dialed = client.connect(tcp, addr).await;
             // TLS 1.3: the client finishes before the server has checked its certificate.
             let accepted = accept.await.unwrap();
             dialed.is_ok() && accepted
