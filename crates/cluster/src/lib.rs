@@ -51,9 +51,9 @@ use ractor_cluster::NodeServerMessage;
 use senti_config::Config;
 use senti_engine::{Engine, LoadGauge, NodeState, Readiness};
 use senti_routing::{Gateway, GatewayMsg};
-use transport::Transport;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{watch, Mutex};
+use transport::Transport;
 use utoipa::ToSchema;
 
 pub use guard::{Guard, GuardError, GuardLimits, LimitsError};
@@ -234,7 +234,8 @@ impl Cluster {
         let (failure_tx, failure) = watch::channel(None);
         let policy = PublishPolicy::from_config(a);
         let redial = Duration::from_millis(a.redial_interval_ms);
-        let dialer = sessions::Dialer::new(node_server.clone(), name, c.actor_advertise_addr(), redial, session_transport);
+        let dialer =
+            sessions::Dialer::new(node_server.clone(), name, c.actor_advertise_addr(), redial, session_transport);
         let gauges = actors.iter().map(|a| (a.name.clone(), a.gauge.clone())).collect();
         let server = node_server.clone();
         let remote_actors = move || {

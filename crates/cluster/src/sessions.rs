@@ -94,15 +94,9 @@ pub async fn start_node_server(
     // The name's host carries the advertised port: ractor_cluster drops a session whose
     // connection string (`host:port`, port 0 here) equals its own.
     let host = format!("{}:{}", name_host(advertise), advertise.port());
-    let server = NodeServer::new(
-        0,
-        cookie.to_owned(),
-        name.ractor_node_name(),
-        host,
-        None,
-        Some(NodeConnectionMode::Isolated),
-    )
-    .with_listen_addr(std::net::IpAddr::from([127, 0, 0, 1]));
+    let server =
+        NodeServer::new(0, cookie.to_owned(), name.ractor_node_name(), host, None, Some(NodeConnectionMode::Isolated))
+            .with_listen_addr(std::net::IpAddr::from([127, 0, 0, 1]));
     let (actor, handle) =
         Actor::spawn(None, server, ()).await.context("cannot start the ractor_cluster node server")?;
     let accepting = tokio::spawn(transport.serve(listener, actor.clone()));
@@ -414,6 +408,9 @@ mod tests {
         assert!(stale_sessions([(3, &c1)], &live, &dead).is_empty());
         // Dialed again while the old connection lingers: the newer session stays.
         let live = vec![member("b", 2)];
-        assert_eq!(stale_sessions([(7, &b2), (5, &b2)], &live, &[]), [(5, "a newer session with the peer replaced it")]);
+        assert_eq!(
+            stale_sessions([(7, &b2), (5, &b2)], &live, &[]),
+            [(5, "a newer session with the peer replaced it")]
+        );
     }
 }

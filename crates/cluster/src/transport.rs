@@ -120,10 +120,8 @@ impl Transport {
 fn prepare(tcp: &TcpStream) {
     let _ = tcp.set_nodelay(true);
     let socket = socket2::SockRef::from(tcp);
-    let keepalive = socket2::TcpKeepalive::new()
-        .with_time(KEEPALIVE_IDLE)
-        .with_interval(KEEPALIVE_IDLE / 4)
-        .with_retries(4);
+    let keepalive =
+        socket2::TcpKeepalive::new().with_time(KEEPALIVE_IDLE).with_interval(KEEPALIVE_IDLE / 4).with_retries(4);
     let set = socket.set_tcp_user_timeout(Some(STALL_TIMEOUT)).and_then(|()| socket.set_tcp_keepalive(&keepalive));
     if let Err(err) = set {
         tracing::warn!(error = %err, "cannot set TCP_USER_TIMEOUT or keepalive on a session socket");

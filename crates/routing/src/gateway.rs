@@ -141,7 +141,9 @@ impl Actor for GatewayActor {
     ) -> Result<Self::State, ActorProcessingErr> {
         // Counters that move only on an event exist from the start: rates and alerts that read
         // them see 0, not no series.
-        for counter in ["senti_ejections_total", "senti_retries_total", "senti_retries_refused_total", "senti_hedges_total"] {
+        for counter in
+            ["senti_ejections_total", "senti_retries_total", "senti_retries_refused_total", "senti_hedges_total"]
+        {
             metrics::counter!(counter).increment(0);
         }
         for hop in ["local", "remote"] {
