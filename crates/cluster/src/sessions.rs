@@ -132,24 +132,19 @@ pub async fn sessions(server: &ActorRef<NodeServerMessage>) -> HashMap<u64, Sess
         .collect()
 }
 
-/// Sessions to close, with the reason: their peer is in gossip's dead set, gossip lists a newer
-/// generation of it (a restart whose old session has not noticed yet), or a newer session with
-/// the same peer exists (the peer dialed again after a link outage, while this side still held
-/// the old connection; ractor_cluster numbers sessions in the order they open). A session with a
-/// node that gossip does not know yet is kept: its peer may simply have dialed before gossip
-/// spread.
+/// Sessions to close, with the reason: their peer is in gossip's dead set, or gossip lists a newer
+/// generation of it (a restart whose old session has not noticed yet). A session with a node that
+/// gossip does not know yet is kept: its peer may simply have dialed before gossip spread. (Two
+/// sessions with one peer never both reach this list: ractor_cluster's election keeps one when
+/// the second authenticates.)
 pub fn stale_sessions<'a>(
     peers: impl IntoIterator<Item = (u64, &'a NodeName)>,
     live: &[Member],
     dead: &[ChitchatId],
 ) -> Vec<(u64, &'static str)> {
-    let peers: Vec<(u64, &NodeName)> = peers.into_iter().collect();
     peers
-        .iter()
-        .filter_map(|&(session, peer)| {
-            if peers.iter().any(|&(other, p)| p == peer && other > session) {
-                return Some((session, "a newer session with the peer replaced it"));
-            }
+        .into_iter()
+        .filter_map(|(session, peer)| {
             let same_node = |id: &ChitchatId| *id.node_id == peer.node;
             if dead.iter().any(|id| same_node(id) && id.generation_id == peer.generation)
                 && !live.iter().any(|m| same_node(&m.id) && m.id.generation_id == peer.generation)
@@ -406,11 +401,5 @@ mod tests {
         // Back from the dead (same generation live again): kept.
         let live = vec![member("c", 1)];
         assert!(stale_sessions([(3, &c1)], &live, &dead).is_empty());
-        // Dialed again while the old connection lingers: the newer session stays.
-        let live = vec![member("b", 2)];
-        assert_eq!(
-            stale_sessions([(7, &b2), (5, &b2)], &live, &[]),
-            [(5, "a newer session with the peer replaced it")]
-        );
     }
 }

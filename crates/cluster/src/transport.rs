@@ -33,11 +33,17 @@ use crate::tls::SessionTls;
 /// Longest time data sent on a session may stay unacknowledged before the connection is aborted
 /// (TCP_USER_TIMEOUT). A LAN acknowledges within a millisecond; at TCP's 200 ms minimum
 /// retransmission timeout, 1 s is three retransmissions of the same segment in a row without an
-/// answer, which 20% random loss causes for fewer than one segment in a hundred.
+/// answer. With 20% loss each way a round trip fails about 36% of the time, so a segment that no
+/// later acknowledgement covers is aborted on about one time in twenty: the session is then
+/// dialed again, and its attempts fail over.
 pub const STALL_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// A session socket without traffic for this long sends keepalive probes (every quarter of it);
-/// with [`STALL_TIMEOUT`], unanswered probes abort the connection within about a second more.
+/// A session socket without traffic for this long sends a keepalive probe, and another each
+/// such interval (Linux counts both in whole seconds). With TCP_USER_TIMEOUT set, Linux aborts an
+/// idle connection once nothing has arrived for [`STALL_TIMEOUT`] and a probe is unanswered (the
+/// probe count does not apply): an idle session over a dead link ends after about 2 s, and so,
+/// under heavy loss, does an idle healthy one whose probe was lost. Such a session has no attempt
+/// in flight; it is dialed again at the next round.
 pub const KEEPALIVE_IDLE: Duration = Duration::from_secs(1);
 
 /// How long one dial may take in all (TCP connect, then the TLS handshake if any).
@@ -121,7 +127,7 @@ fn prepare(tcp: &TcpStream) {
     let _ = tcp.set_nodelay(true);
     let socket = socket2::SockRef::from(tcp);
     let keepalive =
-        socket2::TcpKeepalive::new().with_time(KEEPALIVE_IDLE).with_interval(KEEPALIVE_IDLE / 4).with_retries(4);
+        socket2::TcpKeepalive::new().with_time(KEEPALIVE_IDLE).with_interval(KEEPALIVE_IDLE).with_retries(4);
     let set = socket.set_tcp_user_timeout(Some(STALL_TIMEOUT)).and_then(|()| socket.set_tcp_keepalive(&keepalive));
     if let Err(err) = set {
         tracing::warn!(error = %err, "cannot set TCP_USER_TIMEOUT or keepalive on a session socket");
@@ -168,5 +174,6 @@ mod tests {
         assert_eq!(socket.tcp_user_timeout().unwrap(), Some(STALL_TIMEOUT));
         assert!(socket.tcp_nodelay().unwrap() && socket.keepalive().unwrap());
         assert_eq!(socket.tcp_keepalive_time().unwrap(), KEEPALIVE_IDLE);
+        assert_eq!(socket.tcp_keepalive_interval().unwrap(), KEEPALIVE_IDLE);
     }
 }
