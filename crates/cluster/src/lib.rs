@@ -308,9 +308,8 @@ impl Cluster {
         let live: BTreeMap<ChitchatId, chitchat::NodeState> =
             chitchat.live_nodes().filter_map(|id| Some((id.clone(), chitchat.node_state(id)?.clone()))).collect();
         let quiet = self.quiet.lock().unwrap_or_else(PoisonError::into_inner).clone();
-        let members = view::members(&live)
+        let members = view::members(&live, &quiet)
             .into_iter()
-            .map(|m| Member { quiet: quiet.contains(&m.id), ..m })
             .map(|m| {
                 let is_self = m.id == self.self_id;
                 MemberReport {
@@ -529,7 +528,7 @@ async fn session_loop(
         }
         last_ids = ids;
         let dead: Vec<ChitchatId> = state.lock().await.dead_nodes().cloned().collect();
-        let members = view::members(&live);
+        let members = view::members(&live, &HashSet::new());
         let current = sessions::sessions(&server).await;
         let stale = sessions::stale_sessions(current.iter().map(|(id, s)| (*id, &s.peer)), &members, &dead);
         sessions::close(&current, &stale);
@@ -585,8 +584,7 @@ pub async fn refresh_loop<F, Fut>(
         let live = watcher.borrow_and_update().clone();
         let now = tokio::time::Instant::now().into_std();
         let quiet = progress.quiet(&live, now);
-        let members: Vec<Member> =
-            view::members(&live).into_iter().map(|m| Member { quiet: quiet.contains(&m.id), ..m }).collect();
+        let members = view::members(&live, &quiet);
         let before =
             std::mem::replace(&mut *quiet_shared.lock().unwrap_or_else(PoisonError::into_inner), quiet.clone());
         for id in quiet.difference(&before) {

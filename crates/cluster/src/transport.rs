@@ -97,7 +97,10 @@ impl Transport {
     /// Accepts sessions on `listener` forever and hands each to `server` (over TLS, once its
     /// handshake completes: tls.rs bounds those in flight and their time).
     pub async fn serve(self, listener: TcpListener, server: ActorRef<NodeServerMessage>) {
-        let accepting = crate::tls::Accepting::new();
+        let tls = match &self {
+            Transport::Plain => None,
+            Transport::Tls(tls) => Some((tls, crate::tls::Accepting::new())),
+        };
         loop {
             let (tcp, peer) = match listener.accept().await {
                 Ok(accepted) => accepted,
@@ -108,12 +111,12 @@ impl Transport {
                 }
             };
             prepare(&tcp);
-            match &self {
-                Transport::Plain => {
+            match &tls {
+                None => {
                     let stream = Box::new(Session { stream: tcp, peer: peer.to_string() });
                     let _ = server.cast(NodeServerMessage::ConnectionOpenedExternal { stream, is_server: true });
                 }
-                Transport::Tls(tls) => accepting.accept(tls, tcp, peer, &server),
+                Some((tls, accepting)) => accepting.accept(tls, tcp, peer, &server),
             }
         }
     }
@@ -166,7 +169,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn session_sockets_abort_when_data_stays_unacknowledged() {
+    async fn session_sockets_carry_the_stall_timeout_and_keepalive() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let tcp = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
         prepare(&tcp);

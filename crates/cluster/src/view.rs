@@ -27,9 +27,11 @@ pub struct Member {
     pub quiet: bool,
 }
 
-/// The members in chitchat's live set (this node included), none marked quiet.
-pub fn members(live: &BTreeMap<ChitchatId, NodeState>) -> Vec<Member> {
-    live.iter().map(|(id, state)| Member { id: id.clone(), keys: NodeKeys::read(state), quiet: false }).collect()
+/// The members in chitchat's live set (this node included), those in `quiet` marked so.
+pub fn members(live: &BTreeMap<ChitchatId, NodeState>, quiet: &HashSet<ChitchatId>) -> Vec<Member> {
+    live.iter()
+        .map(|(id, state)| Member { id: id.clone(), keys: NodeKeys::read(state), quiet: quiet.contains(id) })
+        .collect()
 }
 
 /// A live member whose gossiped state has not advanced for this long gets no work. Every node
@@ -286,7 +288,9 @@ mod tests {
         assert!(progress.seen.is_empty(), "members that left are forgotten");
 
         let quiet = Member { quiet: true, ..member("b", true, &m1(), 0) };
-        assert!(exclusion_reason(&quiet, &m1()).is_some_and(|r| r.contains("one-way")));
+        let reason = exclusion_reason(&quiet, &m1()).unwrap_or_default();
+        assert!(reason.contains("one-way"), "{reason}");
+        assert!(reason.contains(&format!("for {} s", QUIET_LIMIT.as_secs())), "the reason names the limit: {reason}");
         let targets = remote_targets(&[quiet], &[remote("b", 7)], "me", &m1(), Instant::now(), 10_000);
         assert!(targets.is_empty());
     }
