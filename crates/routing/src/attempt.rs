@@ -6,11 +6,17 @@
 //! waiting. When it ends it reports to the gateway ([`GatewayMsg::AttemptEnded`]); a retryable
 //! failure with no other attempt running asks for a retry ([`GatewayMsg::Retry`]).
 //!
-//! Big requests get time in proportion: the gateway gives an attempt at least twice what its
-//! tokens are expected to take ([`expected_time`], [`sized_timeout`]), and an attempt that timed
-//! out is retried only if the request's deadline leaves room for that expected time
-//! ([`retry_fits`]); otherwise redoing the whole work elsewhere could only end in a 504 later,
-//! after costing a second node the same work.
+//! Big requests and busy targets get time in proportion: the gateway gives an attempt at least
+//! twice what the work ahead of it on its target and its own tokens are expected to take
+//! ([`queue_wait`], [`expected_time`], [`sized_timeout`]), within the request's deadline. The
+//! target admits what it can finish before the attempt's deadline (senti-engine), so a request
+//! that the request's deadline leaves room for is queued, not refused because the size-free
+//! timeout (a few hundred milliseconds to 3 s) is shorter than the queue; and work once queued is
+//! not cut off by the timeout while it waits its turn. Only when even the request's deadline is
+//! too short for the queue does the target answer a fast 429. An attempt that timed out is
+//! retried only if the request's deadline leaves room for its expected time ([`retry_fits`]);
+//! otherwise redoing the whole work elsewhere could only end in a 504 later, after costing a
+//! second node the same work.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -53,9 +59,12 @@ impl AttemptOutcome {
     }
 }
 
-/// Speed assumed before the gateway has timed any attempt of [`SIZED_MIN_TOKENS`] or more:
-/// senti-engine's own assumption before its first batch (2,000 tokens/s; load.rs).
-const INITIAL_SECONDS_PER_KILOTOKEN: f64 = 0.5;
+/// Speed assumed before anything was measured: senti-engine's own assumption before its first
+/// batch (load.rs).
+pub(crate) const INITIAL_TOKENS_PER_SEC: f64 = 2_000.0;
+/// The same, as the gateway's attempt speeds are kept (before it has timed any attempt of
+/// [`SIZED_MIN_TOKENS`] or more).
+const INITIAL_SECONDS_PER_KILOTOKEN: f64 = 1_000.0 / INITIAL_TOKENS_PER_SEC;
 /// Attempts smaller than this say more about fixed costs (queue wait, a hop) than about speed:
 /// they are not recorded in the speed window.
 pub(crate) const SIZED_MIN_TOKENS: usize = 512;
@@ -76,11 +85,21 @@ pub(crate) fn expected_time(speeds: &LatencyWindow, tokens: usize) -> Duration {
     per_kilotoken.mul_f64(tokens as f64 / 1_000.0)
 }
 
+/// How long the work ahead of an attempt (`tokens_ahead`, [`work_ahead`](crate::work_ahead)) is
+/// expected to take on a target that does `tokens_per_sec` (a local actor's measured rate; for a
+/// remote one, this node's actors' rate: the same model on like hardware).
+pub(crate) fn queue_wait(tokens_ahead: f64, tokens_per_sec: f64) -> Duration {
+    if tokens_ahead <= 0.0 || tokens_per_sec <= 0.0 {
+        return Duration::ZERO;
+    }
+    Duration::try_from_secs_f64(tokens_ahead / tokens_per_sec).unwrap_or(Duration::MAX)
+}
+
 /// An attempt's timeout: the size-free one ([`attempt_timeout`](crate::attempt_timeout): p99-based,
-/// at most `routing.attempt_timeout_ms`), or twice the expected time when that is longer. The
-/// request's deadline still bounds it.
-pub(crate) fn sized_timeout(size_free: Duration, expected: Duration) -> Duration {
-    size_free.max(expected.saturating_mul(2))
+/// at most `routing.attempt_timeout_ms`), or twice the expected wait in the target's queue plus
+/// the attempt's own expected time, when that is longer. The request's deadline still bounds it.
+pub(crate) fn sized_timeout(size_free: Duration, expected: Duration, wait: Duration) -> Duration {
+    size_free.max(expected.saturating_add(wait).saturating_mul(2))
 }
 
 /// Whether another attempt, expected to take `expected`, fits in the `remaining` time.
@@ -209,7 +228,7 @@ mod tests {
         let cold = LatencyWindow::default();
         // 30 tokens at the assumed 2,000 tokens/s: 15 ms, far below a 3 s timeout.
         assert_eq!(expected_time(&cold, 30), ms(15));
-        assert_eq!(sized_timeout(ms(3_000), expected_time(&cold, 30)), ms(3_000));
+        assert_eq!(sized_timeout(ms(3_000), expected_time(&cold, 30), Duration::ZERO), ms(3_000));
         assert_eq!(per_kilotoken(ms(5), 30), None, "too small to measure speed with");
     }
 
@@ -219,7 +238,7 @@ mod tests {
         // tokens/s: 32 s expected, so the attempt gets the whole deadline instead of 3 s.
         let cold = LatencyWindow::default();
         assert_eq!(expected_time(&cold, 64_000), ms(32_000));
-        assert_eq!(sized_timeout(ms(3_000), expected_time(&cold, 64_000)), ms(64_000));
+        assert_eq!(sized_timeout(ms(3_000), expected_time(&cold, 64_000), Duration::ZERO), ms(64_000));
         // Measured: 20 attempts of 2,048 tokens in 100 ms each = 48.8 ms per 1,000 tokens.
         let mut speeds = LatencyWindow::default();
         for _ in 0..20 {
@@ -227,8 +246,22 @@ mod tests {
         }
         let expected = expected_time(&speeds, 64_000);
         assert!(expected > ms(3_100) && expected < ms(3_150), "{expected:?}");
-        let timeout = sized_timeout(ms(3_000), expected);
+        let timeout = sized_timeout(ms(3_000), expected, Duration::ZERO);
         assert_eq!(timeout, expected * 2, "6.25 s: one attempt can finish, where 3 s could not");
+    }
+
+    #[test]
+    fn a_busy_target_gets_time_for_its_queue() {
+        // Issue 15's case: twenty clients on a base-sized fp32 model, about 1,200 tokens/s, keep
+        // some 4,400 tokens queued per actor: 3.7 s of wait, longer than the 3 s size-free timeout.
+        let wait = queue_wait(4_400.0, 1_200.0);
+        assert!(wait > ms(3_660) && wait < ms(3_670), "{wait:?}");
+        let timeout = sized_timeout(ms(3_000), ms(50), wait);
+        assert_eq!(timeout, (wait + ms(50)) * 2, "the queued work is waited for, not cut off");
+        // An idle target keeps the size-free timeout: a hung node is still found as fast.
+        assert_eq!(sized_timeout(ms(3_000), ms(50), queue_wait(0.0, 1_200.0)), ms(3_000));
+        assert_eq!(queue_wait(1_000.0, 0.0), Duration::ZERO, "no rate known: nothing to scale by");
+        assert_eq!(queue_wait(f64::MAX, 1e-300), Duration::MAX, "absurd inputs saturate, not panic");
     }
 
     #[test]

@@ -131,11 +131,23 @@ impl Default for EstimateParams {
 /// reach its queue (microseconds later), so the two are not added: the larger counts (the
 /// outstanding count still covers a burst placed before the actor has read its mailbox).
 pub fn estimate(view: &LoadView, params: &EstimateParams) -> f64 {
+    let hop = if view.is_local { 0.0 } else { params.remote_hop_cost_tokens };
+    work_ahead(view, params) + hop + view.recent_failures * params.failure_penalty_tokens
+}
+
+/// The work a new attempt is expected to find ahead of it on the actor, in tokens: the reported
+/// backlog blended with the mean by its age, plus this gateway's outstanding attempts (for a
+/// local actor the larger of the two, as in [`estimate`]). What the attempt waits for before its
+/// own texts run, so its timeout allows for it (attempt.rs).
+pub fn work_ahead(view: &LoadView, params: &EstimateParams) -> f64 {
     let trust = halving_weight(view.reported_age, params.trust_half_life);
     let backlog = view.reported_backlog * trust + view.prior_backlog * (1.0 - trust);
     let own = f64::from(view.outstanding) * params.tokens_per_attempt;
-    let work = if view.is_local { backlog.max(own) } else { backlog + own + params.remote_hop_cost_tokens };
-    work + view.recent_failures * params.failure_penalty_tokens
+    if view.is_local {
+        backlog.max(own)
+    } else {
+        backlog + own
+    }
 }
 
 /// `0.5^(age / half_life)`: 1 when fresh, halving every half-life. A zero half-life trusts only age zero.

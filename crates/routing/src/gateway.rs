@@ -24,7 +24,7 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use rand::rngs::SmallRng;
@@ -36,7 +36,7 @@ use tracing::Instrument;
 use crate::attempt::{self, AttemptOutcome};
 use crate::budget::RetryBudget;
 use crate::choose::{local_plus_two_remote, Candidate};
-use crate::estimate::{estimate, mean_backlog, LoadView};
+use crate::estimate::{estimate, mean_backlog, work_ahead, LoadView};
 use crate::hedge::{attempt_timeout, LatencyWindow};
 use crate::job::{Classified, Job};
 use crate::models::{compare_versions, ServedModels, OLDER_MODEL_PENALTY_TOKENS};
@@ -93,6 +93,8 @@ struct TargetState {
     target: Target,
     /// Attempts sent and not ended: counts work the target's own load may not show yet.
     outstanding: u32,
+    /// Tokens of those attempts: what they add to the target's queue (its timeout allows for it).
+    outstanding_tokens: usize,
     /// Attempts sent since it became a target, and those that failed or timed out.
     traffic: Traffic,
     health: TargetHealth,
@@ -160,6 +162,7 @@ impl Actor for GatewayActor {
                 .map(|target| TargetState {
                     target,
                     outstanding: 0,
+                    outstanding_tokens: 0,
                     traffic: Traffic::default(),
                     health: TargetHealth::new(now),
                 })
@@ -243,6 +246,29 @@ impl GatewayState {
         LoadView::new(t.target.load.reported(now), prior_backlog, t.outstanding, failures)
     }
 
+    /// How long a new attempt is expected to wait behind the work ahead of it on target `index`:
+    /// the reported backlog ([`work_ahead`]) and the tokens of this gateway's attempts in flight
+    /// to it (counted exactly: a burst is placed before the actor has read its mailbox; for a
+    /// local actor the larger of the two, as its gauge soon holds them), at the target's measured
+    /// rate if it is local, else at the mean rate of this node's actors (the same model on like
+    /// hardware; a remote rate is not gossiped), else at senti-engine's initial assumption.
+    fn queue_wait(&self, index: usize, prior_backlog: f64, now: Instant) -> Duration {
+        let t = &self.targets[index];
+        let view = LoadView { outstanding: 0, ..self.view(t, prior_backlog, now) };
+        let reported = work_ahead(&view, &self.params.estimate);
+        let own = t.outstanding_tokens as f64;
+        let ahead = if view.is_local { reported.max(own) } else { reported + own };
+        let local_rates: Vec<f64> = self.targets.iter().filter_map(|t| t.target.load.tokens_per_sec()).collect();
+        let rate = t.target.load.tokens_per_sec().unwrap_or_else(|| {
+            if local_rates.is_empty() {
+                attempt::INITIAL_TOKENS_PER_SEC
+            } else {
+                local_rates.iter().sum::<f64>() / local_rates.len() as f64
+            }
+        });
+        attempt::queue_wait(ahead, rate)
+    }
+
     /// What an old or missing report decays toward: the mean backlog over every target.
     fn mean_backlog(&self, now: Instant) -> f64 {
         mean_backlog(self.targets.iter().map(|t| t.target.load.reported(now)))
@@ -305,8 +331,10 @@ impl GatewayState {
             }
             return;
         };
+        let wait = self.queue_wait(index, mean, now);
         let state = &mut self.targets[index];
         state.outstanding += 1;
+        state.outstanding_tokens += job.texts.total_tokens();
         state.traffic.attempts += 1;
         let target = state.target.clone();
         let local = target.load.is_local();
@@ -325,7 +353,7 @@ impl GatewayState {
         let size_free =
             attempt_timeout(&self.latencies, p.attempt_timeout, p.attempt_timeout_factor, p.attempt_timeout_floor);
         let expected = attempt::expected_time(&self.speeds, job.texts.total_tokens());
-        let timeout = attempt::sized_timeout(size_free, expected);
+        let timeout = attempt::sized_timeout(size_free, expected, wait);
         attempt::spawn(job, target, myself, timeout, expected, hedge_after_opt);
     }
 
@@ -354,6 +382,7 @@ impl GatewayState {
             return; // the target left the cluster meanwhile
         };
         state.outstanding = state.outstanding.saturating_sub(1);
+        state.outstanding_tokens = state.outstanding_tokens.saturating_sub(tokens);
         match outcome {
             AttemptOutcome::Succeeded(latency) => {
                 self.latencies.record(latency);
@@ -383,14 +412,15 @@ impl GatewayState {
             if let crate::estimate::Reported::Gossiped { age, .. } = target.load.reported(now) {
                 metrics::histogram!("senti_gossip_load_age_seconds").record(age.as_secs_f64());
             }
-            let (outstanding, traffic, health) = match previous.iter().position(|p| p.target.id == target.id) {
-                Some(i) => {
-                    let p = previous.swap_remove(i);
-                    (p.outstanding, p.traffic, p.health)
-                }
-                None => (0, Traffic::default(), TargetHealth::new(now)),
-            };
-            self.targets.push(TargetState { target, outstanding, traffic, health });
+            let (outstanding, outstanding_tokens, traffic, health) =
+                match previous.iter().position(|p| p.target.id == target.id) {
+                    Some(i) => {
+                        let p = previous.swap_remove(i);
+                        (p.outstanding, p.outstanding_tokens, p.traffic, p.health)
+                    }
+                    None => (0, 0, Traffic::default(), TargetHealth::new(now)),
+                };
+            self.targets.push(TargetState { target, outstanding, outstanding_tokens, traffic, health });
         }
         let models = ServedModels::of(self.targets.iter().map(|t| &t.target.model));
         self.models.send_if_modified(|current| {

@@ -45,7 +45,7 @@ pub use attempt::AttemptOutcome;
 pub use budget::RetryBudget;
 pub use cache::{CacheAnswer, CacheStats, Freshness, ResultCache};
 pub use choose::{least_loaded, local_plus_two_remote, power_of_two_choices, Candidate};
-pub use estimate::{estimate, mean_backlog, EstimateParams, LoadView, Reported};
+pub use estimate::{estimate, mean_backlog, work_ahead, EstimateParams, LoadView, Reported};
 pub use gateway::{Gateway, GatewayActor, GatewayArgs, GatewayMsg};
 pub use hedge::{attempt_timeout, HedgePolicy, LatencyWindow};
 pub use hop::Hop;

@@ -55,6 +55,15 @@ impl LoadSource {
         }
     }
 
+    /// The rate a local actor has measured (tokens per second), `None` for a remote one or before
+    /// its first batch.
+    pub fn tokens_per_sec(&self) -> Option<f64> {
+        match self {
+            LoadSource::Local(gauge) => Some(gauge.snapshot().tokens_per_sec).filter(|rate| *rate > 0.0),
+            LoadSource::Gossiped { .. } | LoadSource::NeverPublished => None,
+        }
+    }
+
     /// Whether the target runs in this process.
     pub fn is_local(&self) -> bool {
         matches!(self, LoadSource::Local(_))
