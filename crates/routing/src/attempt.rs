@@ -181,6 +181,13 @@ async fn run(
             }
         }
     };
+    // The target expires queued work at the attempt's deadline, and its answer can beat this
+    // task's own timer (a remote clock ends it up to a millisecond early): while the request has
+    // time left, that is this attempt timing out, to fail over, not the request's deadline (a 504).
+    let result = match result {
+        Err(InferError::DeadlineExceeded) if attempt_deadline < request_deadline => Err(InferError::AttemptTimedOut),
+        other => other,
+    };
     let in_flight = job.in_flight.fetch_sub(1, Ordering::AcqRel) - 1;
     let outcome = AttemptOutcome::of(&result, started.elapsed());
     let _ = gateway.cast(GatewayMsg::AttemptEnded { target: target.id.clone(), outcome, tokens });

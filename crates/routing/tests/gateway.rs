@@ -46,6 +46,10 @@ enum Behaviour {
     Fail(InferError),
     /// `Hop::send` itself fails with [`InferError::Unavailable`]: the work never arrived.
     Unreachable,
+    /// Holds the work until a millisecond before the deadline it was given, then answers
+    /// [`InferError::DeadlineExceeded`]: a remote actor expiring queued work (the deadline crosses
+    /// the wire as whole milliseconds left, so its clock can end it a little early).
+    ExpireEarly,
 }
 
 /// Test double of an inference actor behind a [`Hop`]: does what its [`Behaviour`] says and
@@ -95,7 +99,7 @@ impl Hop for TestHop {
     fn send(
         &self,
         texts: Arc<EncodedTexts>,
-        _deadline: Instant,
+        deadline: Instant,
         request: RequestId,
         reply: RpcReplyPort<InferResult>,
     ) -> Result<(), InferError> {
@@ -117,6 +121,12 @@ impl Hop for TestHop {
                 let _ = reply.send(Err(err));
             }
             Behaviour::Unreachable => return Err(InferError::Unavailable),
+            Behaviour::ExpireEarly => {
+                tokio::spawn(async move {
+                    tokio::time::sleep_until(tokio::time::Instant::from_std(deadline) - ms(1)).await;
+                    let _ = reply.send(Err(InferError::DeadlineExceeded));
+                });
+            }
         }
         Ok(())
     }
@@ -264,6 +274,27 @@ async fn a_hanging_attempt_fails_over_after_the_attempt_timeout() {
     assert_eq!(report(&snap, "a").consecutive_failures, 1, "a timeout counts against the target");
     assert_eq!(snap.retries, 1);
     assert_eq!((hanging.attempts(), healthy.attempts()), (1, 1));
+}
+
+/// Issue 15's 504s below capacity: an actor expiring queued work at its attempt's deadline answered
+/// `DeadlineExceeded`, which ended the request with a 504 although its own deadline was seconds
+/// away (only the attempt's had passed). That is the attempt timing out: it fails over.
+#[tokio::test(start_paused = true)]
+async fn work_expired_at_the_attempt_deadline_fails_over() {
+    let expiring = TestHop::new("a", Behaviour::ExpireEarly);
+    let healthy = TestHop::new("b", Behaviour::Answer);
+    let routing = with(never_eject(), |c| {
+        c.routing.attempt_timeout_ms = 100;
+    });
+    let gw = gateway(vec![local(&expiring), local(&healthy)], routing).await;
+    let classified = classify(&gw, "t", ms(10_000)).await.expect("failed over, not a 504");
+    assert_eq!((classified.served_by.to_string().as_str(), classified.attempts), ("n1/b", 2));
+    let snap = snapshot(&gw).await;
+    assert_eq!(report(&snap, "a").consecutive_failures, 1, "counted as a timeout against the target");
+    // When the request's own deadline is what passed, it stays a 504.
+    healthy.set(Behaviour::ExpireEarly);
+    let err = classify(&gw, "late", ms(50)).await.unwrap_err();
+    assert_eq!(err, InferError::DeadlineExceeded);
 }
 
 #[tokio::test(start_paused = true)]
