@@ -14,7 +14,7 @@
 #     - accuracy of each variant (senti-bench-accuracy): what int8 costs;
 #     - per system (senti, the ONNX Runtime peer on the same file, the recipe as published with
 #       PyTorch on the base model): closed loop on POST /analyze at concurrency 1, 5, 10, 20
-#       (the recipe's table); the highest open-loop arrival rate with p99 under 200 ms and no
+#       (the recipe's table) and 40; the highest open-loop arrival rate with p99 under 200 ms and no
 #       errors (bisection); an overload run at twice the best closed-loop rate (what happens
 #       beyond capacity: fast 429s, or slow timeouts).
 #  3. benches/report.py writes the tables (report.md) and plots (*.svg) into
@@ -23,7 +23,7 @@
 # Both systems of a comparison run on the same cores, one at a time, started fresh and stopped
 # (SIGTERM) after their runs. Loopback only. About 30 minutes (QUICK=1: a few minutes, figures not
 # meaningful). Environment: DURATION / BASE_DURATION / WARMUP (seconds per load run, small and base
-# model), PROBES (bisection steps), PEER_INSTANCES (2: one gunicorn per core), MODELS ("small
+# model), CONCURRENCIES ("1 5 10 20 40"), PROBES (bisection steps), PEER_INSTANCES (2: one gunicorn per core), MODELS ("small
 # base"), CARGO.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -37,7 +37,8 @@ else
   DURATION=${DURATION:-10} BASE_DURATION=${BASE_DURATION:-20} WARMUP=${WARMUP:-3} PROBES=${PROBES:-4}
   RAW_SECONDS=6 BASE_RAW_SECONDS=15 ACCURACY_LIMIT= PEAK_SECONDS=3
 fi
-CONCURRENCIES=(1 5 10 20)
+# Closed-loop concurrencies: the recipe's table (1 to 20) and twice its top (issue 15).
+read -r -a CONCURRENCIES <<<"${CONCURRENCIES:-1 5 10 20 40}"
 P99_LIMIT_MS=200
 PEER_INSTANCES=${PEER_INSTANCES:-$(nproc)}
 read -r -a MODELS <<<"${MODELS:-small base}"
@@ -94,7 +95,10 @@ start_system() {
   url="http://127.0.0.1:$port"
   case $kind in
     senti)
-      RUST_LOG=warn target/release/senti serve --listen "127.0.0.1:$port" --model "$dir" --variant "$variant" \
+      # The result cache off: the peers have none, and the load generator's texts repeat across
+      # runs (and within a run of the fast default model), so with it senti would be measured
+      # answering from memory (make bench-cache measures the cache).
+      SENTI__CACHE__MAX_BYTES=0 RUST_LOG=warn target/release/senti serve --listen "127.0.0.1:$port" --model "$dir" --variant "$variant" \
         2>"$work/senti.log" &
       server_pid[senti]=$!
       # Not /readyz: the random base model fails senti's known-answer check by design (its labels
