@@ -11,7 +11,7 @@ INIT_RECIPE_COMMIT := d3a1610
 INIT_SHA256 := f30024b79bb5bc71dbb6022d09f5004b27e335671f11802c03705989add7131c
 INIT_ONNX := .cache/init/senti-zh-small-1.1.0.onnx
 
-.PHONY: run test lan-suite soak setup build lint cluster prometheus prometheus-check simulate sim-report fuzz model model-pretrain model-init-rebuild model-ablation model-sweep bench-model bench bench-node bench-ab bench-cache bench-cache-policies bench-vs-nginx bench-cluster bench-cluster-shape bench-session-tls web-test clean-cache
+.PHONY: run test lan-suite soak setup build lint cluster prometheus prometheus-check simulate sim-report fuzz model model-pretrain model-init-rebuild model-ablation model-sweep bench-model bench bench-node bench-ab bench-cache bench-cache-policies bench-vs-nginx bench-cluster bench-cluster-shape bench-session-tls hunt-errors web-test clean-cache
 
 ## Serve the embedded default model on http://127.0.0.1:8080
 run: setup
@@ -165,6 +165,11 @@ bench-vs-nginx: setup
 ## sessions, alternating, local and remote p50/p99 side by side (about 2 minutes; QUICK=1 smoke run)
 bench-session-tls: setup
 	CARGO="$(CARGO)" bash scripts/bench-session-tls.sh
+
+## Errors where there should be none: two equal loopback nodes under even, moderate load for
+## ROUNDS x DURATION (default 5 x 60 s); every request must succeed (QUICK=1: one 10 s round)
+hunt-errors: setup
+	CARGO="$(CARGO)" bash scripts/hunt-errors.sh
 
 ## Gossip failure detector of a 3-node loopback cluster per interval x phi (about 6 minutes; QUICK=1 for a smoke run)
 bench-cluster: setup
