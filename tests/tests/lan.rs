@@ -540,7 +540,8 @@ struct Window {
     host: usize,
     agreed: Duration,
     /// Work must reach the faulty node within [`RESUME_LIMIT`] of its return: not after packet
-    /// loss, where the node never left and the failures it caused decay on their own clock.
+    /// loss or a delay, where the node never left and the failures they caused decay on their
+    /// own clock.
     resume_limit: bool,
     /// How long after the fault every other node had declared the node dead, if the fault
     /// waited for that.
@@ -606,11 +607,13 @@ impl Fault {
         }
     }
 
-    /// Not after packet loss: attempts that timed out in the loss count against the node
-    /// (`advanced.failure_penalty_tokens`, halving every 5 s, and ejection after repeated
-    /// failures), so the others send it work again only as that decays, by design.
+    /// Not after packet loss or a delay: attempts that timed out in the loss or the delay count
+    /// against the node (`advanced.failure_penalty_tokens`, halving every 5 s, and ejection
+    /// after repeated failures, each ejection twice as long as the last while the node keeps
+    /// failing), so the others send it work again only as that decays, by design. (Two runs of
+    /// the delay: work back through another entry 375 ms and 7,956 ms after it was lifted.)
     fn resume_limit(self) -> bool {
-        self != Fault::Loss
+        !matches!(self, Fault::Loss | Fault::Delay)
     }
 }
 
