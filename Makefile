@@ -28,8 +28,8 @@ test: setup
 
 ## The LAN suite alone, with its figures: network-namespace hosts (HOSTS=3, or more) running the
 ## shipped cluster-config/lan-node.toml, load from a client host; SIGKILL + restart, full and
-## one-way partitions, SIGSTOP, packet loss, link down and a rolling restart (root; about a
-## minute; docs/reliability.md)
+## one-way partitions, SIGSTOP, packet loss, link down, delayed sessions and a rolling restart
+## (root; about a minute; docs/reliability.md)
 lan-suite: setup
 	$(CARGO) build -p senti-node --bin senti
 	bash scripts/install-nftables.sh
@@ -38,7 +38,7 @@ lan-suite: setup
 ## The soak: the LAN suite's hosts under mixed load for MINUTES (default 60) with a fault every
 ## FAULT_EVERY seconds (default 150); 0 failed requests through healthy entries and flat memory
 ## on the node never touched (root; docs/reliability.md). FAULTS=one-way,kill,... repeats only
-## those kinds (partition, stop, kill, one-way, loss, link-down, drain)
+## those kinds (partition, stop, kill, one-way, loss, link-down, drain, delay)
 soak: setup
 	$(CARGO) build -p senti-node --bin senti
 	bash scripts/install-nftables.sh

@@ -4,10 +4,12 @@
 //! [`shared_key_file`], which the [`loopback`] helpers use): a node refuses to join a cluster
 //! without one.
 //! [`loopback`] starts a small cluster of them; [`netns`] builds a LAN of network-namespace
-//! hosts to run them on (root only); [`promql`] reads PromQL expressions and
+//! hosts to run them on (root only), and [`delay`] delays one such host's sessions (a proxy, for
+//! the LAN suite's delay fault); [`promql`] reads PromQL expressions and
 //! `/metrics` pages for the monitoring tests (dashboard and Prometheus).
 #![forbid(unsafe_code)]
 
+pub mod delay;
 pub mod loopback;
 pub mod netns;
 pub mod promql;

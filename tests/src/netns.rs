@@ -11,21 +11,28 @@
 //! ```
 //! Processes run on a host through `ip netns exec` ([`Lan::command`]); the test's own HTTP
 //! client runs on the client host: [`Lan::run_on_client`] runs a future on a thread that entered
-//! the client namespace, so every socket it opens is the client host's. Faults are nftables
-//! rules inside a host's namespace ([`Lan::partition`], [`Lan::heal`]). Everything is removed when
-//! the [`Lan`] is dropped, panics included; namespaces left by a run that was killed are removed
-//! by the next run (their names carry the pid of a process that no longer exists).
+//! the client namespace, so every socket it opens is the client host's ([`Lan::spawn_on_host`]
+//! does the same on a node's host, for the delay proxy). Faults are nftables rules inside a
+//! host's namespace ([`Lan::partition`], [`Lan::heal`]); the delay proxy's redirect is a table of
+//! its own there ([`Lan::redirect_sessions`]), which a heal leaves alone. Everything is removed
+//! when the [`Lan`] is dropped, panics included; namespaces left by a run that was killed are
+//! removed by the next run (their names carry the pid of a process that no longer exists).
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::thread::JoinHandle;
 
 /// Prefix of every namespace this module creates.
 const PREFIX: &str = "slan";
 
 /// The nftables table a fault lives in (inside one host's namespace).
 const FAULT_TABLE: &str = "senti_fault";
+
+/// The nftables table of a delay proxy's redirect (inside one host's namespace; apart from
+/// [`FAULT_TABLE`], so that healing a fault leaves the sessions on their path).
+const REDIRECT_TABLE: &str = "senti_redirect";
 
 /// The client host's address.
 pub const CLIENT_ADDR: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 100);
@@ -179,31 +186,73 @@ impl Lan {
         nft(&self.host_ns(i), &["delete", "table", "inet", FAULT_TABLE], None)
     }
 
+    /// Sends host `i`'s TCP connections of port `port` through its local port `to`, both ways:
+    /// those it opens to other hosts (nat output, to 127.0.0.1:`to`) except those of sockets
+    /// marked `exempt_mark` (the proxy's own), and those other hosts open to it (nat prerouting,
+    /// to its address:`to`). Connections already open keep their path (conntrack): redirect
+    /// before they are made. The proxy finds where each was going with `SO_ORIGINAL_DST`.
+    pub fn redirect_sessions(&self, i: usize, port: u16, to: u16, exempt_mark: u32) -> Result<(), String> {
+        let rules = format!(
+            "table inet {REDIRECT_TABLE} {{\n\
+             chain out {{ type nat hook output priority -100; policy accept; oifname \"eth0\" tcp dport {port} meta mark != {exempt_mark} redirect to :{to}; }}\n\
+             chain in {{ type nat hook prerouting priority -100; policy accept; iifname \"eth0\" tcp dport {port} redirect to :{to}; }}\n\
+             }}\n"
+        );
+        nft(&self.host_ns(i), &["-f", "-"], Some(&rules))
+    }
+
+    /// Removes host `i`'s redirect (connections already redirected keep their path).
+    pub fn remove_redirect(&self, i: usize) -> Result<(), String> {
+        nft(&self.host_ns(i), &["delete", "table", "inet", REDIRECT_TABLE], None)
+    }
+
     /// Runs the future `make` returns to completion on a thread inside the client host's
-    /// namespace (a current-thread runtime: every socket the future opens is the client host's;
-    /// the future is made on that thread, so it need not be `Send`).
+    /// namespace (every socket the future opens is the client host's; see [`spawn_in`]).
     pub fn run_on_client<M, F, T>(&self, make: M) -> T
     where
         M: FnOnce() -> F + Send + 'static,
         F: std::future::Future<Output = T>,
         T: Send + 'static,
     {
-        let path = format!("/run/netns/{}", self.client_ns());
-        let thread = std::thread::spawn(move || {
-            let ns = std::fs::File::open(&path).unwrap_or_else(|err| panic!("cannot open {path}: {err}"));
-            nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET)
-                .unwrap_or_else(|err| panic!("cannot enter the client namespace {path}: {err}"));
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("a current-thread runtime builds. This is a bug.");
-            runtime.block_on(make())
-        });
-        match thread.join() {
+        match spawn_in(self.client_ns(), make).join() {
             Ok(value) => value,
             Err(panic) => std::panic::resume_unwind(panic),
         }
     }
+
+    /// Runs the future `make` returns on a new thread inside host `i`'s namespace (every socket
+    /// the future opens is that host's, as if a process of the host opened it; see [`spawn_in`]).
+    pub fn spawn_on_host<M, F, T>(&self, i: usize, make: M) -> JoinHandle<T>
+    where
+        M: FnOnce() -> F + Send + 'static,
+        F: std::future::Future<Output = T>,
+        T: Send + 'static,
+    {
+        spawn_in(self.host_ns(i), make)
+    }
+}
+
+/// A thread that enters namespace `ns` and runs the future `make` returns to completion on a
+/// current-thread runtime of its own: a socket belongs to the namespace of the thread that
+/// creates it, so every socket the future opens is inside `ns`. The future is made on that
+/// thread, so it need not be `Send`.
+fn spawn_in<M, F, T>(ns: String, make: M) -> JoinHandle<T>
+where
+    M: FnOnce() -> F + Send + 'static,
+    F: std::future::Future<Output = T>,
+    T: Send + 'static,
+{
+    let path = format!("/run/netns/{ns}");
+    std::thread::spawn(move || {
+        let ns = std::fs::File::open(&path).unwrap_or_else(|err| panic!("cannot open {path}: {err}"));
+        nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET)
+            .unwrap_or_else(|err| panic!("cannot enter the namespace {path}: {err}"));
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a current-thread runtime builds. This is a bug.");
+        runtime.block_on(make())
+    })
 }
 
 impl Drop for Lan {

@@ -2,9 +2,10 @@
 //! shipped cluster-config/lan-node.toml, only its `# CHANGE` lines edited, the same ports on every
 //! host. A client host sends bounded load to every node while the test kills and restarts one
 //! node, cuts another off the LAN (nftables) and heals it, hangs a third (SIGSTOP) and lets it go
-//! on, and cuts one off one way (it sends but receives nothing). Requests entering healthy nodes
-//! must all succeed; work must reach a healed or restarted node again within 2 s. Needs root, `ip` and
-//! `nft` (`make test` installs nftables; `make lan-suite` runs this file with its figures shown).
+//! on, cuts one off one way (it sends but receives nothing), and delays one's sessions (a proxy,
+//! tests/src/delay.rs). Requests entering healthy nodes must all succeed; work must reach a healed
+//! or restarted node again within 2 s. Needs root, `ip` and `nft` (`make test` installs
+//! nftables; `make lan-suite` runs this file with its figures shown).
 //!
 //! Also here, without root: two loopback nodes on 127.0.0.1 and 127.0.0.2 with the same ports form
 //! sessions (node identity does not depend on ports being distinct).
@@ -18,11 +19,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
+use senti_system_tests::delay::{Delay, DelayProxy};
 use senti_system_tests::netns::Lan;
 use senti_system_tests::{
     repo_root, senti_bin, shared_key_file, shared_tls_dir, test_dir, wait_until, wait_until_ok, Server, TEST_COOKIE,
 };
 use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Hosts of the suite: 3, or `SENTI_LAN_HOSTS` (at least 3; `make lan-suite HOSTS=5`).
 fn hosts() -> usize {
@@ -30,6 +33,9 @@ fn hosts() -> usize {
 }
 /// Packet loss of the lossy-link fault.
 const LOSS_PERCENT: u8 = 20;
+/// The delay fault's hold of every chunk of the host's sessions, each way, and how long it lasts.
+const DELAY: Delay = Delay { base: Duration::from_millis(200), jitter: Duration::from_millis(100) };
+const DELAY_FOR: Duration = Duration::from_secs(5);
 /// The cookie, through the environment as lan-node.toml says.
 const COOKIE: &str = TEST_COOKIE;
 /// Work must reach a healed or restarted node within this.
@@ -56,15 +62,7 @@ struct LanHost {
 /// must differ per host. (The one place a host's config is made: a key every node needs, such as
 /// a key file, goes here.)
 fn host_config(shipped: &str, host: &LanHost) -> Result<String, String> {
-    let port_of = |key: &str| -> Result<u16, String> {
-        let line = shipped
-            .lines()
-            .find(|l| l.split('=').next().is_some_and(|k| k.trim() == key))
-            .ok_or_else(|| format!("lan-node.toml has no `{key}` line"))?;
-        let value = line.split('"').nth(1).ok_or_else(|| format!("`{key}` is not a quoted address: {line}"))?;
-        value.parse::<SocketAddr>().map(|a| a.port()).map_err(|err| format!("`{key}` = {value}: {err}"))
-    };
-    let (gossip_port, actor_port) = (port_of("gossip_listen")?, port_of("actor_listen")?);
+    let (gossip_port, actor_port) = (shipped_port(shipped, "gossip_listen")?, shipped_port(shipped, "actor_listen")?);
     let mut must_change: Vec<&str> = vec!["node_id", "gossip_advertise", "actor_advertise", "seeds"];
     let mut out = String::new();
     for line in shipped.lines() {
@@ -93,6 +91,16 @@ fn host_config(shipped: &str, host: &LanHost) -> Result<String, String> {
     }
     load_as_a_node_would(&out)?;
     Ok(out)
+}
+
+/// The port of the address the shipped file gives `key` (`gossip_listen`, `actor_listen`).
+fn shipped_port(shipped: &str, key: &str) -> Result<u16, String> {
+    let line = shipped
+        .lines()
+        .find(|l| l.split('=').next().is_some_and(|k| k.trim() == key))
+        .ok_or_else(|| format!("lan-node.toml has no `{key}` line"))?;
+    let value = line.split('"').nth(1).ok_or_else(|| format!("`{key}` is not a quoted address: {line}"))?;
+    value.parse::<SocketAddr>().map(|a| a.port()).map_err(|err| format!("`{key}` = {value}: {err}"))
 }
 
 /// The edited file as a node loads it: the secrets from the environment, as lan-node.toml says
@@ -337,8 +345,36 @@ fn figures(
 fn hosts_with_the_shipped_lan_config_form_and_ride_out_every_fault() {
     // One host more than the cluster: its node joins under load at the end.
     let (lan, nodes) = lan_with_nodes(hosts() + 1);
+    let delays = delay_proxies(&lan, &SUITE_FAULTS);
     let suite_lan = lan.clone();
-    lan.run_on_client(move || async move { suite(&suite_lan, &nodes).await });
+    lan.run_on_client(move || async move { suite(&suite_lan, &nodes, &delays).await });
+}
+
+/// The suite's faults, in order, and their hosts (a rolling restart of every node follows).
+const SUITE_FAULTS: [(Fault, usize); 7] = [
+    (Fault::Kill, 3),
+    (Fault::Partition, 2),
+    (Fault::Stop, 1),
+    (Fault::OneWay, 3),
+    (Fault::Loss, 2),
+    (Fault::LinkDown, 1),
+    (Fault::Delay, 2),
+];
+
+/// A delay proxy on every host that `faults` delays, started before any node so that every
+/// session of the host passes through it (see [`Fault::Delay`]).
+fn delay_proxies(lan: &Arc<Lan>, faults: &[(Fault, usize)]) -> HashMap<usize, DelayProxy> {
+    let shipped = std::fs::read_to_string(repo_root().join("cluster-config/lan-node.toml")).expect("lan-node.toml");
+    let actor_port = shipped_port(&shipped, "actor_listen").unwrap_or_else(|err| panic!("{err}"));
+    let mut proxies = HashMap::new();
+    for &(_, host) in faults.iter().filter(|(fault, _)| *fault == Fault::Delay) {
+        if let std::collections::hash_map::Entry::Vacant(entry) = proxies.entry(host) {
+            let proxy = DelayProxy::start(lan, host, actor_port)
+                .unwrap_or_else(|err| panic!("cannot start the delay proxy on host {host}: {err}"));
+            entry.insert(proxy);
+        }
+    }
+    proxies
 }
 
 /// A namespace LAN of `count` hosts and one node per host, each with its copy of the shipped
@@ -383,7 +419,7 @@ async fn form(lan: &Lan, nodes: &[HostNode], client: &reqwest::Client) -> (Vec<S
     (servers, ready, started.elapsed())
 }
 
-async fn suite(lan: &Lan, nodes: &[HostNode]) {
+async fn suite(lan: &Lan, nodes: &[HostNode], delays: &HashMap<usize, DelayProxy>) {
     let client = reqwest::Client::builder().timeout(Duration::from_secs(2)).build().expect("client builds");
     let (nodes, joiner) = nodes.split_at(nodes.len() - 1);
     let joiner = &joiner[0];
@@ -397,16 +433,9 @@ async fn suite(lan: &Lan, nodes: &[HostNode]) {
     let entries = servers.iter().enumerate().map(|(k, s)| (k + 1, s.url("/v1/classify"))).collect();
     let load = tokio::spawn(drive(entries, Mix::OneShortText, MAX_REQUESTS, stop.clone(), records.clone(), t0));
     tokio::time::sleep(Duration::from_millis(1_500)).await;
-    let mut run = Run { lan, client, nodes, servers, ids, records: records.clone(), t0 };
+    let mut run = Run { lan, delays, client, nodes, servers, ids, records: records.clone(), t0 };
     let mut windows: Vec<Window> = Vec::new();
-    for (fault, host) in [
-        (Fault::Kill, 3),
-        (Fault::Partition, 2),
-        (Fault::Stop, 1),
-        (Fault::OneWay, 3),
-        (Fault::Loss, 2),
-        (Fault::LinkDown, 1),
-    ] {
+    for (fault, host) in SUITE_FAULTS {
         windows.push(run.inject(fault, host).await);
     }
     // A rolling restart: every node in turn gets SIGTERM (it drains: stops taking work, finishes
@@ -511,7 +540,8 @@ struct Window {
     host: usize,
     agreed: Duration,
     /// Work must reach the faulty node within [`RESUME_LIMIT`] of its return: not after packet
-    /// loss, where the node never left and the failures it caused decay on their own clock.
+    /// loss or a delay, where the node never left and the failures they caused decay on their
+    /// own clock.
     resume_limit: bool,
     /// How long after the fault every other node had declared the node dead, if the fault
     /// waited for that.
@@ -539,6 +569,14 @@ enum Fault {
     /// SIGTERM: it drains (stops taking work, finishes what it accepted, leaves) and must exit 0;
     /// then started again.
     Drain,
+    /// Every chunk of its remote-actor sessions held [`DELAY`] (base ± jitter) each way for
+    /// [`DELAY_FOR`], then forwarded at once again. It stays a member (gossip is not delayed).
+    /// The host's sessions pass through a delay proxy (tests/src/delay.rs) for the whole run,
+    /// started with the redirect before its node (so in this suite lan-2's other faults are
+    /// measured through it too, forwarding at once): a redirect installed at the fault would
+    /// not catch the sessions already open, and resetting them would be another fault. So the
+    /// delay slows the live sessions, with their attempts in flight, as a slow link would.
+    Delay,
 }
 
 impl Fault {
@@ -552,6 +590,7 @@ impl Fault {
             Fault::Loss => "loss",
             Fault::LinkDown => "link-down",
             Fault::Drain => "drain",
+            Fault::Delay => "delay",
         }
     }
 
@@ -564,20 +603,25 @@ impl Fault {
             Fault::Loss => format!("{LOSS_PERCENT}% packet loss on lan-{host}, 3 s"),
             Fault::LinkDown => format!("link down of lan-{host}"),
             Fault::Drain => format!("rolling restart: lan-{host}"),
+            Fault::Delay => format!("{DELAY} delay on lan-{host}, {} s", DELAY_FOR.as_secs()),
         }
     }
 
-    /// Not after packet loss: attempts that timed out in the loss count against the node
-    /// (`advanced.failure_penalty_tokens`, halving every 5 s, and ejection after repeated
-    /// failures), so the others send it work again only as that decays, by design.
+    /// Not after packet loss or a delay: attempts that timed out in the loss or the delay count
+    /// against the node (`advanced.failure_penalty_tokens`, halving every 5 s, and ejection
+    /// after repeated failures, each ejection twice as long as the last while the node keeps
+    /// failing), so the others send it work again only as that decays, by design. (Two runs of
+    /// the delay: work back through another entry 375 ms and 7,956 ms after it was lifted.)
     fn resume_limit(self) -> bool {
-        self != Fault::Loss
+        !matches!(self, Fault::Loss | Fault::Delay)
     }
 }
 
 /// What injecting a fault needs: the LAN, the nodes and their running servers, the load's records.
 struct Run<'a> {
     lan: &'a Lan,
+    /// The delay proxies, by host (those [`Fault::Delay`] is injected on).
+    delays: &'a HashMap<usize, DelayProxy>,
     client: reqwest::Client,
     nodes: &'a [HostNode],
     servers: Vec<Server>,
@@ -611,6 +655,14 @@ impl Run<'_> {
                 tokio::time::sleep(Duration::from_secs(3)).await;
                 lan.heal(host).unwrap_or_else(|e| fail(e));
             }
+            Fault::Delay => {
+                let proxy = self.delays.get(&host).unwrap_or_else(|| {
+                    panic!("no delay proxy on {node}: start one before its node (delay_proxies). This is a bug.")
+                });
+                proxy.set(Some(DELAY));
+                tokio::time::sleep(DELAY_FOR).await;
+                proxy.set(None);
+            }
             Fault::Partition | Fault::Stop | Fault::OneWay | Fault::LinkDown => {
                 match fault {
                     Fault::Partition => lan.partition(host).unwrap_or_else(|e| fail(e)),
@@ -640,6 +692,9 @@ impl Run<'_> {
         }
         let agreed = agree(&self.client, &self.servers, &self.ids).await - self.t0;
         tokio::time::sleep(Duration::from_millis(500)).await;
+        if let Some(proxy) = self.delays.get(&host).filter(|_| fault == Fault::Delay) {
+            eprintln!("delay proxy on {node}: {} for {DELAY_FOR:?}: {}", DELAY, proxy.held());
+        }
         let span = (from, back, self.t0.elapsed());
         Window { name: fault.name(host), span, host, agreed, resume_limit: fault.resume_limit(), declared_dead }
     }
@@ -720,8 +775,10 @@ async fn agree(client: &reqwest::Client, servers: &[Server], ids: &[String]) -> 
 #[ignore = "an hour of load: `make soak` (SENTI_SOAK_MINUTES=N for another length)"]
 fn soak_mixed_load_with_a_fault_every_few_minutes() {
     let (lan, nodes) = lan_with_nodes(hosts());
+    let cycle = soak_cycle();
+    let delays = delay_proxies(&lan, &cycle);
     let soak_lan = lan.clone();
-    lan.run_on_client(move || async move { soak(&soak_lan, &nodes).await });
+    lan.run_on_client(move || async move { soak(&soak_lan, &nodes, &cycle, &delays).await });
 }
 
 /// The soak's cycle of faults: every kind, on lan-2 or lan-3; with `SENTI_SOAK_FAULTS` (a comma
@@ -736,6 +793,7 @@ fn soak_cycle() -> Vec<(Fault, usize)> {
         (Fault::LinkDown, 2),
         (Fault::Drain, 3),
         (Fault::Drain, 2),
+        (Fault::Delay, 2),
     ];
     let Some(kinds) = std::env::var("SENTI_SOAK_FAULTS").ok().filter(|k| !k.trim().is_empty()) else {
         return cycle.to_vec();
@@ -757,7 +815,7 @@ fn rss_kib(pid: u32) -> Option<u64> {
     status.lines().find_map(|l| l.strip_prefix("VmRSS:"))?.trim().trim_end_matches("kB").trim().parse().ok()
 }
 
-async fn soak(lan: &Lan, nodes: &[HostNode]) {
+async fn soak(lan: &Lan, nodes: &[HostNode], cycle: &[(Fault, usize)], delays: &HashMap<usize, DelayProxy>) {
     let env_f64 = |key: &str, default: f64| std::env::var(key).ok().and_then(|v| v.parse().ok()).unwrap_or(default);
     let length = Duration::from_secs_f64(env_f64("SENTI_SOAK_MINUTES", 60.0) * 60.0);
     let every = Duration::from_secs_f64(env_f64("SENTI_SOAK_FAULT_EVERY_S", 150.0));
@@ -797,8 +855,7 @@ async fn soak(lan: &Lan, nodes: &[HostNode]) {
         })
     };
 
-    let cycle = soak_cycle();
-    let mut run = Run { lan, client, nodes, servers, ids, records: records.clone(), t0 };
+    let mut run = Run { lan, delays, client, nodes, servers, ids, records: records.clone(), t0 };
     let mut windows = Vec::new();
     let end = t0 + length;
     let mut next = t0 + every;
@@ -860,6 +917,71 @@ async fn soak(lan: &Lan, nodes: &[HostNode]) {
         last as f64 <= warm as f64 * 1.2 + 16.0 * 1024.0,
         "lan-1's memory outside the cache grew from {warm} KiB after warm-up to {last} KiB at the end"
     );
+}
+
+/// The delay proxy holds both ways of a host's connections on a port, those it opens and those
+/// opened to it, while a delay is set, and forwards at once before and after on the same
+/// connections: an echo between two hosts, one of them proxied (root, as the suite).
+#[test]
+fn a_delay_proxy_holds_both_ways_of_a_hosts_connections_while_set() {
+    const PORT: u16 = 7281;
+    let delay = Delay { base: Duration::from_millis(100), jitter: Duration::from_millis(20) };
+    let lan = Arc::new(Lan::new(2).unwrap_or_else(|err| panic!("cannot build the namespace LAN: {err}")));
+    let proxy = Arc::new(DelayProxy::start(&lan, 1, PORT).unwrap_or_else(|err| panic!("{err}")));
+    let (listening, echoes_listen) = std::sync::mpsc::channel();
+    let echoes = [1, 2].map(|host| {
+        let listening = listening.clone();
+        lan.spawn_on_host(host, move || echo_once(PORT, listening))
+    });
+    for _ in &echoes {
+        echoes_listen.recv_timeout(Duration::from_secs(5)).expect("the echoes listen");
+    }
+    // Host 1 (proxied) dials host 2: the nat output redirect; host 2 dials host 1: prerouting.
+    for (from, to) in [(1, 2), (2, 1)] {
+        let (target, proxy) = (SocketAddr::new(lan.addr(to), PORT), proxy.clone());
+        let (before, held, after) = lan
+            .spawn_on_host(from, move || async move {
+                let mut stream = tokio::net::TcpStream::connect(target).await.expect("connect");
+                stream.set_nodelay(true).expect("nodelay");
+                let before = round_trip(&mut stream).await;
+                proxy.set(Some(delay));
+                let held = round_trip(&mut stream).await;
+                proxy.set(None);
+                let after = round_trip(&mut stream).await;
+                // The end of the stream passes through: the echo closes in turn.
+                stream.shutdown().await.expect("shutdown");
+                assert_eq!(stream.read(&mut [0; 1]).await.expect("read the echo's close"), 0);
+                (before, held, after)
+            })
+            .join()
+            .expect("the client thread");
+        eprintln!("lan-{from} to lan-{to}: round trip {before:?}, {held:?} under {delay} each way, then {after:?}");
+        assert!(before < Duration::from_millis(50) && after < Duration::from_millis(50), "{before:?} {after:?}");
+        let least = 2 * (delay.base - delay.jitter);
+        assert!(held >= least && held < least + Duration::from_millis(300), "{held:?} under {delay} each way");
+    }
+    let held = proxy.held();
+    assert!(held.chunks >= 2 && held.min >= delay.base - delay.jitter, "{held}");
+    for echo in echoes {
+        echo.join().expect("an echo thread");
+    }
+}
+
+/// Accepts one connection on `port` and echoes it until it ends (says on `listening` once bound).
+async fn echo_once(port: u16, listening: std::sync::mpsc::Sender<()>) {
+    let listener = tokio::net::TcpListener::bind((std::net::Ipv4Addr::UNSPECIFIED, port)).await.expect("bind");
+    let _ = listening.send(());
+    let (mut stream, _) = listener.accept().await.expect("accept");
+    let (mut read, mut write) = stream.split();
+    let _ = tokio::io::copy(&mut read, &mut write).await;
+}
+
+/// Sends four bytes and waits for them to come back.
+async fn round_trip(stream: &mut tokio::net::TcpStream) -> Duration {
+    let started = Instant::now();
+    stream.write_all(b"ping").await.expect("write");
+    stream.read_exact(&mut [0; 4]).await.expect("read the echo");
+    started.elapsed()
 }
 
 /// Node identity does not hang on distinct ports: nodes on 127.0.0.1 and 127.0.0.2 with the same

@@ -126,7 +126,8 @@ impl Transport {
 /// answer), [`STALL_TIMEOUT`], and keepalive probes after [`KEEPALIVE_IDLE`] without traffic,
 /// so that a side with nothing to send learns of a dead link (or, once the link is back, of a
 /// peer that has already dropped the connection: its kernel answers the probe with a reset).
-fn prepare(tcp: &TcpStream) {
+/// Public for the LAN suite's delay proxy (`testsuite`), whose sockets must behave as these.
+pub fn prepare(tcp: &TcpStream) {
     let _ = tcp.set_nodelay(true);
     let socket = socket2::SockRef::from(tcp);
     let keepalive =
