@@ -52,19 +52,6 @@ declare -A node_pid node_url
 stop_nodes() { stop_all node_pid; }
 trap 'stop_nodes; rm -rf "$work"' EXIT
 
-
-# routing_counters URL: the entry node's attempt counters as JSON
-# ({"local": n, "remote": n, "hedges": n, "retries": n, "ejections": n}; absent counters are 0).
-routing_counters() {
-  curl -fsS "$1/metrics" | awk '
-    /^senti_attempts_total\{hop="local"\}/ { local_n = $2 }
-    /^senti_attempts_total\{hop="remote"\}/ { remote_n = $2 }
-    /^senti_hedges_total / { hedges = $2 }
-    /^senti_retries_total / { retries = $2 }
-    /^senti_ejections_total / { ejections = $2 }
-    END { printf "{\"local\":%d,\"remote\":%d,\"hedges\":%d,\"retries\":%d,\"ejections\":%d}\n", local_n, remote_n, hedges, retries, ejections }'
-}
-
 # saturate SETUP ROUND: senti-loadgen closed loop on /analyze against the node that takes the load
 # in SETUP (single: S; cluster: A), JSON into $work/sat-SETUP-ROUND.json with the cores each senti
 # process, the load generator and every other process kept busy (warm-up included).

@@ -1,6 +1,6 @@
 # Shell helpers shared by the benchmark scripts (sourced, not run): stopping started servers,
-# free loopback ports, CPU tick counters from /proc, /metrics values, and pinned one-actor senti
-# nodes.
+# free loopback ports, CPU tick counters from /proc, /metrics values (routing counters among
+# them), and pinned one-actor senti nodes.
 
 # stop_all ARRAY: SIGTERM every pid in the associative array named ARRAY, wait up to 30 s for
 # each, then SIGKILL what is left, and empty the array.
@@ -141,4 +141,16 @@ start_cluster() {
   done
   echo "$BENCH: node ${prefix}a lists no remote target after 30 s" >&2
   exit 1
+}
+
+# routing_counters URL: a node's routing counters as JSON
+# ({"local": n, "remote": n, "hedges": n, "retries": n, "ejections": n}; absent counters are 0).
+routing_counters() {
+  curl -fsS "$1/metrics" | awk '
+    /^senti_attempts_total\{hop="local"\}/ { local_n = $2 }
+    /^senti_attempts_total\{hop="remote"\}/ { remote_n = $2 }
+    /^senti_hedges_total / { hedges = $2 }
+    /^senti_retries_total / { retries = $2 }
+    /^senti_ejections_total / { ejections = $2 }
+    END { printf "{\"local\":%d,\"remote\":%d,\"hedges\":%d,\"retries\":%d,\"ejections\":%d}\n", local_n, remote_n, hedges, retries, ejections }'
 }

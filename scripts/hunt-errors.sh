@@ -33,17 +33,6 @@ trap 'stop_all node_pid; rm -rf "$work"' EXIT
 
 "${CARGO_CMD[@]}" build --release -p senti-node --bin senti -p senti-bench --bin senti-loadgen >&2
 
-# counters URL: the node's routing counters and its 504 and 429 answers, as JSON.
-counters() {
-  curl -fsS "$1/metrics" | awk '
-    /^senti_attempts_total\{hop="local"\}/ { l = $2 }
-    /^senti_attempts_total\{hop="remote"\}/ { r = $2 }
-    /^senti_hedges_total / { h = $2 }
-    /^senti_retries_total / { t = $2 }
-    /^senti_ejections_total / { e = $2 }
-    END { printf "{\"local\":%d,\"remote\":%d,\"hedges\":%d,\"retries\":%d,\"ejections\":%d}\n", l, r, h, t, e }'
-}
-
 # The result cache off: the load generator cycles through its texts, and answers from the cache
 # would hide routing.
 start_cluster n 0-1 0-1 SENTI__CACHE__MAX_BYTES=0
@@ -52,7 +41,7 @@ echo "|---:|---|---:|---|---:|---:|---|---:|---:|---:|"
 failed=0
 for ((round = 1; round <= ROUNDS; round++)); do
   declare -A before=()
-  for name in a b; do before[$name]=$(counters "${node_url[n$name]}"); done
+  for name in a b; do before[$name]=$(routing_counters "${node_url[n$name]}"); done
   loads=()
   for name in a b; do
     target/release/senti-loadgen --url "${node_url[n$name]}" --route analyze --mode closed \
@@ -62,7 +51,7 @@ for ((round = 1; round <= ROUNDS; round++)); do
   done
   wait "${loads[@]}"
   for name in a b; do
-    after=$(counters "${node_url[n$name]}")
+    after=$(routing_counters "${node_url[n$name]}")
     jq -r --argjson b "${before[$name]}" --argjson a "$after" --arg round "$round" --arg node "$name" '
       (.errors // {}) as $e
       | "| \($round) | \($node) | \(.requests) | \(if ($e | length) == 0 then "0" else ($e | to_entries | map("\(.key) \(.value)") | join(", ")) end)"

@@ -258,12 +258,16 @@ impl GatewayState {
         let reported = work_ahead(&view, &self.params.estimate);
         let own = t.outstanding_tokens as f64;
         let ahead = if view.is_local { reported.max(own) } else { reported + own };
-        let local_rates: Vec<f64> = self.targets.iter().filter_map(|t| t.target.load.tokens_per_sec()).collect();
         let rate = t.target.load.tokens_per_sec().unwrap_or_else(|| {
-            if local_rates.is_empty() {
+            let (sum, count) = self
+                .targets
+                .iter()
+                .filter_map(|t| t.target.load.tokens_per_sec())
+                .fold((0.0, 0u32), |(sum, n), rate| (sum + rate, n + 1));
+            if count == 0 {
                 attempt::INITIAL_TOKENS_PER_SEC
             } else {
-                local_rates.iter().sum::<f64>() / local_rates.len() as f64
+                sum / f64::from(count)
             }
         });
         attempt::queue_wait(ahead, rate)
