@@ -182,7 +182,7 @@ impl ErrorKind {
 /// The outcome of one run; `--json` writes it as is.
 #[derive(Debug, Clone, Serialize)]
 pub struct LoadReport {
-    /// Base URL.
+    /// Base URL; several, separated by commas, when requests were spread over several nodes.
     pub url: String,
     /// `analyze` or `classify`.
     pub route: &'static str,
@@ -224,6 +224,20 @@ pub struct LoadReport {
     /// Measured successful answers by their `x-senti-cache` header (`hit`, `miss`, `partial`;
     /// `other` for anything else); empty when the server sends no such header.
     pub cache: BTreeMap<String, u64>,
+    /// Measured requests and failures per base URL, in the order given (one entry per URL), so
+    /// that failures of requests sent to one node (a dead one, say) can be told apart.
+    pub per_url: Vec<UrlCount>,
+}
+
+/// One base URL's share of a run.
+#[derive(Debug, Clone, Serialize)]
+pub struct UrlCount {
+    /// The base URL.
+    pub url: String,
+    /// Measured requests sent to it.
+    pub requests: u64,
+    /// Those that failed (any kind).
+    pub errors: u64,
 }
 
 impl LoadReport {
@@ -247,13 +261,14 @@ pub fn client(connections: usize, timeout: Duration) -> reqwest::Result<reqwest:
         .build()
 }
 
-/// Runs `plan` against `base` (already checked to be loopback) and returns the merged report.
-pub async fn run(client: reqwest::Client, base: &Url, plan: &LoadPlan, requests: Requests) -> LoadReport {
+/// Runs `plan` against `bases` (already checked to be loopback; request `n` goes to
+/// `bases[n % bases.len()]`, so several nodes share the load evenly) and returns the merged report.
+pub async fn run(client: reqwest::Client, bases: &[Url], plan: &LoadPlan, requests: Requests) -> LoadReport {
     let t0 = Instant::now();
     let measure_from = t0 + plan.warmup;
     let shared = Arc::new(Shared {
         client,
-        url: base.join(plan.route.path()).unwrap_or_else(|_| base.clone()),
+        urls: bases.iter().map(|base| base.join(plan.route.path()).unwrap_or_else(|_| base.clone())).collect(),
         requests,
         pacing: plan.pacing,
         max_requests: plan.max_requests,
@@ -273,13 +288,14 @@ pub async fn run(client: reqwest::Client, base: &Url, plan: &LoadPlan, requests:
             total.merge(&tally);
         }
     }
-    report(base, plan, &shared, &total)
+    report(bases, plan, &shared, &total)
 }
 
 /// What every worker reads.
 struct Shared {
     client: reqwest::Client,
-    url: Url,
+    /// Route URLs, taken in turn by ticket.
+    urls: Vec<Url>,
     requests: Requests,
     pacing: Pacing,
     max_requests: u64,
@@ -300,6 +316,8 @@ struct Tally {
     ok: u64,
     errors: BTreeMap<ErrorKind, u64>,
     cache: BTreeMap<&'static str, u64>,
+    /// Measured requests and failures per URL index.
+    per_url: BTreeMap<usize, (u64, u64)>,
     last_done_opt: Option<Instant>,
 }
 
@@ -315,6 +333,11 @@ impl Tally {
         }
         for (state, n) in &other.cache {
             *self.cache.entry(state).or_default() += n;
+        }
+        for (index, (requests, errors)) in &other.per_url {
+            let counts = self.per_url.entry(*index).or_default();
+            counts.0 += requests;
+            counts.1 += errors;
         }
         self.last_done_opt = self.last_done_opt.max(other.last_done_opt);
     }
@@ -344,12 +367,19 @@ async fn worker(shared: Arc<Shared>) -> Tally {
         let Some(body) = shared.requests.body(ticket) else {
             break; // no texts at all: nothing to send
         };
-        let outcome = send(&shared.client, &shared.url, body).await;
+        let Some(index) = ticket.checked_rem(shared.urls.len() as u64).map(|i| i as usize) else {
+            break; // no URL at all: nothing to send to
+        };
+        let url = &shared.urls[index];
+        let outcome = send(&shared.client, url, body).await;
         let done = Instant::now();
         tally.sent += 1;
         if start >= shared.measure_from {
             tally.samples += 1;
             tally.last_done_opt = Some(done);
+            let counts = tally.per_url.entry(index).or_default();
+            counts.0 += 1;
+            counts.1 += u64::from(outcome.is_err());
             match &outcome {
                 Ok(cache_opt) => {
                     tally.ok += 1;
@@ -396,7 +426,7 @@ async fn send(client: &reqwest::Client, url: &Url, body: Bytes) -> Result<Option
     }
 }
 
-fn report(base: &Url, plan: &LoadPlan, shared: &Shared, total: &Tally) -> LoadReport {
+fn report(bases: &[Url], plan: &LoadPlan, shared: &Shared, total: &Tally) -> LoadReport {
     let stopped_by_max_requests = total.sent >= plan.max_requests;
     let last_done = total.last_done_opt.unwrap_or(shared.measure_from);
     let until = if stopped_by_max_requests { last_done } else { last_done.max(shared.end) };
@@ -408,7 +438,7 @@ fn report(base: &Url, plan: &LoadPlan, shared: &Shared, total: &Tally) -> LoadRe
     };
     let texts = plan.route.texts_per_request();
     LoadReport {
-        url: base.to_string(),
+        url: bases.iter().map(Url::as_str).collect::<Vec<_>>().join(","),
         route: plan.route.name(),
         texts_per_request: texts,
         mode,
@@ -428,6 +458,14 @@ fn report(base: &Url, plan: &LoadPlan, shared: &Shared, total: &Tally) -> LoadRe
         latency_ms: total.latency.summary(),
         error_latency_ms: total.error_latency.summary(),
         cache: total.cache.iter().map(|(state, n)| ((*state).to_owned(), *n)).collect(),
+        per_url: bases
+            .iter()
+            .enumerate()
+            .map(|(index, base)| {
+                let (requests, errors) = total.per_url.get(&index).copied().unwrap_or_default();
+                UrlCount { url: base.to_string(), requests, errors }
+            })
+            .collect(),
     }
 }
 
@@ -516,7 +554,7 @@ mod tests {
     async fn closed_loop_counts_successes_and_stops_by_itself() {
         let url = fake_server(200, Duration::from_millis(2)).await;
         let plan = plan(Pacing::Closed, 4, 300, 1_000_000);
-        let report = run(client(4, plan.timeout).unwrap(), &url, &plan, bodies()).await;
+        let report = run(client(4, plan.timeout).unwrap(), std::slice::from_ref(&url), &plan, bodies()).await;
         assert!(report.ok > 50, "{report:?}");
         assert_eq!(report.ok, report.requests);
         assert!(report.errors.is_empty());
@@ -531,7 +569,7 @@ mod tests {
         let url = fake_server(200, Duration::ZERO).await;
         let plan = plan(Pacing::Closed, 3, 5_000, 40);
         let started = Instant::now();
-        let report = run(client(3, plan.timeout).unwrap(), &url, &plan, bodies()).await;
+        let report = run(client(3, plan.timeout).unwrap(), std::slice::from_ref(&url), &plan, bodies()).await;
         assert_eq!(report.sent_total, 40);
         assert!(report.stopped_by_max_requests);
         assert!(started.elapsed() < Duration::from_secs(3));
@@ -541,7 +579,7 @@ mod tests {
     async fn errors_are_counted_by_status() {
         let url = fake_server(429, Duration::ZERO).await;
         let plan = plan(Pacing::Closed, 1, 100, 1_000_000);
-        let report = run(client(1, plan.timeout).unwrap(), &url, &plan, bodies()).await;
+        let report = run(client(1, plan.timeout).unwrap(), std::slice::from_ref(&url), &plan, bodies()).await;
         assert_eq!(report.ok, 0);
         assert_eq!(report.errors.get("status_429").copied(), Some(report.requests));
     }
@@ -551,8 +589,22 @@ mod tests {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let url = Url::parse(&format!("http://127.0.0.1:{port}")).unwrap();
         let plan = plan(Pacing::Closed, 1, 100, 1_000_000);
-        let report = run(client(1, plan.timeout).unwrap(), &url, &plan, bodies()).await;
+        let report = run(client(1, plan.timeout).unwrap(), std::slice::from_ref(&url), &plan, bodies()).await;
         assert!(report.errors.get("connect").copied().unwrap_or(0) > 0, "{report:?}");
+    }
+
+    /// Two base URLs take requests in turn: one answers 200, the other 429, so half fail.
+    #[tokio::test]
+    async fn several_urls_share_the_requests_in_turn() {
+        let urls = [fake_server(200, Duration::ZERO).await, fake_server(429, Duration::ZERO).await];
+        let plan = plan(Pacing::Closed, 1, 200, 1_000_000);
+        let report = run(client(1, plan.timeout).unwrap(), &urls, &plan, bodies()).await;
+        let refused = report.errors.get("status_429").copied().unwrap_or(0);
+        assert!(report.ok.abs_diff(refused) <= 1 && report.ok > 0, "{report:?}");
+        assert_eq!(report.url.split(',').count(), 2, "{report:?}");
+        assert_eq!(report.per_url[0].errors, 0, "{report:?}");
+        assert_eq!(report.per_url[1].errors, report.per_url[1].requests, "{report:?}");
+        assert_eq!(report.per_url[0].requests + report.per_url[1].requests, report.requests);
     }
 
     /// One connection, 20 ms per answer, 200 requests/s offered: the server can do 50/s, so the
@@ -562,7 +614,7 @@ mod tests {
     async fn open_loop_measures_from_the_schedule() {
         let url = fake_server(200, Duration::from_millis(20)).await;
         let plan = plan(Pacing::Open { rate: 200.0 }, 1, 400, 1_000_000);
-        let report = run(client(1, plan.timeout).unwrap(), &url, &plan, bodies()).await;
+        let report = run(client(1, plan.timeout).unwrap(), std::slice::from_ref(&url), &plan, bodies()).await;
         assert!(report.latency_ms.max > 100.0, "{report:?}");
         assert!(report.ok_qps < 80.0, "{report:?}");
     }
@@ -572,7 +624,7 @@ mod tests {
     async fn open_loop_holds_its_rate() {
         let url = fake_server(200, Duration::ZERO).await;
         let plan = plan(Pacing::Open { rate: 100.0 }, 4, 500, 1_000_000);
-        let report = run(client(4, plan.timeout).unwrap(), &url, &plan, bodies()).await;
+        let report = run(client(4, plan.timeout).unwrap(), std::slice::from_ref(&url), &plan, bodies()).await;
         assert!((40..=60).contains(&report.requests), "{report:?}");
         assert!(report.latency_ms.p50 < 20.0, "{report:?}");
     }

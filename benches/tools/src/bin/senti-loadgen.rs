@@ -25,9 +25,10 @@ const MAX_DURATION_S: f64 = 3600.0;
 #[derive(Parser)]
 #[command(name = "senti-loadgen", version, about = "HTTP load generator for senti (loopback targets only)")]
 struct Cli {
-    /// Base URL of the senti node; only 127.0.0.0/8, localhost and [::1] are accepted.
+    /// Base URL of the senti node; only 127.0.0.0/8, localhost and [::1] are accepted. Give it
+    /// more than once to spread the requests over several nodes, in turn.
     #[arg(long, default_value = "http://127.0.0.1:8080")]
-    url: String,
+    url: Vec<String>,
     /// Route to load.
     #[arg(long, value_enum, default_value_t = RouteArg::Analyze)]
     route: RouteArg,
@@ -120,7 +121,7 @@ fn main() -> std::process::ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
-    let base = loopback_url(&cli.url)?;
+    let bases = cli.url.iter().map(|url| loopback_url(url)).collect::<Result<Vec<_>, _>>()?;
     let plan = plan(&cli)?;
     let payloads = if cli.payload.is_empty() { vec![senti_bench::default_payload_path()] } else { cli.payload.clone() };
     let mut texts = Vec::new();
@@ -140,10 +141,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         None => format!("the payload's {payload_texts} texts cycled"),
         Some(share) => format!("{payload_texts} texts, {:.1}% of requests repeating an earlier one", share * 100.0),
     };
-    eprintln!("{}; {sequence} from request {}", describe(&plan, &base), cli.start_at);
+    let targets = bases.iter().map(reqwest::Url::as_str).collect::<Vec<_>>().join(", ");
+    eprintln!("{}; {sequence} from request {}", describe(&plan, &targets), cli.start_at);
     let runtime = runtime(cli.threads)?;
     let cpu_before_opt = process_cpu_seconds();
-    let report = runtime.block_on(load::run(client, &base, &plan, requests.clone()));
+    let report = runtime.block_on(load::run(client, &bases, &plan, requests.clone()));
     let cpu_s = process_cpu_seconds().zip(cpu_before_opt).map(|(after, before)| after - before);
     print!("{}", human(&report));
     let payload_wrapped = requests.wrapped(report.sent_total);
@@ -175,7 +177,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     }
     anyhow::ensure!(
         report.ok > 0,
-        "no successful response from {base} ({} requests, errors {:?}); is senti running and ready there?",
+        "no successful response from {targets} ({} requests, errors {:?}); is senti running and ready there?",
         report.requests,
         report.errors
     );
@@ -258,15 +260,15 @@ fn runtime(threads: usize) -> anyhow::Result<tokio::runtime::Runtime> {
     builder.enable_all().build().context("cannot start the async runtime")
 }
 
-fn describe(plan: &LoadPlan, base: &reqwest::Url) -> String {
+fn describe(plan: &LoadPlan, targets: &str) -> String {
     let pacing = match plan.pacing {
         Pacing::Closed => format!("closed loop, {} connections", plan.connections),
         Pacing::Open { rate } => format!("open loop at {rate} requests/s over {} connections", plan.connections),
     };
     format!(
-        "senti-loadgen: {pacing}, POST {}{} ({} text(s)/request), {:.1} s after {:.1} s warm-up",
-        base.as_str().trim_end_matches('/'),
+        "senti-loadgen: {pacing}, POST {} to {} ({} text(s)/request), {:.1} s after {:.1} s warm-up",
         plan.route.path(),
+        targets.trim_end_matches('/'),
         plan.route.texts_per_request(),
         plan.duration.as_secs_f64(),
         plan.warmup.as_secs_f64()
