@@ -347,10 +347,6 @@ impl GatewayState {
             self.hedges += 1;
             metrics::counter!("senti_hedges_total").increment(1);
         }
-        let hedge_after_opt = match placement {
-            Placement::First => self.params.hedge.hedge_delay(&self.latencies),
-            Placement::Retry | Placement::Hedge => None,
-        };
         job.tried.lock().expect("job lock poisoned. This is a bug.").push(target.id.clone());
         job.in_flight.fetch_add(1, Ordering::AcqRel);
         let p = &self.params;
@@ -358,6 +354,10 @@ impl GatewayState {
             attempt_timeout(&self.latencies, p.attempt_timeout, p.attempt_timeout_factor, p.attempt_timeout_floor);
         let expected = attempt::expected_time(&self.speeds, job.texts.total_tokens());
         let timeout = attempt::sized_timeout(size_free, expected, wait);
+        let hedge_after_opt = match placement {
+            Placement::First => p.hedge.hedge_delay(&self.latencies, expected.saturating_add(wait)),
+            Placement::Retry | Placement::Hedge => None,
+        };
         attempt::spawn(job, target, myself, timeout, expected, hedge_after_opt);
     }
 

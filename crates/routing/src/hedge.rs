@@ -4,8 +4,12 @@
 //! kept in a ring buffer of the last few hundred. Until enough samples exist there is no estimate
 //! and no hedging: hedging before we know what slow means would double the load of a cold cluster.
 //! The delay is clamped: a floor so that a fast cluster is not hedged on scheduling noise, a ceiling
-//! so that a window full of stalls still hedges eventually. Whether a hedge may be sent at all is
-//! the hedging budget's call ([`RetryBudget`](crate::RetryBudget)), not this module's.
+//! so that a window full of stalls still hedges eventually. And an attempt is never hedged before
+//! the time its own size and the queue it was placed behind explain: under load the slowest few
+//! percent of attempts are the queued ones, and a backup of a queued attempt only adds the same
+//! work to another busy node; the tail a hedge cuts is a node slower than its queue says. Whether
+//! a hedge may be sent at all is the hedging budget's call ([`RetryBudget`](crate::RetryBudget)),
+//! not this module's.
 
 use std::time::Duration;
 
@@ -80,10 +84,12 @@ impl Default for HedgePolicy {
 }
 
 impl HedgePolicy {
-    /// The delay after which an unfinished attempt is hedged, or `None`: do not hedge (no estimate yet).
-    pub fn hedge_delay(&self, window: &LatencyWindow) -> Option<Duration> {
+    /// The delay after which an unfinished attempt is hedged, or `None`: do not hedge (no estimate
+    /// yet). `explained` is how long the attempt is expected to take on its target, queue included
+    /// (the expected wait in its queue plus its own expected time): the delay is never shorter.
+    pub fn hedge_delay(&self, window: &LatencyWindow, explained: Duration) -> Option<Duration> {
         // Not `Duration::clamp`: it panics when min > max, and a misconfiguration should not.
-        window.quantile(self.quantile).map(|q| q.max(self.min_delay).min(self.max_delay))
+        window.quantile(self.quantile).map(|q| q.max(self.min_delay).min(self.max_delay).max(explained))
     }
 }
 
@@ -146,12 +152,23 @@ mod tests {
     #[test]
     fn hedge_delay_is_the_clamped_quantile() {
         let policy = HedgePolicy::default();
-        assert_eq!(policy.hedge_delay(&window_of(1..10)), None, "no hedging before we know what slow is");
-        assert_eq!(policy.hedge_delay(&window_of(1..=100)), Some(ms(95)));
-        assert_eq!(policy.hedge_delay(&window_of([1; 50])), Some(ms(5)));
-        assert_eq!(policy.hedge_delay(&window_of([5_000; 50])), Some(ms(1_000)));
+        let idle = Duration::ZERO;
+        assert_eq!(policy.hedge_delay(&window_of(1..10), idle), None, "no hedging before we know what slow is");
+        assert_eq!(policy.hedge_delay(&window_of(1..=100), idle), Some(ms(95)));
+        assert_eq!(policy.hedge_delay(&window_of([1; 50]), idle), Some(ms(5)));
+        assert_eq!(policy.hedge_delay(&window_of([5_000; 50]), idle), Some(ms(1_000)));
         let inverted = HedgePolicy { min_delay: ms(10), max_delay: ms(2), ..policy };
-        assert_eq!(inverted.hedge_delay(&window_of([1; 50])), Some(ms(2)));
+        assert_eq!(inverted.hedge_delay(&window_of([1; 50]), idle), Some(ms(2)));
+    }
+
+    #[test]
+    fn an_attempt_is_not_hedged_before_its_queue_should_have_drained() {
+        let policy = HedgePolicy::default();
+        let p95_of_95_ms = window_of(1..=100);
+        assert_eq!(policy.hedge_delay(&p95_of_95_ms, ms(40)), Some(ms(95)), "a short queue: the quantile");
+        assert_eq!(policy.hedge_delay(&p95_of_95_ms, ms(300)), Some(ms(300)), "a long queue: its expected time");
+        assert_eq!(policy.hedge_delay(&window_of([5_000; 50]), ms(2_500)), Some(ms(2_500)), "over the ceiling too");
+        assert_eq!(policy.hedge_delay(&window_of(1..10), ms(300)), None, "still no estimate, no hedge");
     }
 
     proptest! {

@@ -17,7 +17,7 @@
 //! new request      RetryBudget::deposit (retry and hedge budgets)
 //! place            TargetHealth::is_ejected filters targets; mean_backlog; LoadView::new -> estimate ->
 //!                  Candidate; local_plus_two_remote
-//! slow attempt     HedgePolicy::hedge_delay(LatencyWindow) passes; hedge budget try_withdraw;
+//! slow attempt     HedgePolicy::hedge_delay(LatencyWindow, queue wait + expected) passes; hedge budget try_withdraw;
 //!                  place again on another node
 //! attempt ends     LatencyWindow::record; TargetHealth::record_success / record_failure (may_eject)
 //! retryable error  retry budget try_withdraw; place again with the failed target excluded
