@@ -155,8 +155,9 @@ bench-cache-policies:
 bench-cache: setup
 	CARGO="$(CARGO)" bash scripts/bench-cache.sh
 
-## nginx least_conn over three standalone senti nodes against the same nodes as one senti cluster,
-## unequal nodes (one has a core alone, two share the other); installs nginx (about 3 minutes;
+## nginx least_conn and round robin over three standalone senti nodes against the same nodes as
+## one senti cluster (clients on one node, then spread), unequal nodes (one has a core alone, two
+## share the other): open loads, a node slowed, a node killed; installs nginx (about 20 minutes;
 ## QUICK=1 for a smoke run)
 bench-vs-nginx: setup
 	CARGO="$(CARGO)" bash scripts/bench-vs-nginx.sh

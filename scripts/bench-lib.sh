@@ -92,13 +92,14 @@ wait_answer() {
 # free loopback port, with the extra environment (RUST_LOG=warn unless given); records its pid and
 # URL in the caller's associative arrays node_pid and node_url, logs to $work/senti-NAME.log, and
 # returns once /readyz answers 200. Messages start with $BENCH (the calling script's name).
+# SENTI_BIN runs another senti binary than target/release/senti (an A/B of two builds).
 start_node() {
   local name=$1 core=$2 port log="$work/senti-$1.log" url pid
   shift 2
   port=$(free_port)
   url="http://127.0.0.1:$port"
   env SENTI__ENGINE__ACTORS=1 SENTI__ENGINE__THREADS_PER_ACTOR=1 RUST_LOG="warn" "$@" \
-    taskset -c "$core" target/release/senti serve --listen "127.0.0.1:$port" 2>"$log" &
+    taskset -c "$core" "${SENTI_BIN:-target/release/senti}" serve --listen "127.0.0.1:$port" 2>"$log" &
   pid=$!
   node_pid[$name]=$pid
   node_url[$name]=$url
