@@ -16,7 +16,7 @@ jq -r '
                            | max_by(.rate) | if . == null then 0 else .texts_per_s end) | med;
   . as $all
   | ($all.runs | map(select(.round > 0)) | group_by(.setup)) as $groups
-  | "Reference load C = \($all.capacity_texts_per_s) texts/s (\($all.capacity_source // "nginx least_conn, closed loop of \($all.concurrency)"))); p99 objective \($all.p99_objective_ms) ms; \($groups[0] | map(.round) | max) rounds.",
+  | "Reference load C = \($all.capacity_texts_per_s) texts/s (\($all.capacity_source // "nginx least_conn, closed loop of \($all.concurrency)")); p99 objective \($all.p99_objective_ms) ms; \($groups[0] | map(.round) | max) rounds.",
     "",
     "| setup | closed loop texts/s | p99 ms at 0.7 C | p99 ms at 0.85 C | texts/s within the p99 objective | errors in open runs | remote attempts |",
     "|---|---:|---:|---:|---:|---:|---:|",
