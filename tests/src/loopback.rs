@@ -91,7 +91,7 @@ const EVENTFUL: &[(&str, &str)] = &[
     // Rejected and timed-out attempts are expected here: no warning for each.
     ("RUST_LOG", "error"),
 ];
-/// The first node hedges every attempt slower than the median (hedges).
+/// The first node hedges every attempt slower than the median and than its queue explains (hedges).
 const HEDGING: &[(&str, &str)] = &[
     ("SENTI__ADVANCED__HEDGE_BUDGET_RATIO", "1.0"),
     ("SENTI__ADVANCED__HEDGE_QUANTILE", "0.5"),
@@ -112,10 +112,20 @@ pub async fn start_eventful_cluster(ids: [&str; 3]) -> (Vec<LoopbackNode>, Vec<S
 /// rejections, retries and an ejection. The third node hangs for a moment (SIGSTOP) and comes
 /// back; returns once every node routes to every other again.
 pub async fn traffic_with_every_event(ids: [&str; 3], servers: &[Server]) {
-    // One-text requests into the first node: local and remote attempts, batches, and once its
-    // gateway has seen 20 attempts (the hedge delay's minimum sample), hedges of the slower half.
+    // One-text requests into the first node: local and remote attempts, batches, and 20 attempts
+    // or more seen by its gateway (the hedge delay's minimum sample).
     let steady = load(&servers[0], 80, 6, 1).await;
     assert!(steady.failures.is_empty(), "{steady:?}");
+    // The second node stalls for 200 ms (SIGSTOP, well within the attempt timeout): the first
+    // node's attempts on it are slower than their queue explains, so it hedges them on the third.
+    servers[1].signal(nix::sys::signal::Signal::SIGSTOP);
+    let resume = async {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        servers[1].signal(nix::sys::signal::Signal::SIGCONT);
+    };
+    // Two texts per request: the first of each is in the result cache since the steady load.
+    let (stalled, ()) = tokio::join!(load(&servers[0], 24, 6, 2), resume);
+    assert!(stalled.failures.is_empty(), "{stalled:?}");
     // Four-text requests into two nodes at once: with queues of four texts, queue rejections
     // (some requests end as 429: that is the point).
     let (at_a, at_b) = tokio::join!(load(&servers[0], 40, 12, 4), load(&servers[1], 30, 8, 4));
