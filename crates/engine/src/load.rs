@@ -15,9 +15,28 @@ pub struct LoadGauge {
     queued_tokens: AtomicUsize,
     running_texts: AtomicUsize,
     running_tokens: AtomicUsize,
-    /// Exponentially weighted tokens per second of recent batches, as f64 bits (0: unknown).
+    /// Tokens per second of recent batches (`recent_tokens / recent_secs`), as f64 bits (0: unknown).
     throughput_bits: AtomicU64,
+    /// Exponentially weighted tokens and seconds of recent batches, as f64 bits, and how many
+    /// batches were folded in ([`LoadGauge::record_batch`]).
+    recent_tokens_bits: AtomicU64,
+    recent_secs_bits: AtomicU64,
+    batches: AtomicU64,
 }
+
+/// How many recent batches the throughput remembers: the weight of the newest is
+/// `1 / min(batches, RATE_MEMORY_BATCHES)`. Per-batch rates vary widely (text lengths, a CPU
+/// shared with other work), and the gateway compares actors by this rate (a 20% error moves work
+/// for nothing); about 50 batches are 50-100 ms of one busy actor, so a node that slows down is
+/// seen within a gossip round.
+const RATE_MEMORY_BATCHES: u64 = 50;
+
+/// One batch counts at most this many times the time its tokens take at the recent rate. A stall
+/// (the process stopped, a page-in, a CPU taken away for a second) would otherwise count as
+/// seconds of work, and the actor would look many times slower for hundreds of batches; a real
+/// slowdown still shows in full after a few batches, each raising the bound. Per-text times vary
+/// about tenfold (p99/p50), so 8 clips about one batch in 200.
+const MAX_BATCH_SLOWDOWN: f64 = 8.0;
 
 /// A copy of the counters.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -86,13 +105,28 @@ impl LoadGauge {
         self.running_tokens.store(tokens, Ordering::Relaxed);
     }
 
-    /// Folds one finished batch into the throughput estimate (weight 0.2 for the newest).
+    /// Folds one finished batch into the throughput: the ratio of exponentially weighted sums of
+    /// tokens and of seconds (a mean over the first batches, then weight 1/50 for the newest).
+    /// A ratio of sums, not a mean of per-batch rates: a mean of rates overweights short batches
+    /// and swings with each one. A batch counts at most [`MAX_BATCH_SLOWDOWN`] times its expected time.
     pub fn record_batch(&self, tokens: usize, elapsed: Duration) {
-        let secs = elapsed.as_secs_f64().max(1e-6);
-        let rate = tokens as f64 / secs;
-        let old = f64::from_bits(self.throughput_bits.load(Ordering::Relaxed));
-        let new = if old > 0.0 { 0.8 * old + 0.2 * rate } else { rate };
-        self.throughput_bits.store(new.to_bits(), Ordering::Relaxed);
+        let rate = f64::from_bits(self.throughput_bits.load(Ordering::Relaxed));
+        let mut secs = elapsed.as_secs_f64().max(1e-6);
+        if rate > 0.0 && tokens > 0 {
+            secs = secs.min(MAX_BATCH_SLOWDOWN * tokens as f64 / rate);
+        }
+        let batches = self.batches.load(Ordering::Relaxed) + 1;
+        let weight = 1.0 / batches.min(RATE_MEMORY_BATCHES) as f64;
+        let fold = |bits: &AtomicU64, value: f64| {
+            let old = f64::from_bits(bits.load(Ordering::Relaxed));
+            let new = old + weight * (value - old);
+            bits.store(new.to_bits(), Ordering::Relaxed);
+            new
+        };
+        let recent_tokens = fold(&self.recent_tokens_bits, tokens as f64);
+        let recent_secs = fold(&self.recent_secs_bits, secs);
+        self.batches.store(batches, Ordering::Relaxed);
+        self.throughput_bits.store((recent_tokens / recent_secs).to_bits(), Ordering::Relaxed);
     }
 }
 
@@ -108,6 +142,29 @@ mod tests {
         assert_eq!(gauge.snapshot().expected_drain(), Duration::from_secs(1), "2000 tokens at the initial 2000/s");
         gauge.record_batch(4_000, Duration::from_secs(1));
         assert_eq!(gauge.snapshot().expected_drain(), Duration::from_millis(500));
+    }
+
+    #[test]
+    fn throughput_is_a_ratio_of_recent_sums() {
+        let gauge = LoadGauge::default();
+        // A short fast batch and a long slow one: 1,100 tokens in 2 s, not the mean of 1,000/s and 500/s.
+        gauge.record_batch(100, Duration::from_millis(100));
+        gauge.record_batch(1_000, Duration::from_millis(1_900));
+        assert!((gauge.snapshot().tokens_per_sec - 550.0).abs() < 1e-6, "{:?}", gauge.snapshot());
+        // Long after, a rate that doubled is what the gauge shows, within a few percent.
+        for _ in 0..400 {
+            gauge.record_batch(1_100, Duration::from_secs(1));
+        }
+        assert!((gauge.snapshot().tokens_per_sec - 1_100.0).abs() < 11.0, "{:?}", gauge.snapshot());
+        // A stall of 10 s in one batch (SIGSTOP) costs a fraction, not 99% of the rate...
+        gauge.record_batch(1_100, Duration::from_secs(10));
+        let after_stall = gauge.snapshot().tokens_per_sec;
+        assert!(after_stall > 0.85 * 1_100.0, "{after_stall}");
+        // ...while a node that really became 3x slower is seen as such within a few hundred batches.
+        for _ in 0..300 {
+            gauge.record_batch(1_100, Duration::from_secs(3));
+        }
+        assert!((gauge.snapshot().tokens_per_sec - 1_100.0 / 3.0).abs() < 5.0, "{:?}", gauge.snapshot());
     }
 
     #[test]

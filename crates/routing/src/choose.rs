@@ -43,20 +43,31 @@ pub fn power_of_two_choices<R: Rng + ?Sized>(candidates: &[Candidate], rng: &mut
     }
 }
 
-/// The gateway's placement: every local candidate (its load is exact and costs nothing to read)
-/// and two remote candidates sampled uniformly; the best of these wins. Local actors get work
-/// without a hop unless one of a random pair of remote ones is estimated lighter, and a remote
-/// estimate includes the hop's cost ([`estimate`](crate::estimate)), so that means lighter by
-/// more than the hop. Remote actors are still compared two at a time, so stale gossip cannot send
-/// every gateway to the same one. Ties: local first, then the earlier sampled.
+/// The gateway's placement with two remote samples: [`local_plus_sampled_remote`] with `2`.
 pub fn local_plus_two_remote<R: Rng + ?Sized>(candidates: &[Candidate], rng: &mut R) -> Option<usize> {
+    local_plus_sampled_remote(candidates, 2, rng)
+}
+
+/// The gateway's placement: every local candidate (its load is exact and costs nothing to read)
+/// and `remote_samples` distinct remote candidates sampled uniformly (all of them when there are
+/// no more); the best of these wins. Local actors get work without a hop unless a sampled remote
+/// one is estimated lighter, and a remote estimate includes the hop's cost
+/// ([`estimate`](crate::estimate)), so that means lighter by more than the hop. Remote actors are
+/// still sampled, not all compared, so stale gossip cannot send every gateway to the same one.
+/// Ties: local first, then the earlier sampled.
+pub fn local_plus_sampled_remote<R: Rng + ?Sized>(
+    candidates: &[Candidate],
+    remote_samples: usize,
+    rng: &mut R,
+) -> Option<usize> {
     let remote: Vec<&Candidate> = candidates.iter().filter(|c| !c.is_local).collect();
-    let sampled: Vec<&Candidate> = match remote.len() {
-        0..=2 => remote,
-        n => {
-            let (i, j) = sample_two(n, rng);
-            vec![remote[i], remote[j]]
-        }
+    let sampled: Vec<&Candidate> = if remote.len() <= remote_samples {
+        remote
+    } else if remote_samples == 2 {
+        let (i, j) = sample_two(remote.len(), rng);
+        vec![remote[i], remote[j]]
+    } else {
+        rand::seq::index::sample(rng, remote.len(), remote_samples).into_iter().map(|i| remote[i]).collect()
     };
     let mut best: Option<&Candidate> = None;
     for candidate in candidates.iter().filter(|c| c.is_local).chain(sampled) {

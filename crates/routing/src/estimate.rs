@@ -12,7 +12,10 @@
 //! differs per gateway, many gateways reading the same stale gossip do not all herd onto the node
 //! that looked idle a moment ago: each one's own attempts push the estimate up at once. Recent
 //! failures count as load too, so a node that fails fast (and therefore looks empty) does not
-//! attract traffic. Finally a remote actor costs a hop (`remote_hop_cost_tokens`): the network
+//! attract traffic. Work is counted in tokens of a typical actor: an actor that serves at half the
+//! mean rate of the actors the gateway knows (its measured throughput, local or gossiped) has twice
+//! the work ahead of it that its tokens say, so unequal nodes get work in proportion to their
+//! speed. Finally a remote actor costs a hop (`remote_hop_cost_tokens`): the network
 //! round trip, the work of the second node, and the doubt a gossiped value carries against an exact
 //! gauge. So an attempt crosses the network only when it is expected to save more than that.
 
@@ -35,7 +38,14 @@ pub struct LoadView {
     pub recent_failures: f64,
     /// Whether the actor runs in this process (no hop cost; preferred on ties, see [`Candidate`](crate::Candidate)).
     pub is_local: bool,
+    /// How much longer than a typical actor it takes to serve the same tokens: the mean
+    /// throughput over its own ([`LoadView::at_rate`]); 1 when either is unknown.
+    pub slowness: f64,
 }
+
+/// The range [`LoadView::slowness`] is kept in: a node measured 16 times slower than the mean is
+/// as good as gone, and a bound keeps one absurd measurement from dominating every estimate.
+const SLOWNESS_BOUNDS: (f64, f64) = (1.0 / 16.0, 16.0);
 
 /// What a gateway has heard of one target's backlog, and how.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -80,8 +90,31 @@ impl LoadView {
             Reported::Gossiped { backlog_tokens, age } => (backlog_tokens, age, false),
             Reported::Never => (0.0, NEVER_PUBLISHED_AGE, false),
         };
-        Self { reported_backlog, reported_age, prior_backlog, outstanding, recent_failures, is_local }
+        Self { reported_backlog, reported_age, prior_backlog, outstanding, recent_failures, is_local, slowness: 1.0 }
     }
+
+    /// The view of an actor whose measured throughput is `rate_opt` (tokens per second; local
+    /// gauge or gossip) among actors whose mean is `mean_rate_opt` ([`mean_rate`]).
+    pub fn at_rate(self, rate_opt: Option<f64>, mean_rate_opt: Option<f64>) -> Self {
+        let slowness = match (rate_opt, mean_rate_opt) {
+            (Some(rate), Some(mean)) if rate > 0.0 && mean > 0.0 => {
+                (mean / rate).clamp(SLOWNESS_BOUNDS.0, SLOWNESS_BOUNDS.1)
+            }
+            _ => 1.0,
+        };
+        Self { slowness, ..self }
+    }
+}
+
+/// The mean measured throughput (tokens per second) of the targets that have one: what a typical
+/// actor does. `None` when none has.
+pub fn mean_rate(rates: impl IntoIterator<Item = Option<f64>>) -> Option<f64> {
+    let (sum, count) = rates
+        .into_iter()
+        .flatten()
+        .filter(|rate| rate.is_finite() && *rate > 0.0)
+        .fold((0.0, 0u32), |(sum, n), rate| (sum + rate, n + 1));
+    (count > 0).then(|| sum / f64::from(count))
 }
 
 /// The mean backlog of the targets that have reported one (local gauges and gossiped values,
@@ -125,17 +158,18 @@ impl Default for EstimateParams {
     }
 }
 
-/// Estimated cost of a new attempt, in tokens: the reported backlog blended with the mean by its
-/// age, plus this gateway's outstanding attempts, plus a penalty per recent failure, plus the hop
-/// for a remote actor. For a local actor the gauge already holds this gateway's attempts once they
+/// Estimated cost of a new attempt, in tokens of a typical actor: the reported backlog blended
+/// with the mean by its age, plus this gateway's outstanding attempts, times the actor's slowness;
+/// plus a penalty per recent failure, plus the hop for a remote actor. For a local actor the gauge already holds this gateway's attempts once they
 /// reach its queue (microseconds later), so the two are not added: the larger counts (the
 /// outstanding count still covers a burst placed before the actor has read its mailbox).
 pub fn estimate(view: &LoadView, params: &EstimateParams) -> f64 {
     let hop = if view.is_local { 0.0 } else { params.remote_hop_cost_tokens };
-    work_ahead(view, params) + hop + view.recent_failures * params.failure_penalty_tokens
+    work_ahead(view, params) * view.slowness + hop + view.recent_failures * params.failure_penalty_tokens
 }
 
-/// The work a new attempt is expected to find ahead of it on the actor, in tokens: the reported
+/// The work a new attempt is expected to find ahead of it on the actor, in its own tokens (not
+/// scaled by its slowness): the reported
 /// backlog blended with the mean by its age, plus this gateway's outstanding attempts (for a
 /// local actor the larger of the two, as in [`estimate`]). What the attempt waits for before its
 /// own texts run, so its timeout allows for it (attempt.rs).
@@ -266,7 +300,42 @@ mod tests {
         }
     }
 
+    #[test]
+    fn a_slower_actor_counts_its_work_at_a_typical_actors_speed() {
+        let params = EstimateParams::default();
+        let mean_rate_opt = mean_rate([Some(1_000.0), Some(3_000.0), None, Some(f64::NAN), Some(0.0)]);
+        assert_eq!(mean_rate_opt, Some(2_000.0), "unknown, zero and NaN rates do not count");
+        assert_eq!(mean_rate([None, Some(0.0)]), None);
+        let slow = local(128.0, 0.0).at_rate(Some(1_000.0), mean_rate_opt);
+        let fast = local(128.0, 0.0).at_rate(Some(4_000.0), mean_rate_opt);
+        assert_eq!((slow.slowness, fast.slowness), (2.0, 0.5));
+        assert_eq!((estimate(&slow, &params), estimate(&fast, &params)), (256.0, 64.0));
+        // The hop is not work: a remote actor twice as fast pays the same hop on half the work.
+        let remote_fast = remote(128.0, 0, 0.0, 0).at_rate(Some(4_000.0), mean_rate_opt);
+        assert_eq!(estimate(&remote_fast, &params), 64.0 + params.remote_hop_cost_tokens);
+        // Unknown rates, and absurd ones, stay within bounds.
+        assert_eq!(local(128.0, 0.0).at_rate(None, mean_rate_opt).slowness, 1.0);
+        assert_eq!(local(128.0, 0.0).at_rate(Some(1e-9), mean_rate_opt).slowness, 16.0);
+        // The work a queue wait is computed from stays in the actor's own tokens.
+        assert_eq!(work_ahead(&slow, &params), 128.0);
+    }
+
     proptest! {
+        #[test]
+        fn equal_rates_change_no_estimate_and_a_faster_actor_never_looks_busier(
+            backlog in 0.0..1e5f64, outstanding in 0u32..50, rate in 1.0..1e5f64, faster_by in 1.0..16.0f64,
+        ) {
+            let params = EstimateParams::default();
+            let plain = local(backlog, 0.0);
+            let at_mean = plain.at_rate(Some(rate), Some(rate));
+            prop_assert_eq!(estimate(&at_mean, &params), estimate(&plain, &params));
+            let view = LoadView { outstanding, ..plain };
+            let mean = Some(rate);
+            let slower = estimate(&view.at_rate(Some(rate), mean), &params);
+            let faster = estimate(&view.at_rate(Some(rate * faster_by), mean), &params);
+            prop_assert!(faster <= slower, "{faster} > {slower}");
+        }
+
         #[test]
         fn older_reports_move_toward_the_mean_and_fewer_attempts_never_raise_the_estimate(
             backlog in 0.0..1e6f64, prior in 0.0..1e6f64, age_ms in 1u64..60_000, older_by in 0u64..60_000,

@@ -36,7 +36,7 @@ use tracing::Instrument;
 use crate::attempt::{self, AttemptOutcome};
 use crate::budget::RetryBudget;
 use crate::choose::{local_plus_two_remote, Candidate};
-use crate::estimate::{estimate, mean_backlog, work_ahead, LoadView};
+use crate::estimate::{estimate, mean_backlog, mean_rate, work_ahead, LoadView};
 use crate::hedge::{attempt_timeout, LatencyWindow};
 use crate::job::{Classified, Job};
 use crate::models::{compare_versions, ServedModels, OLDER_MODEL_PENALTY_TOKENS};
@@ -240,42 +240,45 @@ fn serves(t: &TargetState, job: &Job) -> bool {
     job.model_opt.as_deref().is_none_or(|model| *t.target.model == *model)
 }
 
+/// What the gateway knows of a typical target: what an old report decays toward, and the speed
+/// each target's is compared with.
+#[derive(Debug, Clone, Copy)]
+struct Priors {
+    /// The mean backlog over every target ([`mean_backlog`]).
+    backlog: f64,
+    /// The mean measured throughput over every target that has one ([`mean_rate`]).
+    rate_opt: Option<f64>,
+}
+
 impl GatewayState {
-    fn view(&self, t: &TargetState, prior_backlog: f64, now: Instant) -> LoadView {
+    fn view(&self, t: &TargetState, priors: Priors, now: Instant) -> LoadView {
         let failures = t.health.recent_failures(now, &self.params.outlier);
-        LoadView::new(t.target.load.reported(now), prior_backlog, t.outstanding, failures)
+        LoadView::new(t.target.load.reported(now), priors.backlog, t.outstanding, failures)
+            .at_rate(t.target.load.tokens_per_sec(), priors.rate_opt)
     }
 
     /// How long a new attempt is expected to wait behind the work ahead of it on target `index`:
     /// the reported backlog ([`work_ahead`]) and the tokens of this gateway's attempts in flight
     /// to it (counted exactly: a burst is placed before the actor has read its mailbox; for a
     /// local actor the larger of the two, as its gauge soon holds them), at the target's measured
-    /// rate if it is local, else at the mean rate of this node's actors (the same model on like
-    /// hardware; a remote rate is not gossiped), else at senti-engine's initial assumption.
-    fn queue_wait(&self, index: usize, prior_backlog: f64, now: Instant) -> Duration {
+    /// rate (local, or as gossiped), else at the mean rate of the targets, else at senti-engine's
+    /// initial assumption.
+    fn queue_wait(&self, index: usize, priors: Priors, now: Instant) -> Duration {
         let t = &self.targets[index];
-        let view = LoadView { outstanding: 0, ..self.view(t, prior_backlog, now) };
+        let view = LoadView { outstanding: 0, ..self.view(t, priors, now) };
         let reported = work_ahead(&view, &self.params.estimate);
         let own = t.outstanding_tokens as f64;
         let ahead = if view.is_local { reported.max(own) } else { reported + own };
-        let rate = t.target.load.tokens_per_sec().unwrap_or_else(|| {
-            let (sum, count) = self
-                .targets
-                .iter()
-                .filter_map(|t| t.target.load.tokens_per_sec())
-                .fold((0.0, 0u32), |(sum, n), rate| (sum + rate, n + 1));
-            if count == 0 {
-                attempt::INITIAL_TOKENS_PER_SEC
-            } else {
-                sum / f64::from(count)
-            }
-        });
+        let rate = t.target.load.tokens_per_sec().or(priors.rate_opt).unwrap_or(attempt::INITIAL_TOKENS_PER_SEC);
         attempt::queue_wait(ahead, rate)
     }
 
-    /// What an old or missing report decays toward: the mean backlog over every target.
-    fn mean_backlog(&self, now: Instant) -> f64 {
-        mean_backlog(self.targets.iter().map(|t| t.target.load.reported(now)))
+    /// What the gateway knows of a typical target now.
+    fn priors(&self, now: Instant) -> Priors {
+        Priors {
+            backlog: mean_backlog(self.targets.iter().map(|t| t.target.load.reported(now))),
+            rate_opt: mean_rate(self.targets.iter().map(|t| t.target.load.tokens_per_sec())),
+        }
     }
 
     /// Whether any target that may answer `job` has not been tried for it yet.
@@ -302,7 +305,7 @@ impl GatewayState {
         }
         let now = now();
         let tried = job.tried();
-        let mean = self.mean_backlog(now);
+        let priors = self.priors(now);
         let untried = |t: &&TargetState| {
             serves(t, &job)
                 && match placement {
@@ -316,7 +319,7 @@ impl GatewayState {
             .iter()
             .enumerate()
             .filter(|(_, t)| untried(t) && !t.health.is_ejected(now))
-            .map(|(index, t)| self.candidate(index, t, mean, newest.as_deref(), now))
+            .map(|(index, t)| self.candidate(index, t, priors, newest.as_deref(), now))
             .collect();
         // Every untried target ejected: route to them anyway rather than fail (Envoy's panic mode).
         let candidates = if healthy.is_empty() {
@@ -324,7 +327,7 @@ impl GatewayState {
                 .iter()
                 .enumerate()
                 .filter(|(_, t)| untried(t))
-                .map(|(index, t)| self.candidate(index, t, mean, newest.as_deref(), now))
+                .map(|(index, t)| self.candidate(index, t, priors, newest.as_deref(), now))
                 .collect()
         } else {
             healthy
@@ -335,7 +338,7 @@ impl GatewayState {
             }
             return;
         };
-        let wait = self.queue_wait(index, mean, now);
+        let wait = self.queue_wait(index, priors, now);
         let state = &mut self.targets[index];
         state.outstanding += 1;
         state.outstanding_tokens += job.texts.total_tokens();
@@ -367,11 +370,11 @@ impl GatewayState {
         &self,
         index: usize,
         t: &TargetState,
-        prior_backlog: f64,
+        priors: Priors,
         newest_opt: Option<&str>,
         now: Instant,
     ) -> Candidate {
-        let view = self.view(t, prior_backlog, now);
+        let view = self.view(t, priors, now);
         let older =
             newest_opt.is_some_and(|newest| compare_versions(&t.target.model, newest) == std::cmp::Ordering::Less);
         let penalty = if older { OLDER_MODEL_PENALTY_TOKENS } else { 0.0 };
@@ -436,12 +439,12 @@ impl GatewayState {
 
     fn snapshot(&self) -> RoutingSnapshot {
         let now = now();
-        let mean = self.mean_backlog(now);
+        let priors = self.priors(now);
         let targets = self
             .targets
             .iter()
             .map(|t| {
-                let view = self.view(t, mean, now);
+                let view = self.view(t, priors, now);
                 let never = matches!(t.target.load, crate::target::LoadSource::NeverPublished);
                 TargetReport {
                     target: t.target.id.to_string(),

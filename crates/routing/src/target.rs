@@ -32,10 +32,12 @@ impl fmt::Display for TargetId {
 pub enum LoadSource {
     /// An actor of this node: its gauge, exact and current.
     Local(Arc<LoadGauge>),
-    /// An actor of another node: the backlog it last gossiped and when it published it.
+    /// An actor of another node: the backlog and throughput it last gossiped and when it published them.
     Gossiped {
         /// Tokens queued and running.
         backlog_tokens: f64,
+        /// Its measured throughput, tokens per second (`None`: not measured yet).
+        tokens_per_sec: Option<f64>,
         /// When the value was true (this node's clock).
         as_of: Instant,
     },
@@ -48,20 +50,22 @@ impl LoadSource {
     pub fn reported(&self, now: Instant) -> Reported {
         match self {
             LoadSource::Local(gauge) => Reported::Local { backlog_tokens: gauge.snapshot().backlog_tokens() as f64 },
-            LoadSource::Gossiped { backlog_tokens, as_of } => {
+            LoadSource::Gossiped { backlog_tokens, as_of, .. } => {
                 Reported::Gossiped { backlog_tokens: *backlog_tokens, age: now.saturating_duration_since(*as_of) }
             }
             LoadSource::NeverPublished => Reported::Never,
         }
     }
 
-    /// The rate a local actor has measured (tokens per second), `None` for a remote one or before
-    /// its first batch.
+    /// The rate the actor has measured (tokens per second): a local gauge's now, a remote actor's
+    /// as last gossiped; `None` before its first batch or its first publication.
     pub fn tokens_per_sec(&self) -> Option<f64> {
-        match self {
-            LoadSource::Local(gauge) => Some(gauge.snapshot().tokens_per_sec).filter(|rate| *rate > 0.0),
-            LoadSource::Gossiped { .. } | LoadSource::NeverPublished => None,
-        }
+        let rate = match self {
+            LoadSource::Local(gauge) => gauge.snapshot().tokens_per_sec,
+            LoadSource::Gossiped { tokens_per_sec, .. } => tokens_per_sec.unwrap_or(0.0),
+            LoadSource::NeverPublished => 0.0,
+        };
+        (rate.is_finite() && rate > 0.0).then_some(rate)
     }
 
     /// Whether the target runs in this process.

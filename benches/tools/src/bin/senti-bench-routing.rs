@@ -156,7 +156,8 @@ fn main() -> anyhow::Result<()> {
 }
 
 /// A view as a busy gateway might hold it: local actors exact and fresh; remote ones gossiped up
-/// to a second ago, with a few attempts of ours in flight and now and then a recent failure.
+/// to a second ago, with a few attempts of ours in flight, now and then a recent failure, and
+/// speeds within 2x of the mean.
 fn random_view(is_local: bool, rng: &mut SmallRng) -> LoadView {
     LoadView {
         reported_backlog: f64::from(rng.random_range(0..2_000u32)),
@@ -165,6 +166,7 @@ fn random_view(is_local: bool, rng: &mut SmallRng) -> LoadView {
         outstanding: rng.random_range(0..4),
         recent_failures: if rng.random_ratio(1, 10) { rng.random_range(0.0..2.0) } else { 0.0 },
         is_local,
+        slowness: rng.random_range(0.5..2.0),
     }
 }
 
