@@ -74,10 +74,13 @@ fuzz:
 simulate:
 	$(CARGO) run --release -p senti-simulations --bin senti-simulate -- --seeds $${SEEDS:-200} --from $${FROM:-1}
 
-## Routing-quality report: simulated p99 of each placement policy (tables on stdout, plots into
-## docs/img/routing-p99-*.svg; about a minute; see docs/simulations.md)
+## Routing-quality report: simulated p99 of each placement policy on equal nodes (8, 32, 128) and,
+## at 32 nodes, on unequal nodes, a slowed node, one entry gateway and bursts (tables on stdout,
+## plots into docs/img/routing-p99-*.svg; about 5 minutes; see docs/simulations.md)
 sim-report:
-	$(CARGO) run --release -p senti-simulations --bin senti-sim-report
+	$(CARGO) build --release -p senti-simulations --bin senti-sim-report
+	target/release/senti-sim-report
+	target/release/senti-sim-report --nodes 32 --variants unequal,slowed,one-entry,bursts
 
 ## ONNX Runtime (pinned PyPI wheel, hash-checked) into .cache/onnxruntime/
 setup:

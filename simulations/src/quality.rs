@@ -24,7 +24,7 @@ mod report;
 mod scenario;
 mod sim;
 
-pub use policy::{gateway_estimate_params, Policy};
+pub use policy::{gateway_estimate_params, Policy, Tweaks};
 pub use report::{diagnostics_table, markdown_table, write_p99_plot};
-pub use scenario::{Scenario, ServiceTime};
+pub use scenario::{Bursts, Entry, Scenario, ServiceTime, Slowdown, Variant};
 pub use sim::{run, CellResult};

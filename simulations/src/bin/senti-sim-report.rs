@@ -14,7 +14,7 @@ use clap::Parser;
 use senti_routing::EstimateParams;
 use senti_simulations::quality::{
     diagnostics_table, gateway_estimate_params, markdown_table, run, write_p99_plot, CellResult, Policy, Scenario,
-    ServiceTime,
+    ServiceTime, Tweaks, Variant,
 };
 
 #[derive(Parser)]
@@ -26,6 +26,9 @@ struct Cli {
     /// Cluster sizes (nodes).
     #[arg(long, value_delimiter = ',', default_values_t = [8, 32, 128])]
     nodes: Vec<usize>,
+    /// Cluster shapes: equal, unequal, slowed, one-entry, bursts (docs/simulations.md).
+    #[arg(long, value_delimiter = ',', default_values_t = ["equal".to_owned()])]
+    variants: Vec<String>,
     /// Offered loads, as fractions of capacity.
     #[arg(long, value_delimiter = ',', default_values_t = [0.5, 0.7, 0.85, 0.95])]
     loads: Vec<f64>,
@@ -38,7 +41,7 @@ struct Cli {
     /// Folder of the SVG plots.
     #[arg(long, default_value = "docs/img")]
     img_dir: PathBuf,
-    /// Only the six compared policies, without the labelled extra rows.
+    /// Only the seven compared policies, without the labelled extra rows.
     #[arg(long)]
     no_extra_rows: bool,
     /// Instead of the grid: the project's policy at `--loads` for every trust half-life x
@@ -49,6 +52,11 @@ struct Cli {
     /// sweep (`advanced.remote_hop_cost_tokens`), one table per cluster size; no plots.
     #[arg(long)]
     sweep_hop_cost: bool,
+    /// Instead of the grid: the project's placement with 2 to 8 remote samples, speed-aware (as
+    /// the gateway) and speed-blind, in every `--variants` at `--loads`, beside per-gateway and single
+    /// least-connections and the oracle; one table per cluster size and load; no plots.
+    #[arg(long)]
+    sweep_placement: bool,
 }
 
 /// Rows beyond the compared policies, each labelled: the project's policy with other weights
@@ -63,6 +71,7 @@ fn extra_rows() -> Vec<(Policy, bool)> {
         (Policy::ProjectRandomTies(EstimateParams { trust_half_life: Duration::ZERO, ..gateway }), false),
         (Policy::IdleLocalFirst, true),
         (Policy::ProjectPiggyback(gateway), true),
+        (Policy::ProjectWith(gateway, Tweaks { speed_blind: true, ..Tweaks::NONE }), true),
         (Policy::SampledOracle(2), true),
         (Policy::SampledOracle(4), false),
     ]
@@ -75,6 +84,7 @@ fn is_extra_row(label: &str) -> bool {
 
 const SWEEP_HALF_LIVES_MS: [u64; 7] = [2_000, 500, 200, 100, 50, 20, 0];
 const SWEEP_TOKENS_PER_ATTEMPT: [f64; 4] = [32.0, 64.0, 128.0, 256.0];
+const SWEEP_REMOTE_SAMPLES: [usize; 5] = [2, 3, 4, 6, 8];
 const SWEEP_HOP_COST_TOKENS: [f64; 6] = [0.0, 16.0, 32.0, 64.0, 128.0, 256.0];
 
 fn default_requests(nodes: usize) -> usize {
@@ -95,7 +105,7 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-fn scenario(cli: &Cli, nodes: usize, load: f64) -> Scenario {
+fn scenario(cli: &Cli, variant: Variant, nodes: usize, load: f64) -> Scenario {
     let mut scenario = Scenario {
         measured_requests: cli.requests.unwrap_or_else(|| default_requests(nodes)),
         ..Scenario::new(nodes, load, cli.seed)
@@ -103,7 +113,20 @@ fn scenario(cli: &Cli, nodes: usize, load: f64) -> Scenario {
     if let Some(mean_ms) = cli.exponential_service_ms {
         scenario.service = ServiceTime::Exponential { mean: Duration::from_secs_f64(mean_ms / 1e3) };
     }
-    scenario
+    variant.apply(scenario)
+}
+
+/// The variants named on the command line.
+fn variants(cli: &Cli) -> anyhow::Result<Vec<Variant>> {
+    cli.variants
+        .iter()
+        .map(|name| {
+            Variant::parse(name).with_context(|| {
+                let known: Vec<&str> = Variant::ALL.iter().map(Variant::name).collect();
+                format!("unknown variant {name:?}; known: {}", known.join(", "))
+            })
+        })
+        .collect()
 }
 
 fn report(cli: Cli) -> anyhow::Result<()> {
@@ -113,34 +136,39 @@ fn report(cli: Cli) -> anyhow::Result<()> {
         cli.exponential_service_ms.is_none_or(|ms| ms.is_finite() && ms > 0.0),
         "--exponential-service-ms must be > 0"
     );
+    let variants = variants(&cli)?;
     let started = Instant::now();
     if cli.sweep {
         sweep(&cli);
     } else if cli.sweep_hop_cost {
         sweep_hop_cost(&cli);
+    } else if cli.sweep_placement {
+        sweep_placement(&cli, &variants);
     } else {
-        grid(&cli)?;
+        grid(&cli, &variants)?;
     }
     eprintln!("senti-sim-report: done in {:.0} s", started.elapsed().as_secs_f64());
     Ok(())
 }
 
-/// Every policy x load x cluster size: tables on stdout, one plot per cluster size.
-fn grid(cli: &Cli) -> anyhow::Result<()> {
+/// Every variant x cluster size x policy x load: tables on stdout, one plot per variant and
+/// cluster size.
+fn grid(cli: &Cli, variants: &[Variant]) -> anyhow::Result<()> {
     std::fs::create_dir_all(&cli.img_dir).with_context(|| format!("cannot create {}", cli.img_dir.display()))?;
     let mut policies: Vec<(Policy, bool)> = Policy::compared().into_iter().map(|p| (p, true)).collect();
     if !cli.no_extra_rows {
         policies.extend(extra_rows());
     }
-    let mut all: Vec<(Scenario, Vec<CellResult>)> = Vec::new();
-    for &nodes in &cli.nodes {
+    let mut all: Vec<(Variant, Scenario, Vec<CellResult>)> = Vec::new();
+    for (&variant, &nodes) in variants.iter().flat_map(|v| cli.nodes.iter().map(move |n| (v, n))) {
         let (mut results, mut plotted) = (Vec::new(), Vec::new());
         for (policy, plot) in &policies {
             for &load in &cli.loads {
                 let cell_started = Instant::now();
-                let result = run(&scenario(cli, nodes, load), policy);
+                let result = run(&scenario(cli, variant, nodes, load), policy);
                 eprintln!(
-                    "{nodes} nodes, {:.0}% load, {}: p99 {} ms, dropped {:.3}% ({:.1} simulated s in {:.1} s)",
+                    "{}, {nodes} nodes, {:.0}% load, {}: p99 {} ms, dropped {:.3}% ({:.1} simulated s in {:.1} s)",
+                    variant.name(),
                     load * 100.0,
                     result.policy,
                     result.p99_ms.map_or_else(|| "∞".to_owned(), |v| format!("{v:.1}")),
@@ -154,23 +182,31 @@ fn grid(cli: &Cli) -> anyhow::Result<()> {
                 results.push(result);
             }
         }
-        let path = cli.img_dir.join(format!("routing-p99-{nodes}.svg"));
-        let title = format!("p99 latency, {nodes} nodes x 2 actors (senti-sim-report, seed {})", cli.seed);
+        let (file, title) = match variant {
+            Variant::Equal => (format!("routing-p99-{nodes}.svg"), format!("p99 latency, {nodes} nodes x 2 actors")),
+            _ => (
+                format!("routing-p99-{nodes}-{}.svg", variant.name()),
+                format!("p99 latency, {nodes} nodes x 2 actors, {}", variant.describe()),
+            ),
+        };
+        let path = cli.img_dir.join(file);
+        let title = format!("{title} (senti-sim-report, seed {})", cli.seed);
         write_p99_plot(&plotted, &title, &is_extra_row, &path)
             .with_context(|| format!("cannot write {}", path.display()))?;
-        all.push((scenario(cli, nodes, 0.5), results));
+        all.push((variant, scenario(cli, variant, nodes, 0.5), results));
     }
-    for (scenario, results) in &all {
+    for (variant, scenario, results) in &all {
         println!(
-            "### {} nodes ({} actors), {} measured requests per cell\n",
+            "### {}: {} nodes ({} actors), {} measured requests per cell\n",
+            variant.describe(),
             scenario.nodes,
             scenario.total_actors(),
             scenario.measured_requests
         );
         println!("{}", markdown_table(results));
     }
-    for (scenario, results) in &all {
-        println!("### Diagnostics, {} nodes\n", scenario.nodes);
+    for (variant, scenario, results) in &all {
+        println!("### Diagnostics, {}: {} nodes\n", variant.describe(), scenario.nodes);
         println!("{}", diagnostics_table(results));
     }
     Ok(())
@@ -180,7 +216,7 @@ fn grid(cli: &Cli) -> anyhow::Result<()> {
 fn sweep(cli: &Cli) {
     for &nodes in &cli.nodes {
         for &load in &cli.loads {
-            let requests = scenario(cli, nodes, load).measured_requests;
+            let requests = scenario(cli, Variant::Equal, nodes, load).measured_requests;
             println!("### Estimate weights, {nodes} nodes, {:.0}% load, {requests} requests per cell\n", load * 100.0);
             print!("| trust_half_life |");
             SWEEP_TOKENS_PER_ATTEMPT.iter().for_each(|t| print!(" tokens_per_attempt {t}: p99 / mean ms |"));
@@ -195,7 +231,7 @@ fn sweep(cli: &Cli) {
                         trust_half_life: Duration::from_millis(half_life_ms),
                         ..gateway_estimate_params()
                     };
-                    let r = run(&scenario(cli, nodes, load), &Policy::Project(params));
+                    let r = run(&scenario(cli, Variant::Equal, nodes, load), &Policy::Project(params));
                     let p99 = r.p99_ms.map_or_else(|| "∞".to_owned(), |v| format!("{v:.1}"));
                     print!(" {p99} / {:.1} |", r.mean_ms);
                 }
@@ -209,7 +245,7 @@ fn sweep(cli: &Cli) {
 /// p99, mean and share served locally of the project's policy for each remote hop cost.
 fn sweep_hop_cost(cli: &Cli) {
     for &nodes in &cli.nodes {
-        let requests = scenario(cli, nodes, cli.loads[0]).measured_requests;
+        let requests = scenario(cli, Variant::Equal, nodes, cli.loads[0]).measured_requests;
         println!("### Remote hop cost, {nodes} nodes, {requests} requests per cell\n");
         print!("| remote_hop_cost_tokens |");
         cli.loads.iter().for_each(|l| print!(" {:.0}% load: p99 / mean ms, served locally |", l * 100.0));
@@ -220,12 +256,50 @@ fn sweep_hop_cost(cli: &Cli) {
             print!("| {remote_hop_cost_tokens} |");
             for &load in &cli.loads {
                 let params = EstimateParams { remote_hop_cost_tokens, ..gateway_estimate_params() };
-                let r = run(&scenario(cli, nodes, load), &Policy::Project(params));
+                let r = run(&scenario(cli, Variant::Equal, nodes, load), &Policy::Project(params));
                 let p99 = r.p99_ms.map_or_else(|| "∞".to_owned(), |v| format!("{v:.1}"));
                 print!(" {p99} / {:.1}, {:.1}% |", r.mean_ms, r.local_share * 100.0);
             }
             println!();
         }
         println!();
+    }
+}
+
+/// p99 of the project's placement for each number of remote samples and speed awareness, per
+/// variant, with the reference policies as the first rows.
+fn sweep_placement(cli: &Cli, variants: &[Variant]) {
+    let gateway = gateway_estimate_params();
+    let mut rows: Vec<Policy> = vec![Policy::Oracle, Policy::SingleLeastConnections, Policy::LeastConnections];
+    for speed_blind in [false, true] {
+        for remote_samples in SWEEP_REMOTE_SAMPLES {
+            let tweaks = Tweaks { remote_samples, speed_blind };
+            rows.push(if tweaks == Tweaks::NONE {
+                Policy::Project(gateway)
+            } else {
+                Policy::ProjectWith(gateway, tweaks)
+            });
+        }
+    }
+    for &nodes in &cli.nodes {
+        for &load in &cli.loads {
+            let requests = scenario(cli, Variant::Equal, nodes, load).measured_requests;
+            println!("### Placement, {nodes} nodes, {:.0}% load, {requests} requests per cell\n", load * 100.0);
+            print!("| policy |");
+            variants.iter().for_each(|v| print!(" {}: p99 / mean ms, served locally |", v.name()));
+            print!("\n|---|");
+            variants.iter().for_each(|_| print!("---:|"));
+            println!();
+            for policy in &rows {
+                print!("| {} |", policy.label());
+                for &variant in variants {
+                    let r = run(&scenario(cli, variant, nodes, load), policy);
+                    let p99 = r.p99_ms.map_or_else(|| "∞".to_owned(), |v| format!("{v:.1}"));
+                    print!(" {p99} / {:.1}, {:.0}% |", r.mean_ms, r.local_share * 100.0);
+                }
+                println!();
+            }
+            println!();
+        }
     }
 }

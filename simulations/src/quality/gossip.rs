@@ -23,10 +23,13 @@ use rand::seq::index;
 use senti_cluster::{should_publish, PublishPolicy, Published};
 
 /// One published backlog value.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) struct Report {
     /// Tokens queued and running when published.
     pub backlog_tokens: u64,
+    /// The actor's measured throughput then (tokens per second; 0: not measured yet), which
+    /// `load.<actor>` carries beside the backlog.
+    pub tokens_per_sec: f64,
     /// When it was published (simulated nanoseconds).
     pub published_ns: u64,
 }
@@ -56,22 +59,24 @@ impl Gossip {
         }
     }
 
-    /// The publisher tick of `node`: `backlog(actor)` reads a gauge; `actors` are the node's own.
+    /// The publisher tick of `node`: `gauge(actor)` reads an actor's backlog and throughput;
+    /// `actors` are the node's own.
     pub(crate) fn publish_tick(
         &mut self,
         node: usize,
         actors: std::ops::Range<usize>,
-        backlog: impl Fn(usize) -> u64,
+        gauge: impl Fn(usize) -> (u64, f64),
         now_ns: u64,
         base: Instant,
         policy: &PublishPolicy,
     ) {
         let at = base + Duration::from_nanos(now_ns);
         for actor in actors {
-            let backlog_tokens = backlog(actor);
+            let (backlog_tokens, tokens_per_sec) = gauge(actor);
             if should_publish(self.last[actor].as_ref(), backlog_tokens, at, policy) {
                 self.last[actor] = Some(Published { backlog_tokens, at });
-                self.known[node * self.actors + actor] = Some(Report { backlog_tokens, published_ns: now_ns });
+                self.known[node * self.actors + actor] =
+                    Some(Report { backlog_tokens, tokens_per_sec, published_ns: now_ns });
                 self.publications += 1;
             }
         }
@@ -120,7 +125,7 @@ mod tests {
         let (nodes, actors) = (32, 64);
         let mut gossip = Gossip::new(nodes, actors);
         let policy = PublishPolicy::from_config(&AdvancedConfig::default());
-        gossip.publish_tick(5, 10..12, |_| 96, 0, Instant::now(), &policy);
+        gossip.publish_tick(5, 10..12, |_| (96, 900.0), 0, Instant::now(), &policy);
         let mut rng = SmallRng::seed_from_u64(3);
         let mut rounds_until_everywhere = None;
         for round in 1..=20 {
@@ -133,7 +138,7 @@ mod tests {
         // Push-pull with fanout 3 over 32 nodes: about log4(32) = 2.5 rounds, plus one for the watcher.
         let rounds = rounds_until_everywhere.expect("never spread");
         assert!((2..=6).contains(&rounds), "{rounds} rounds");
-        assert_eq!(gossip.view_of(0)[11], Some(Report { backlog_tokens: 96, published_ns: 0 }));
+        assert_eq!(gossip.view_of(0)[11], Some(Report { backlog_tokens: 96, tokens_per_sec: 900.0, published_ns: 0 }));
         assert_eq!(gossip.view_of(0)[12], None, "nothing published for it");
     }
 }

@@ -1,12 +1,13 @@
 //! The placement policies compared, each deciding from what its gateway could know.
 //!
 //! The project's policy and the gossip-only P2C build their `LoadView`s with the gateway's own
-//! `LoadView::new` (local actors: the exact gauge; remote ones: the gossiped value and its age, or
-//! never published) and call the real
-//! `senti_routing::estimate` and `power_of_two_choices`; the oracle calls `least_loaded`. Random,
-//! round-robin and least-connections are what a balancer without load reports does. Beyond the
-//! compared six, clearly labelled rows: references with perfect information (what sampling costs)
-//! and hypothetical changes to the gateway (what would close the gap), never the gateway's code.
+//! `LoadView::new(..).at_rate(..)` (local actors: the exact gauge and measured rate; remote ones:
+//! the gossiped value, its age and the gossiped rate, or never published) and call the real
+//! `senti_routing::estimate`, `local_plus_two_remote` and `power_of_two_choices`; the oracle calls
+//! `least_loaded`. Random, round-robin and least-connections are what balancers without load
+//! reports do, one per gateway or one in front of every actor (the seed recipe). Beyond these
+//! seven, clearly labelled rows: references with perfect information (what sampling costs) and
+//! hypothetical changes to the gateway (what would close the gap), never the gateway's code.
 
 use std::time::Duration;
 
@@ -14,8 +15,8 @@ use rand::rngs::SmallRng;
 use rand::seq::index;
 use rand::Rng;
 use senti_routing::{
-    estimate, least_loaded, local_plus_two_remote, mean_backlog, power_of_two_choices, Candidate, EstimateParams,
-    LoadView, Reported, RoutingParams,
+    estimate, least_loaded, local_plus_sampled_remote, local_plus_two_remote, mean_backlog, mean_rate,
+    power_of_two_choices, Candidate, EstimateParams, LoadView, Reported, RoutingParams,
 };
 
 use crate::quality::gossip::Report;
@@ -50,10 +51,57 @@ pub enum Policy {
     /// Hypothetical, not the gateway's code: an idle local actor (exact gauge) if there is one,
     /// else [`Policy::LeastConnections`].
     IdleLocalFirst,
+    /// The seed recipe's architecture: one nginx `least_conn` balancer in front of every actor. It
+    /// sees every request, so its count of attempts in flight per actor is the whole cluster's;
+    /// every attempt crosses the network from the balancer (no request is local). Ties at random.
+    SingleLeastConnections,
+    /// Hypothetical, not the gateway's code yet: the project's policy with [`Tweaks`].
+    ProjectWith(EstimateParams, Tweaks),
     /// Hypothetical, not the gateway's code yet: the project's policy where each answer carries
     /// the actor's backlog as it left the actor, and a remote actor's value is the newer of that
     /// and its gossip (issue 16: fresher information where it is cheap).
     ProjectPiggyback(EstimateParams),
+}
+
+/// Changes to the project's placement, tried in the simulator before (or instead of) the gateway.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Tweaks {
+    /// Remote actors sampled per placement (the gateway: 2).
+    pub remote_samples: usize,
+    /// Measured throughputs ignored: every actor's work counted in its own tokens, as if all
+    /// actors were equally fast (the gateway: false).
+    pub speed_blind: bool,
+}
+
+impl Tweaks {
+    /// The gateway's placement as it is.
+    pub const NONE: Tweaks = Tweaks { remote_samples: 2, speed_blind: false };
+
+    fn label(&self) -> String {
+        let mut parts = Vec::new();
+        if self.remote_samples != 2 {
+            parts.push(format!("{} remote samples", self.remote_samples));
+        }
+        if self.speed_blind {
+            parts.push("speed-blind".to_owned());
+        }
+        parts.join(", ")
+    }
+}
+
+/// How a P2C-family row differs from the gateway's placement.
+#[derive(Debug, Clone, Copy, Default)]
+struct Variation {
+    /// Count this gateway's outstanding attempts (false: gossip only, chosen by plain P2C).
+    count_outstanding: bool,
+    /// Candidate `index` = actor XOR `mask` (0: the actor itself).
+    mask: usize,
+    /// A remote actor's newer of gossip and the backlog its last answer carried.
+    read_replies: bool,
+    /// Remote samples (0: the gateway's 2).
+    remote_samples: usize,
+    /// Ignore measured throughputs.
+    speed_blind: bool,
 }
 
 /// The estimate weights the gateway uses with the default configuration (`GatewayState::pre_start`).
@@ -72,7 +120,13 @@ impl Policy {
             Policy::GossipP2c(params),
             Policy::Project(params),
             Policy::Oracle,
+            Policy::SingleLeastConnections,
         ]
+    }
+
+    /// Whether every request crosses a balancer of its own to reach any actor (none is local).
+    pub fn through_balancer(&self) -> bool {
+        matches!(self, Policy::SingleLeastConnections)
     }
 
     /// Short name for tables and plot legends; non-default weights are spelled out.
@@ -109,6 +163,10 @@ impl Policy {
             Policy::SampledOracle(d) => format!("reference: best of {d} on true queues"),
             Policy::ProjectRandomTies(params) => format!("hypothetical: project, random ties{}", weights(params)),
             Policy::IdleLocalFirst => "hypothetical: idle local actor, else least-connections".into(),
+            Policy::SingleLeastConnections => "one least_conn balancer (nginx, the seed recipe)".into(),
+            Policy::ProjectWith(params, tweaks) => {
+                format!("hypothetical: project, {}{}", tweaks.label(), weights(params))
+            }
             Policy::ProjectPiggyback(params) => {
                 format!("hypothetical: project + backlog on replies{}", weights(params))
             }
@@ -128,12 +186,23 @@ pub(crate) struct Inputs<'a> {
     pub gauge_tokens: &'a [u64],
     /// Every actor's true pending work in tokens, attempts on the wire included (oracle only).
     pub true_tokens: &'a [u64],
+    /// Every actor's measured throughput, tokens per second (read only for local actors).
+    pub rates: &'a [f64],
+    /// Every actor's true speed now (oracle only).
+    pub speeds: &'a [f64],
     /// This gateway's gossip view, by actor.
     pub gossip: &'a [Option<Report>],
     /// This gateway's attempts in flight, by actor.
     pub outstanding: &'a [u32],
+    /// Every gateway's attempts in flight, by actor (the single balancer only).
+    pub total_outstanding: &'a [u32],
     /// The backlog each actor's latest answer to this gateway carried, by actor.
     pub replied: &'a [Option<Report>],
+}
+
+/// The true work ahead on `actor`, in tokens at speed 1.0 (its tokens over its speed now).
+fn true_wait(inputs: &Inputs, actor: usize) -> f64 {
+    inputs.true_tokens[actor] as f64 / inputs.speeds[actor]
 }
 
 /// A policy with its per-gateway state and its own random numbers.
@@ -166,6 +235,11 @@ impl Placer {
         }
     }
 
+    /// Whether the policy places every request through a balancer of its own (none is local).
+    pub(crate) fn through_balancer(&self) -> bool {
+        self.policy.through_balancer()
+    }
+
     /// The actor for one request.
     pub(crate) fn place(&mut self, inputs: &Inputs) -> usize {
         let actors = inputs.outstanding.len();
@@ -177,9 +251,24 @@ impl Placer {
                 actor
             }
             Policy::LeastConnections => self.least_connections(inputs.outstanding),
+            Policy::SingleLeastConnections => self.least_connections(inputs.total_outstanding),
+            Policy::ProjectWith(params, tweaks) => self.p2c_with(
+                inputs,
+                &params,
+                Variation {
+                    count_outstanding: true,
+                    remote_samples: tweaks.remote_samples,
+                    speed_blind: tweaks.speed_blind,
+                    ..Variation::default()
+                },
+            ),
             Policy::GossipP2c(params) => self.p2c(inputs, &params, false),
             Policy::Project(params) => self.p2c(inputs, &params, true),
-            Policy::ProjectPiggyback(params) => self.p2c_with(inputs, &params, true, 0, true),
+            Policy::ProjectPiggyback(params) => self.p2c_with(
+                inputs,
+                &params,
+                Variation { count_outstanding: true, read_replies: true, ..Variation::default() },
+            ),
             Policy::Oracle => {
                 self.true_candidates(inputs);
                 least_loaded(&self.candidates).expect("no actors. This is a bug.")
@@ -190,7 +279,7 @@ impl Placer {
             }
             Policy::SampledOracle(d) => index::sample(&mut self.rng, actors, d.min(actors))
                 .into_iter()
-                .min_by_key(|&actor| inputs.true_tokens[actor])
+                .min_by(|&a, &b| true_wait(inputs, a).total_cmp(&true_wait(inputs, b)))
                 .expect("no actors. This is a bug."),
             Policy::ProjectRandomTies(params) => {
                 // `power_of_two_choices` breaks ties towards the lower `index`. Labels XORed with a
@@ -198,7 +287,7 @@ impl Placer {
                 // actors a fair coin (it is decided by the highest bit where they differ, which the
                 // mask flips half of the time).
                 let mask = self.rng.random_range(0..actors.next_power_of_two());
-                self.p2c_with(inputs, &params, true, mask, false)
+                self.p2c_with(inputs, &params, Variation { count_outstanding: true, mask, ..Variation::default() })
             }
             Policy::IdleLocalFirst => {
                 let local = inputs.node * inputs.actors_per_node..(inputs.node + 1) * inputs.actors_per_node;
@@ -210,12 +299,12 @@ impl Placer {
         }
     }
 
-    /// Every actor with its true pending work as the estimate.
+    /// Every actor with its true pending work, in time at its speed now, as the estimate.
     fn true_candidates(&mut self, inputs: &Inputs) {
         self.candidates.clear();
-        self.candidates.extend(inputs.true_tokens.iter().enumerate().map(|(index, &tokens)| Candidate {
+        self.candidates.extend((0..inputs.true_tokens.len()).map(|index| Candidate {
             index,
-            estimate: tokens as f64,
+            estimate: true_wait(inputs, index),
             is_local: index / inputs.actors_per_node == inputs.node,
         }));
     }
@@ -236,34 +325,30 @@ impl Placer {
         best
     }
 
-    /// The gateway's placement: one `LoadView` per actor, `estimate`, `power_of_two_choices`.
+    /// The gateway's placement: one `LoadView` per actor, `estimate`, `local_plus_two_remote`
+    /// (gossip only: `power_of_two_choices`).
     fn p2c(&mut self, inputs: &Inputs, params: &EstimateParams, count_outstanding: bool) -> usize {
-        self.p2c_with(inputs, params, count_outstanding, 0, false)
+        self.p2c_with(inputs, params, Variation { count_outstanding, ..Variation::default() })
     }
 
-    /// [`Placer::p2c`] with candidate `index` = actor XOR `mask` (0: the actor itself), and with
-    /// `read_replies` a remote actor's newer of gossip and the backlog its last answer carried.
-    fn p2c_with(
-        &mut self,
-        inputs: &Inputs,
-        params: &EstimateParams,
-        count_outstanding: bool,
-        mask: usize,
-        read_replies: bool,
-    ) -> usize {
+    /// [`Placer::p2c`] with a [`Variation`].
+    fn p2c_with(&mut self, inputs: &Inputs, params: &EstimateParams, variation: Variation) -> usize {
         self.candidates.clear();
-        let reported = |index: usize, report_opt: &Option<Report>| {
-            let newest = match (report_opt, inputs.replied[index]) {
-                (Some(gossiped), Some(replied)) if read_replies && replied.published_ns > gossiped.published_ns => {
-                    Some(replied)
-                }
-                (None, replied) if read_replies => replied,
-                (gossiped, _) => *gossiped,
-            };
-            if index / inputs.actors_per_node == inputs.node {
+        let is_local = |index: usize| index / inputs.actors_per_node == inputs.node;
+        let newest = |index: usize| match (inputs.gossip[index], inputs.replied[index]) {
+            (Some(gossiped), Some(replied))
+                if variation.read_replies && replied.published_ns > gossiped.published_ns =>
+            {
+                Some(replied)
+            }
+            (None, replied) if variation.read_replies => replied,
+            (gossiped, _) => gossiped,
+        };
+        let reported = |index: usize| {
+            if is_local(index) {
                 Reported::Local { backlog_tokens: inputs.gauge_tokens[index] as f64 }
             } else {
-                match newest {
+                match newest(index) {
                     Some(report) => {
                         let age = Duration::from_nanos(inputs.now_ns.saturating_sub(report.published_ns));
                         Reported::Gossiped { backlog_tokens: report.backlog_tokens as f64, age }
@@ -272,26 +357,34 @@ impl Placer {
                 }
             }
         };
-        // The gateway's prior: the mean over every target, as `GatewayState::place` computes it.
-        let mean = mean_backlog(inputs.gossip.iter().enumerate().map(|(index, r)| reported(index, r)));
-        for (index, report_opt) in inputs.gossip.iter().enumerate() {
-            let reported = reported(index, report_opt);
+        // `LoadSource::tokens_per_sec`: the local gauge's rate, a remote actor's as last heard.
+        let rate = |index: usize| {
+            let rate =
+                if is_local(index) { inputs.rates[index] } else { newest(index).map_or(0.0, |r| r.tokens_per_sec) };
+            (!variation.speed_blind && rate > 0.0).then_some(rate)
+        };
+        let actors = inputs.gossip.len();
+        // The gateway's priors over every target, as `GatewayState::priors` computes them.
+        let mean = mean_backlog((0..actors).map(reported));
+        let mean_rate_opt = mean_rate((0..actors).map(rate));
+        for index in 0..actors {
+            let reported = reported(index);
             if let (true, Reported::Gossiped { age, .. }) = (self.record_ages, reported) {
                 self.age_sum += age;
                 self.age_count += 1;
             }
-            let outstanding = if count_outstanding { inputs.outstanding[index] } else { 0 };
-            let view = LoadView::new(reported, mean, outstanding, 0.0);
-            let is_local = view.is_local;
-            self.candidates.push(Candidate { index: index ^ mask, estimate: estimate(&view, params), is_local });
+            let outstanding = if variation.count_outstanding { inputs.outstanding[index] } else { 0 };
+            let view = LoadView::new(reported, mean, outstanding, 0.0).at_rate(rate(index), mean_rate_opt);
+            let estimate = estimate(&view, params);
+            self.candidates.push(Candidate { index: index ^ variation.mask, estimate, is_local: view.is_local });
         }
-        let chosen = if count_outstanding {
+        let chosen = match (variation.count_outstanding, variation.remote_samples) {
             // The project's policy: exactly the gateway's chooser.
-            local_plus_two_remote(&self.candidates, &mut self.rng)
-        } else {
-            power_of_two_choices(&self.candidates, &mut self.rng)
+            (true, 0 | 2) => local_plus_two_remote(&self.candidates, &mut self.rng),
+            (true, samples) => local_plus_sampled_remote(&self.candidates, samples, &mut self.rng),
+            (false, _) => power_of_two_choices(&self.candidates, &mut self.rng),
         };
-        chosen.expect("no actors. This is a bug.") ^ mask
+        chosen.expect("no actors. This is a bug.") ^ variation.mask
     }
 }
 
@@ -314,8 +407,11 @@ mod tests {
                 now_ns: 0,
                 gauge_tokens: &true_tokens,
                 true_tokens: &true_tokens,
+                rates: &[0.0; 8],
+                speeds: &[1.0; 8],
                 gossip: &[None; 8],
                 outstanding: &[0; 8],
+                total_outstanding: &[0; 8],
                 replied: &[None; 8],
             };
             let chosen = placer.place(&inputs);
@@ -340,15 +436,18 @@ mod tests {
     #[test]
     fn the_project_policy_counts_outstanding_and_gossip_only_does_not() {
         // Every actor looks idle; gateway 1 (owning actors 2 and 3) has 3 attempts on actor 0.
-        let gossip = [Some(Report { backlog_tokens: 0, published_ns: 0 }); 4];
+        let gossip = [Some(Report { backlog_tokens: 0, tokens_per_sec: 0.0, published_ns: 0 }); 4];
         let inputs = Inputs {
             node: 1,
             actors_per_node: 2,
             now_ns: 0,
             gauge_tokens: &[0; 4],
             true_tokens: &[0; 4],
+            rates: &[0.0; 4],
+            speeds: &[1.0; 4],
             gossip: &gossip,
             outstanding: &[3, 0, 0, 0],
+            total_outstanding: &[3, 0, 0, 0],
             replied: &[None; 4],
         };
         let params = gateway_estimate_params();

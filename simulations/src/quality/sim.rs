@@ -21,15 +21,16 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution, Exp};
+use senti_engine::LoadGauge;
 
 use crate::quality::gossip::{Gossip, Report};
 use crate::quality::policy::{Inputs, Placer, Policy};
-use crate::quality::scenario::{Scenario, ServiceSampler};
+use crate::quality::scenario::{Entry, Scenario, ServiceSampler};
 
 /// What one cell measured, over the requests that arrived after the warm-up.
 #[derive(Debug, Clone, PartialEq)]
@@ -125,9 +126,13 @@ impl Agenda {
 
 struct Request {
     arrival: u64,
+    /// Service time at speed 1.0; the actor's node divides it by its speed when the text starts.
     service: u64,
     gateway: u32,
     actor: u32,
+    /// Placed on an actor of its gateway's node (no hop). Never for a policy that places every
+    /// request through a balancer of its own.
+    local: bool,
     /// Answered, refused or expired.
     done: bool,
     /// The gateway stopped counting the attempt as outstanding.
@@ -145,14 +150,23 @@ struct Sim<'a> {
     requests: Vec<Request>,
     /// Each actor's FIFO queue of requests (not the one in service).
     queues: Vec<VecDeque<u32>>,
-    /// Each actor's request in service.
-    running: Vec<Option<u32>>,
+    /// Each actor's request in service, and how long it takes at the node's speed when it started.
+    running: Vec<Option<(u32, u64)>>,
+    /// Each actor's measured throughput in tokens per second, as its `LoadGauge` keeps it (0
+    /// before its first text): what a local gauge shows and gossip carries.
+    rates: Vec<f64>,
+    /// Each actor's `LoadGauge`, used for its throughput alone (`rates` copies it).
+    throughput: Vec<LoadGauge>,
+    /// Each actor's speed now (its node's), for the oracle.
+    speeds: Vec<f64>,
     /// Each actor's gauge in tokens: queued + running texts, as `LoadGauge::backlog_tokens`.
     gauge_tokens: Vec<u64>,
     /// Each actor's true pending work in tokens: the gauge plus attempts on the wire to it.
     true_tokens: Vec<u64>,
     /// `outstanding[gateway * actors + actor]`: the gateway's attempts not ended.
     outstanding: Vec<u32>,
+    /// Every gateway's attempts not ended, by actor: what one balancer in front of every request sees.
+    total_outstanding: Vec<u32>,
     /// `replied[gateway * actors + actor]`: the backlog the actor's latest answer to the gateway
     /// carried (only [`Policy::ProjectPiggyback`] reads it).
     replied: Vec<Option<Report>>,
@@ -178,6 +192,11 @@ fn stream(seed: u64, stream: u64) -> SmallRng {
     SmallRng::seed_from_u64(seed ^ stream.wrapping_mul(0x9E37_79B9_7F4A_7C15))
 }
 
+/// The highest arrival rate over the mean: arrivals are drawn at that rate and thinned.
+fn peak_factor(scenario: &Scenario) -> f64 {
+    scenario.bursts.map_or(1.0, |b| b.factor.max(1.0))
+}
+
 /// Runs one cell to the end: every measured request answered, refused or expired.
 pub fn run(scenario: &Scenario, policy: &Policy) -> CellResult {
     assert!(scenario.nodes >= 2 && scenario.actors_per_node >= 1, "a cluster needs two nodes. This is a bug.");
@@ -200,15 +219,20 @@ pub fn run(scenario: &Scenario, policy: &Policy) -> CellResult {
         requests: Vec::with_capacity(scenario.measured_requests * 2),
         queues: vec![VecDeque::new(); actors],
         running: vec![None; actors],
+        rates: vec![0.0; actors],
+        throughput: (0..actors).map(|_| LoadGauge::default()).collect(),
+        speeds: (0..actors).map(|actor| scenario.speed(actor / scenario.actors_per_node, 0)).collect(),
         gauge_tokens: vec![0; actors],
         true_tokens: vec![0; actors],
         outstanding: vec![0; scenario.nodes * actors],
+        total_outstanding: vec![0; actors],
         replied: vec![None; scenario.nodes * actors],
         gossip: Gossip::new(scenario.nodes, actors),
         placer: Placer::new(*policy, scenario.nodes, actors, stream(scenario.seed, 3)),
         arrivals_rng: stream(scenario.seed, 1),
         gossip_rng,
-        interarrival: Exp::new(scenario.arrival_rate_per_sec() / 1e9).expect("invalid arrival rate. This is a bug."),
+        interarrival: Exp::new(scenario.arrival_rate_per_sec() * peak_factor(scenario) / 1e9)
+            .expect("invalid arrival rate. This is a bug."),
         service: scenario.service.sampler(),
         deadline_ns: scenario.deadline.as_nanos() as u64,
         half_hop_ns: scenario.hop_rtt.as_nanos() as u64 / 2,
@@ -248,17 +272,26 @@ pub fn run(scenario: &Scenario, policy: &Policy) -> CellResult {
 }
 
 impl Sim<'_> {
+    /// Time to the next arrival: Poisson at the mean rate, or with bursts a Poisson process at
+    /// the peak rate thinned to the rate of each moment (exact for a piecewise-constant rate).
     fn next_interarrival(&mut self) -> u64 {
-        (self.interarrival.sample(&mut self.arrivals_rng).round() as u64).max(1)
-    }
-
-    fn is_local(&self, req: &Request) -> bool {
-        req.actor as usize / self.scenario.actors_per_node == req.gateway as usize
+        let mut gap = 0u64;
+        loop {
+            gap += (self.interarrival.sample(&mut self.arrivals_rng).round() as u64).max(1);
+            let Some(bursts) = self.scenario.bursts else { return gap };
+            let keep = bursts.rate_factor(self.now + gap) / peak_factor(self.scenario);
+            if self.arrivals_rng.random::<f64>() < keep {
+                return gap;
+            }
+        }
     }
 
     fn arrival(&mut self) {
         let actors = self.scenario.total_actors();
-        let gateway = self.arrivals_rng.random_range(0..self.scenario.nodes);
+        let gateway = match self.scenario.entry {
+            Entry::Uniform => self.arrivals_rng.random_range(0..self.scenario.nodes),
+            Entry::OneGateway => 0,
+        };
         let service = self.service.sample(&mut self.arrivals_rng);
         let next = self.now + self.next_interarrival();
         let measured = self.now >= self.warmup_ns && self.measured_so_far < self.scenario.measured_requests;
@@ -278,8 +311,11 @@ impl Sim<'_> {
             now_ns: self.now,
             gauge_tokens: &self.gauge_tokens,
             true_tokens: &self.true_tokens,
+            rates: &self.rates,
+            speeds: &self.speeds,
             gossip: self.gossip.view_of(gateway),
             outstanding,
+            total_outstanding: &self.total_outstanding,
             replied,
         };
         let actor = self.placer.place(&inputs);
@@ -289,17 +325,19 @@ impl Sim<'_> {
             service,
             gateway: gateway as u32,
             actor: actor as u32,
+            local: !self.placer.through_balancer() && actor / self.scenario.actors_per_node == gateway,
             done: false,
             attempt_ended: false,
             measured,
             answered_with: None,
         };
-        let local = self.is_local(&request);
+        let local = request.local;
         if measured && local {
             self.local_placements += 1;
         }
         self.requests.push(request);
         self.outstanding[gateway * actors + actor] += 1;
+        self.total_outstanding[actor] += 1;
         self.true_tokens[actor] += self.scenario.tokens_per_text;
         self.agenda.schedule_fifo(DEADLINE_LANE, self.now + self.deadline_ns, Event::Deadline { req });
         if local {
@@ -333,14 +371,20 @@ impl Sim<'_> {
                 self.true_tokens[actor] -= tokens;
                 continue;
             }
-            self.running[actor] = Some(req);
-            self.agenda.schedule(self.now + request.service, Event::ServiceEnd { actor: actor as u32 });
+            let speed = self.scenario.speed(actor / self.scenario.actors_per_node, self.now);
+            self.speeds[actor] = speed;
+            let took = ((request.service as f64 / speed).round() as u64).max(1);
+            self.running[actor] = Some((req, took));
+            self.agenda.schedule(self.now + took, Event::ServiceEnd { actor: actor as u32 });
             return;
         }
     }
 
     fn service_end(&mut self, actor: usize) {
-        let req = self.running[actor].take().expect("service ended on an idle actor. This is a bug.");
+        let (req, took) = self.running[actor].take().expect("service ended on an idle actor. This is a bug.");
+        // The actor's real gauge keeps its throughput, as `InferenceActor` does after a batch.
+        self.throughput[actor].record_batch(self.scenario.tokens_per_text as usize, Duration::from_nanos(took));
+        self.rates[actor] = self.throughput[actor].snapshot().tokens_per_sec;
         self.gauge_tokens[actor] -= self.scenario.tokens_per_text;
         self.true_tokens[actor] -= self.scenario.tokens_per_text;
         self.send_reply(req, false);
@@ -350,8 +394,9 @@ impl Sim<'_> {
     fn send_reply(&mut self, req: u32, rejected: bool) {
         let actor = self.requests[req as usize].actor as usize;
         let backlog_tokens = self.gauge_tokens[actor];
-        self.requests[req as usize].answered_with = Some(Report { backlog_tokens, published_ns: self.now });
-        if self.is_local(&self.requests[req as usize]) {
+        let report = Report { backlog_tokens, tokens_per_sec: self.rates[actor], published_ns: self.now };
+        self.requests[req as usize].answered_with = Some(report);
+        if self.requests[req as usize].local {
             self.reply_arrived(req, rejected);
         } else {
             self.agenda.schedule_fifo(REPLY_LANE, self.now + self.half_hop_ns, Event::Reply { req, rejected });
@@ -401,16 +446,17 @@ impl Sim<'_> {
         if !request.attempt_ended {
             request.attempt_ended = true;
             self.outstanding[request.gateway as usize * actors + request.actor as usize] -= 1;
+            self.total_outstanding[request.actor as usize] -= 1;
         }
     }
 
     fn publish(&mut self, node: usize) {
         let per_node = self.scenario.actors_per_node;
-        let gauges = &self.gauge_tokens;
+        let (gauges, rates) = (&self.gauge_tokens, &self.rates);
         self.gossip.publish_tick(
             node,
             node * per_node..(node + 1) * per_node,
-            |actor| gauges[actor],
+            |actor| (gauges[actor], rates[actor]),
             self.now,
             self.base,
             &self.scenario.publish,
@@ -502,6 +548,43 @@ mod tests {
         let theory = 2.0 * 100f64.ln();
         assert!((p99 - theory).abs() < 0.08 * theory, "p99 {p99} ms, theory {theory} ms");
         assert_eq!(result.drop_rate(), 0.0);
+    }
+
+    #[test]
+    fn every_variant_is_deterministic_and_keeps_its_shape() {
+        let policy = Policy::Project(crate::quality::gateway_estimate_params());
+        for variant in crate::quality::Variant::ALL {
+            let scenario = variant.apply(small(0.85, 5));
+            let a = run(&scenario, &policy);
+            assert_eq!(a, run(&scenario, &policy), "{variant:?}");
+            assert_eq!(a.completed + a.rejected + a.expired, a.measured, "{variant:?}");
+            let share = a.local_share;
+            match variant {
+                // Every request enters at node 0: only its own actors count as local.
+                crate::quality::Variant::OneEntry => assert!(share < 0.5, "{share}"),
+                _ => assert!(share > 0.3, "{variant:?}: {share}"),
+            }
+        }
+        let slowed = crate::quality::Variant::Slowed.apply(small(0.85, 5));
+        assert!(
+            slowed.capacity_per_sec() < small(0.85, 5).capacity_per_sec(),
+            "load is a share of the slowed capacity"
+        );
+    }
+
+    /// Nodes at 1x, 2x and 4x: counting work at each actor's measured speed (the gateway) beats
+    /// counting tokens alone, and a balancer that counts connections adapts to speed by itself.
+    #[test]
+    fn speed_awareness_pays_on_unequal_nodes() {
+        let params = crate::quality::gateway_estimate_params();
+        let scenario = crate::quality::Variant::Unequal.apply(Scenario { measured_requests: 60_000, ..small(0.85, 3) });
+        let aware = run(&scenario, &Policy::Project(params));
+        let blind_tweaks = crate::quality::Tweaks { speed_blind: true, ..crate::quality::Tweaks::NONE };
+        let blind = run(&scenario, &Policy::ProjectWith(params, blind_tweaks));
+        let per_gateway = run(&scenario, &Policy::LeastConnections);
+        let (aware_p99, blind_p99) = (aware.p99_ms.unwrap(), blind.p99_ms.unwrap());
+        assert!(aware_p99 < 0.8 * blind_p99, "speed-aware {aware_p99} ms vs blind {blind_p99} ms");
+        assert!(aware_p99 < per_gateway.p99_ms.unwrap(), "{aware:?} vs {per_gateway:?}");
     }
 
     #[test]
