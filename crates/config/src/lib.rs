@@ -473,7 +473,7 @@ impl Default for AdvancedConfig {
             trust_half_life_ms: 200,
             tokens_per_attempt: 64.0,
             failure_penalty_tokens: 512.0,
-            remote_hop_cost_tokens: 64.0,
+            remote_hop_cost_tokens: 128.0,
             eject_consecutive_failures: 5,
             eject_base_ms: 1_000,
             eject_max_ms: 30_000,

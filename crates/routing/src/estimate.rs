@@ -142,8 +142,8 @@ pub struct EstimateParams {
     pub trust_half_life: Duration,
     /// What one recent failure adds, in tokens (default 512).
     pub failure_penalty_tokens: f64,
-    /// What an attempt on another node costs beyond the work ahead of it, in tokens (default 64,
-    /// one attempt's worth: measured in the simulator, docs/routing.md).
+    /// What an attempt on another node costs beyond the work ahead of it, in tokens (default 128,
+    /// two attempts' worth: measured on real processes and in the simulator, docs/routing.md).
     pub remote_hop_cost_tokens: f64,
 }
 
@@ -153,7 +153,7 @@ impl Default for EstimateParams {
             tokens_per_attempt: 64.0,
             trust_half_life: Duration::from_millis(200),
             failure_penalty_tokens: 512.0,
-            remote_hop_cost_tokens: 64.0,
+            remote_hop_cost_tokens: 128.0,
         }
     }
 }
@@ -290,8 +290,9 @@ mod tests {
             let there = estimate(&remote(backlog, age, mean, 0), &params);
             assert!(here < there, "backlog {backlog}: local {here}, remote {there}");
         }
-        // The local actors hold six texts more than the other node's (32 tokens each).
-        let (busy, light) = (320.0, 128.0);
+        // The local actors hold ten texts more than the other node's (32 tokens each): the mean
+        // lies five texts below the local backlog, more than the hop's 128 tokens.
+        let (busy, light) = (448.0, 128.0);
         let mean = (busy + light) / 2.0;
         let here = estimate(&local(busy, mean), &params);
         for age in [0, 100, 300, 1_000, 10_000] {
