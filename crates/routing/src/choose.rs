@@ -54,7 +54,8 @@ pub fn local_plus_two_remote<R: Rng + ?Sized>(candidates: &[Candidate], rng: &mu
 /// one is estimated lighter, and a remote estimate includes the hop's cost
 /// ([`estimate`](crate::estimate)), so that means lighter by more than the hop. Remote actors are
 /// still sampled, not all compared, so stale gossip cannot send every gateway to the same one.
-/// Ties: local first, then the earlier sampled.
+/// Ties: local first, then the earlier sampled. `None` when nothing is compared: no candidates,
+/// or no local ones and `remote_samples` 0.
 pub fn local_plus_sampled_remote<R: Rng + ?Sized>(
     candidates: &[Candidate],
     remote_samples: usize,
@@ -248,6 +249,29 @@ mod tests {
                 let chosen = cands.iter().find(|c| c.index == chosen).unwrap();
                 for local in cands.iter().filter(|c| c.is_local) {
                     prop_assert!(!better_ignoring_index(local, chosen), "{local:?} beats the chosen {chosen:?}");
+                }
+            }
+        }
+
+        #[test]
+        fn sampling_more_remote_candidates_never_loses_to_a_local_one_and_all_of_them_finds_the_minimum(
+            cands in candidates(12), samples in 0usize..6, seed in any::<u64>(),
+        ) {
+            let chosen = local_plus_sampled_remote(&cands, samples, &mut SmallRng::seed_from_u64(seed));
+            prop_assert_eq!(chosen.is_none(), cands.is_empty() || (samples == 0 && cands.iter().all(|c| !c.is_local)));
+            if let Some(chosen) = chosen {
+                let chosen = cands.iter().find(|c| c.index == chosen).unwrap();
+                for local in cands.iter().filter(|c| c.is_local) {
+                    prop_assert!(!better_ignoring_index(local, chosen), "{local:?} beats the chosen {chosen:?}");
+                }
+            }
+            // Sampling at least as many as there are remote candidates compares every candidate.
+            let remote = cands.iter().filter(|c| !c.is_local).count();
+            let everyone = local_plus_sampled_remote(&cands, remote, &mut SmallRng::seed_from_u64(seed));
+            if let Some(everyone) = everyone {
+                let everyone = cands.iter().find(|c| c.index == everyone).unwrap();
+                for other in &cands {
+                    prop_assert!(!better_ignoring_index(other, everyone), "{other:?} beats {everyone:?}");
                 }
             }
         }
