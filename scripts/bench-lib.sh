@@ -117,31 +117,44 @@ start_node() {
   exit 1
 }
 
-# start_cluster PREFIX CORES_A CORES_B [ENV=VALUE...]: nodes PREFIXa and PREFIXb (ids `a` and `b`)
-# pinned to those cores (taskset lists), seeded with a's gossip port, with the extra environment;
-# returns once a lists b's actor. Needs the caller's `node_pid` / `node_url` arrays, `stamp`,
-# `work` and `BENCH`.
+# start_cluster PREFIX CORES... [ENV=VALUE...]: one node per CORES argument (a taskset list), named
+# PREFIX<id> with ids a, b, c, ... (or the caller's array CLUSTER_IDS), seeded with the first node's
+# gossip port, with the extra environment; returns once every node lists an actor of every other
+# node. Needs the caller's `node_pid` / `node_url` arrays, `stamp`, `work` and `BENCH`.
 start_cluster() {
-  local prefix=$1 cores_a=$2 cores_b=$3 cookie="bench-$stamp-$RANDOM" name core gossip_a gossip actor key_file
-  shift 3
+  local prefix=$1 cookie="bench-$stamp-$RANDOM" key_file gossip gossip_first="" i name others
+  shift
+  local -a cores=() ids=(a b c d e f g h)
+  while (($# > 0)) && [[ $1 != *=* ]]; do
+    cores+=("$1")
+    shift
+  done
+  if [[ -n ${CLUSTER_IDS+x} ]]; then ids=("${CLUSTER_IDS[@]}"); fi
+  if ((${#cores[@]} < 2 || ${#cores[@]} > ${#ids[@]})); then
+    echo "$BENCH: start_cluster needs 2 to ${#ids[@]} nodes, got ${#cores[@]}" >&2
+    exit 1
+  fi
   key_file=$(cluster_key_file)
-  gossip_a=$(free_port)
-  for name in a b; do
-    if [[ $name == a ]]; then gossip=$gossip_a core=$cores_a; else gossip=$(free_port) core=$cores_b; fi
-    actor=$(free_port)
-    start_node "$prefix$name" "$core" SENTI__SERVER__NODE_ID="$name" SENTI__CLUSTER__ENABLED=true \
+  for i in "${!cores[@]}"; do
+    gossip=$(free_port)
+    [[ -n $gossip_first ]] || gossip_first=$gossip
+    start_node "$prefix${ids[$i]}" "${cores[$i]}" SENTI__SERVER__NODE_ID="${ids[$i]}" SENTI__CLUSTER__ENABLED=true \
       SENTI_CLUSTER_COOKIE="$cookie" SENTI_CLUSTER_KEY_FILE="$key_file" SENTI__CLUSTER__GOSSIP_LISTEN="127.0.0.1:$gossip" \
-      SENTI__CLUSTER__ACTOR_LISTEN="127.0.0.1:$actor" SENTI__CLUSTER__SEEDS="[\"127.0.0.1:$gossip_a\"]" "$@"
+      SENTI__CLUSTER__ACTOR_LISTEN="127.0.0.1:$(free_port)" SENTI__CLUSTER__SEEDS="[\"127.0.0.1:$gossip_first\"]" "$@"
   done
-  for _ in $(seq 300); do
-    if curl -fsS "${node_url[${prefix}a]}/v1/cluster" 2>/dev/null |
-      jq -e '[.routing.targets[] | select(.local == false)] | length > 0' >/dev/null; then
-      return 0
-    fi
-    sleep 0.1
+  others=$((${#cores[@]} - 1))
+  for i in "${!cores[@]}"; do
+    name="$prefix${ids[$i]}"
+    for _ in $(seq 300); do
+      curl -fsS "${node_url[$name]}/v1/cluster" 2>/dev/null |
+        jq -e --argjson others "$others" \
+          '[.routing.targets[] | select(.local == false) | .target | split("/")[0]] | unique | length >= $others' \
+          >/dev/null && continue 2
+      sleep 0.1
+    done
+    echo "$BENCH: node $name lists no actor of some other node after 30 s" >&2
+    exit 1
   done
-  echo "$BENCH: node ${prefix}a lists no remote target after 30 s" >&2
-  exit 1
 }
 
 # routing_counters URL: a node's routing counters as JSON

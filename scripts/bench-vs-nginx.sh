@@ -61,6 +61,7 @@ nginx_pid=""
 slow_group=""
 CORES=(0 1 1)
 NODES=(n0 n1 n2)
+CLUSTER_IDS=("${NODES[@]}") # start_cluster's node names and ids
 
 stop_everything() {
   stop_all node_pid
@@ -145,7 +146,7 @@ EOF
 # start_setup SETUP: starts the three nodes as SETUP needs them and sets TARGETS (the loadgen's
 # --url arguments).
 start_setup() {
-  local setup=$1 i gossip gossip0 cookie key_file name
+  local setup=$1 i
   case $setup in
     nginx-*)
       for i in 0 1 2; do
@@ -155,23 +156,7 @@ start_setup() {
       TARGETS=(--url "$NGINX_URL")
       ;;
     senti-*)
-      cookie="bench-$stamp-$RANDOM"
-      key_file=$(cluster_key_file)
-      gossip0=$(free_port)
-      for i in 0 1 2; do
-        if ((i == 0)); then gossip=$gossip0; else gossip=$(free_port); fi
-        start_node "n$i" "${CORES[$i]}" SENTI__SERVER__NODE_ID="n$i" RUST_LOG=error SENTI__CACHE__MAX_BYTES=0 \
-          SENTI__CLUSTER__ENABLED=true SENTI_CLUSTER_COOKIE="$cookie" SENTI_CLUSTER_KEY_FILE="$key_file" \
-          SENTI__CLUSTER__GOSSIP_LISTEN="127.0.0.1:$gossip" SENTI__CLUSTER__ACTOR_LISTEN="127.0.0.1:$(free_port)" \
-          SENTI__CLUSTER__SEEDS="[\"127.0.0.1:$gossip0\"]"
-      done
-      for name in "${NODES[@]}"; do
-        for _ in $(seq 300); do
-          curl -fsS "${node_url[$name]}/v1/cluster" 2>/dev/null |
-            jq -e '[.routing.targets[] | select(.local == false)] | length == 2' >/dev/null && break
-          sleep 0.1
-        done
-      done
+      start_cluster "" "${CORES[@]}" RUST_LOG=error SENTI__CACHE__MAX_BYTES=0
       TARGETS=(--url "${node_url[n0]}")
       if [[ $setup == senti-spread ]]; then
         TARGETS=(--url "${node_url[n0]}" --url "${node_url[n1]}" --url "${node_url[n2]}")
