@@ -145,7 +145,7 @@ pub fn remote_targets(
             let load = match member.keys.load(&entry.name) {
                 Some(load) => LoadSource::Gossiped {
                     backlog_tokens: load.backlog_tokens as f64,
-                    tokens_per_sec: Some(load.tokens_per_sec).filter(|rate| *rate > 0.0),
+                    tokens_per_sec: load.tokens_per_sec,
                     as_of: now.checked_sub(load.age(now_unix_ms)).unwrap_or(now),
                 },
                 None => LoadSource::NeverPublished,
@@ -239,7 +239,7 @@ mod tests {
         assert_eq!(&*targets[2].model, "m@2");
         let LoadSource::Gossiped { backlog_tokens, tokens_per_sec, as_of } = &targets[0].load else { panic!("remote") };
         assert_eq!(*backlog_tokens, 640.0);
-        assert_eq!(*tokens_per_sec, Some(1.0), "the rate gossip carries");
+        assert_eq!(*tokens_per_sec, 1.0, "the rate gossip carries");
         assert_eq!(now.duration_since(*as_of), Duration::from_millis(1_000), "published at 9 000, now 10 000");
         assert_eq!(exclusion_reason(&members[2], &m1()), Some("not ready"));
         assert_eq!(

@@ -65,6 +65,7 @@ pub fn local_plus_sampled_remote<R: Rng + ?Sized>(
     let sampled: Vec<&Candidate> = if remote.len() <= remote_samples {
         remote
     } else if remote_samples == 2 {
+        // The gateway's case, without `index::sample`'s allocation on the request path.
         let (i, j) = sample_two(remote.len(), rng);
         vec![remote[i], remote[j]]
     } else {

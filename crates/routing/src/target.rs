@@ -36,8 +36,8 @@ pub enum LoadSource {
     Gossiped {
         /// Tokens queued and running.
         backlog_tokens: f64,
-        /// Its measured throughput, tokens per second (`None`: not measured yet).
-        tokens_per_sec: Option<f64>,
+        /// Its measured throughput, tokens per second (0: not measured yet).
+        tokens_per_sec: f64,
         /// When the value was true (this node's clock).
         as_of: Instant,
     },
@@ -62,7 +62,7 @@ impl LoadSource {
     pub fn tokens_per_sec(&self) -> Option<f64> {
         let rate = match self {
             LoadSource::Local(gauge) => gauge.snapshot().tokens_per_sec,
-            LoadSource::Gossiped { tokens_per_sec, .. } => tokens_per_sec.unwrap_or(0.0),
+            LoadSource::Gossiped { tokens_per_sec, .. } => *tokens_per_sec,
             LoadSource::NeverPublished => 0.0,
         };
         (rate.is_finite() && rate > 0.0).then_some(rate)

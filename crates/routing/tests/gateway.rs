@@ -161,7 +161,7 @@ fn remote(hop: &Arc<TestHop>, backlog_tokens: f64) -> Target {
     Target {
         id: TargetId { node: "n2".into(), actor: hop.name.into() },
         hop: hop.clone(),
-        load: LoadSource::Gossiped { backlog_tokens, tokens_per_sec: None, as_of: now() },
+        load: LoadSource::Gossiped { backlog_tokens, tokens_per_sec: 0.0, as_of: now() },
         model: "m@1".into(),
         variant: "int8".into(),
     }

@@ -3,7 +3,8 @@
 //! The project's policy and the gossip-only P2C build their `LoadView`s with the gateway's own
 //! `LoadView::new(..).at_rate(..)` (local actors: the exact gauge and measured rate; remote ones:
 //! the gossiped value, its age and the gossiped rate, or never published) and call the real
-//! `senti_routing::estimate`, `local_plus_two_remote` and `power_of_two_choices`; the oracle calls
+//! `senti_routing::estimate`, `local_plus_sampled_remote` (2 samples: `local_plus_two_remote`) and
+//! `power_of_two_choices`; the oracle calls
 //! `least_loaded`. Random, round-robin and least-connections are what balancers without load
 //! reports do, one per gateway or one in front of every actor (the seed recipe). Beyond these
 //! seven, clearly labelled rows: references with perfect information (what sampling costs) and
@@ -15,8 +16,8 @@ use rand::rngs::SmallRng;
 use rand::seq::index;
 use rand::Rng;
 use senti_routing::{
-    estimate, least_loaded, local_plus_sampled_remote, local_plus_two_remote, mean_backlog, mean_rate,
-    power_of_two_choices, Candidate, EstimateParams, LoadView, Reported, RoutingParams,
+    estimate, least_loaded, local_plus_sampled_remote, mean_backlog, mean_rate, power_of_two_choices, Candidate,
+    EstimateParams, LoadView, Reported, RoutingParams,
 };
 
 use crate::quality::gossip::Report;
@@ -90,7 +91,7 @@ impl Tweaks {
 }
 
 /// How a P2C-family row differs from the gateway's placement.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy)]
 struct Variation {
     /// Count this gateway's outstanding attempts (false: gossip only, chosen by plain P2C).
     count_outstanding: bool,
@@ -98,10 +99,17 @@ struct Variation {
     mask: usize,
     /// A remote actor's newer of gossip and the backlog its last answer carried.
     read_replies: bool,
-    /// Remote samples (0: the gateway's 2).
+    /// Remote samples (the gateway: 2).
     remote_samples: usize,
     /// Ignore measured throughputs.
     speed_blind: bool,
+}
+
+impl Default for Variation {
+    /// The gateway's placement.
+    fn default() -> Self {
+        Self { count_outstanding: true, mask: 0, read_replies: false, remote_samples: 2, speed_blind: false }
+    }
 }
 
 /// The estimate weights the gateway uses with the default configuration (`GatewayState::pre_start`).
@@ -188,8 +196,8 @@ pub(crate) struct Inputs<'a> {
     pub true_tokens: &'a [u64],
     /// Every actor's measured throughput, tokens per second (read only for local actors).
     pub rates: &'a [f64],
-    /// Every actor's true speed now (oracle only).
-    pub speeds: &'a [f64],
+    /// An actor's true speed now (oracle only).
+    pub speed: &'a dyn Fn(usize) -> f64,
     /// This gateway's gossip view, by actor.
     pub gossip: &'a [Option<Report>],
     /// This gateway's attempts in flight, by actor.
@@ -202,7 +210,7 @@ pub(crate) struct Inputs<'a> {
 
 /// The true work ahead on `actor`, in tokens at speed 1.0 (its tokens over its speed now).
 fn true_wait(inputs: &Inputs, actor: usize) -> f64 {
-    inputs.true_tokens[actor] as f64 / inputs.speeds[actor]
+    inputs.true_tokens[actor] as f64 / (inputs.speed)(actor)
 }
 
 /// A policy with its per-gateway state and its own random numbers.
@@ -256,7 +264,6 @@ impl Placer {
                 inputs,
                 &params,
                 Variation {
-                    count_outstanding: true,
                     remote_samples: tweaks.remote_samples,
                     speed_blind: tweaks.speed_blind,
                     ..Variation::default()
@@ -264,11 +271,9 @@ impl Placer {
             ),
             Policy::GossipP2c(params) => self.p2c(inputs, &params, false),
             Policy::Project(params) => self.p2c(inputs, &params, true),
-            Policy::ProjectPiggyback(params) => self.p2c_with(
-                inputs,
-                &params,
-                Variation { count_outstanding: true, read_replies: true, ..Variation::default() },
-            ),
+            Policy::ProjectPiggyback(params) => {
+                self.p2c_with(inputs, &params, Variation { read_replies: true, ..Variation::default() })
+            }
             Policy::Oracle => {
                 self.true_candidates(inputs);
                 least_loaded(&self.candidates).expect("no actors. This is a bug.")
@@ -287,7 +292,7 @@ impl Placer {
                 // actors a fair coin (it is decided by the highest bit where they differ, which the
                 // mask flips half of the time).
                 let mask = self.rng.random_range(0..actors.next_power_of_two());
-                self.p2c_with(inputs, &params, Variation { count_outstanding: true, mask, ..Variation::default() })
+                self.p2c_with(inputs, &params, Variation { mask, ..Variation::default() })
             }
             Policy::IdleLocalFirst => {
                 let local = inputs.node * inputs.actors_per_node..(inputs.node + 1) * inputs.actors_per_node;
@@ -378,11 +383,11 @@ impl Placer {
             let estimate = estimate(&view, params);
             self.candidates.push(Candidate { index: index ^ variation.mask, estimate, is_local: view.is_local });
         }
-        let chosen = match (variation.count_outstanding, variation.remote_samples) {
-            // The project's policy: exactly the gateway's chooser.
-            (true, 0 | 2) => local_plus_two_remote(&self.candidates, &mut self.rng),
-            (true, samples) => local_plus_sampled_remote(&self.candidates, samples, &mut self.rng),
-            (false, _) => power_of_two_choices(&self.candidates, &mut self.rng),
+        let chosen = if variation.count_outstanding {
+            // The project's policy: exactly the gateway's chooser, with its 2 samples by default.
+            local_plus_sampled_remote(&self.candidates, variation.remote_samples, &mut self.rng)
+        } else {
+            power_of_two_choices(&self.candidates, &mut self.rng)
         };
         chosen.expect("no actors. This is a bug.") ^ variation.mask
     }
@@ -408,7 +413,7 @@ mod tests {
                 gauge_tokens: &true_tokens,
                 true_tokens: &true_tokens,
                 rates: &[0.0; 8],
-                speeds: &[1.0; 8],
+                speed: &|_| 1.0,
                 gossip: &[None; 8],
                 outstanding: &[0; 8],
                 total_outstanding: &[0; 8],
@@ -444,7 +449,7 @@ mod tests {
             gauge_tokens: &[0; 4],
             true_tokens: &[0; 4],
             rates: &[0.0; 4],
-            speeds: &[1.0; 4],
+            speed: &|_| 1.0,
             gossip: &gossip,
             outstanding: &[3, 0, 0, 0],
             total_outstanding: &[3, 0, 0, 0],

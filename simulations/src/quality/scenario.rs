@@ -223,14 +223,13 @@ impl Variant {
                 scenario.node_speeds = (0..scenario.nodes).map(|i| [1.0, 2.0, 4.0][i % 3]).collect();
             }
             Variant::Slowed => {
-                // The capacity (and so the arrival rate) counts the node as slowed, whenever that happens.
-                scenario.slowdown = Some(Slowdown { node: 0, factor: 3.0, at: Duration::ZERO });
+                // The capacity (and so the arrival rate) counts the node as slowed, whenever that
+                // happens; the time is set once the rate is known.
+                let mut slowdown = Slowdown { node: 0, factor: 3.0, at: Duration::ZERO };
+                scenario.slowdown = Some(slowdown);
                 let measured_secs = scenario.measured_requests as f64 / scenario.arrival_rate_per_sec();
-                scenario.slowdown = Some(Slowdown {
-                    node: 0,
-                    factor: 3.0,
-                    at: scenario.warmup + Duration::from_secs_f64(measured_secs / 2.0),
-                });
+                slowdown.at = scenario.warmup + Duration::from_secs_f64(measured_secs / 2.0);
+                scenario.slowdown = Some(slowdown);
             }
             Variant::OneEntry => scenario.entry = Entry::OneGateway,
             Variant::Bursts => {

@@ -157,8 +157,6 @@ struct Sim<'a> {
     rates: Vec<f64>,
     /// Each actor's `LoadGauge`, used for its throughput alone (`rates` copies it).
     throughput: Vec<LoadGauge>,
-    /// Each actor's speed now (its node's), for the oracle.
-    speeds: Vec<f64>,
     /// Each actor's gauge in tokens: queued + running texts, as `LoadGauge::backlog_tokens`.
     gauge_tokens: Vec<u64>,
     /// Each actor's true pending work in tokens: the gauge plus attempts on the wire to it.
@@ -221,7 +219,6 @@ pub fn run(scenario: &Scenario, policy: &Policy) -> CellResult {
         running: vec![None; actors],
         rates: vec![0.0; actors],
         throughput: (0..actors).map(|_| LoadGauge::default()).collect(),
-        speeds: (0..actors).map(|actor| scenario.speed(actor / scenario.actors_per_node, 0)).collect(),
         gauge_tokens: vec![0; actors],
         true_tokens: vec![0; actors],
         outstanding: vec![0; scenario.nodes * actors],
@@ -305,6 +302,8 @@ impl Sim<'_> {
         self.placer.record_ages = measured;
         let outstanding = &self.outstanding[gateway * actors..(gateway + 1) * actors];
         let replied = &self.replied[gateway * actors..(gateway + 1) * actors];
+        let (scenario, now) = (self.scenario, self.now);
+        let speed = |actor: usize| scenario.speed(actor / scenario.actors_per_node, now);
         let inputs = Inputs {
             node: gateway,
             actors_per_node: self.scenario.actors_per_node,
@@ -312,7 +311,7 @@ impl Sim<'_> {
             gauge_tokens: &self.gauge_tokens,
             true_tokens: &self.true_tokens,
             rates: &self.rates,
-            speeds: &self.speeds,
+            speed: &speed,
             gossip: self.gossip.view_of(gateway),
             outstanding,
             total_outstanding: &self.total_outstanding,
@@ -372,7 +371,6 @@ impl Sim<'_> {
                 continue;
             }
             let speed = self.scenario.speed(actor / self.scenario.actors_per_node, self.now);
-            self.speeds[actor] = speed;
             let took = ((request.service as f64 / speed).round() as u64).max(1);
             self.running[actor] = Some((req, took));
             self.agenda.schedule(self.now + took, Event::ServiceEnd { actor: actor as u32 });
