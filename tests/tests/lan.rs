@@ -145,7 +145,8 @@ impl HostNode {
             .env("SENTI_CLUSTER_TLS_DIR", shared_tls_dir())
             // Not cluster settings: one actor per node, as three nodes share this machine's cores.
             .env("SENTI__ENGINE__ACTORS", "1")
-            .env("RUST_LOG", "warn")
+            // SENTI_LAN_LOG=info (or any RUST_LOG filter) for a fuller node log.
+            .env("RUST_LOG", std::env::var("SENTI_LAN_LOG").unwrap_or_else(|_| "warn".into()))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -295,6 +296,8 @@ struct FaultFigures {
     resumed_ms: Option<u64>,
     /// Every node's view agrees again, from its return.
     agreed_ms: u64,
+    /// Share of the requests through healthy entries served by another node than their entry.
+    elsewhere_pct: f64,
 }
 
 /// The figures of the window `[from, to)`: `faulty` is the host and node of the fault,
@@ -338,6 +341,10 @@ fn figures(
             .map(|r| r.done.saturating_sub(back).as_millis() as u64)
             .min(),
         agreed_ms: agreed.saturating_sub(back).as_millis() as u64,
+        elsewhere_pct: 100.0
+            * healthy.iter().filter(|r| r.outcome.as_ref().is_ok_and(|n| *n != format!("lan-{}", r.entry))).count()
+                as f64
+            / healthy.len().max(1) as f64,
     }
 }
 
@@ -470,11 +477,16 @@ async fn suite(lan: &Lan, nodes: &[HostNode], delays: &HashMap<usize, DelayProxy
         .iter()
         .find_map(|w| w.declared_dead.filter(|_| w.name.starts_with("full partition")))
         .map_or("-".to_owned(), |d| format!("{d:?}"));
+    let served_elsewhere = records
+        .iter()
+        .filter(|r| r.outcome.as_deref().is_ok_and(|node| *node != format!("lan-{}", r.entry)))
+        .count();
     eprintln!(
-        "lan suite: {} requests in {:?} from the client host, {} failed in all; lan-2 declared dead by every other node {} after the cut",
+        "lan suite: {} requests in {:?} from the client host, {} failed in all, {:.1}% served by another node than their entry; lan-2 declared dead by every other node {} after the cut",
         records.len(),
         t0.elapsed(),
         records.iter().filter(|r| r.outcome.is_err()).count(),
+        100.0 * served_elsewhere as f64 / records.len().max(1) as f64,
         dead_after
     );
     report_and_check(windows, &records);
@@ -489,7 +501,7 @@ fn report_and_check(windows: Vec<Window>, records: &[Record]) {
         .map(|w| figures(w.name, records, w.span, (w.host, &format!("lan-{}", w.host)), w.agreed))
         .collect();
     eprintln!(
-        "{:<30} {:>8} {:>13} {:>12} {:>6} {:>6} {:>9} {:>12} {:>9} {:>11}",
+        "{:<30} {:>8} {:>13} {:>12} {:>6} {:>6} {:>9} {:>12} {:>9} {:>11} {:>9}",
         "fault",
         "requests",
         "healthy-entry",
@@ -499,11 +511,12 @@ fn report_and_check(windows: Vec<Window>, records: &[Record]) {
         "held",
         "left routing",
         "resumed",
-        "views agree"
+        "views agree",
+        "elsewhere"
     );
     for f in &all {
         eprintln!(
-            "{:<30} {:>8} {:>13} {:>12} {:>6} {:>6} {:>9} {:>12} {:>9} {:>11}",
+            "{:<30} {:>8} {:>13} {:>12} {:>6} {:>6} {:>9} {:>12} {:>9} {:>11} {:>8.1}%",
             f.name,
             f.requests,
             f.healthy_failures.len(),
@@ -514,6 +527,7 @@ fn report_and_check(windows: Vec<Window>, records: &[Record]) {
             f.left_routing_ms.map_or("-".into(), |ms| format!("{ms} ms")),
             f.resumed_ms.map_or("-".into(), |ms| format!("{ms} ms")),
             format!("{} ms", f.agreed_ms),
+            f.elsewhere_pct,
         );
     }
     for (f, resume_asserted) in all.iter().zip(resume_asserted) {

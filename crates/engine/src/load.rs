@@ -18,7 +18,7 @@ pub struct LoadGauge {
     /// Tokens per second of recent batches (`recent_tokens / recent_secs`), as f64 bits (0: unknown).
     throughput_bits: AtomicU64,
     /// Exponentially weighted tokens and seconds of recent batches, as f64 bits, and how many
-    /// batches were folded in ([`LoadGauge::record_batch`]).
+    /// batches finished, the cold one included ([`LoadGauge::record_batch`]).
     recent_tokens_bits: AtomicU64,
     recent_secs_bits: AtomicU64,
     batches: AtomicU64,
@@ -37,6 +37,16 @@ const RATE_MEMORY_BATCHES: u64 = 50;
 /// slowdown still shows in full after a few batches, each raising the bound. Per-text times vary
 /// about tenfold (p99/p50), so 8 clips about one batch in 200.
 const MAX_BATCH_SLOWDOWN: f64 = 8.0;
+
+/// The first batch an actor runs is not measured: its session is cold (ONNX Runtime allocates
+/// its buffers, the weights page in). The node's known-answer check is that batch, and on the LAN
+/// suite it ran at a quarter of the actor's steady rate; an idle node kept gossiping that rate,
+/// and gateways weighed its empty queue as four times the work and sent it nothing.
+const COLD_BATCHES: u64 = 1;
+
+/// The throughput is reported (non-zero) once this many batches past the cold one are measured:
+/// one batch's rate can be off several-fold, and the gateway scales an actor's work by it.
+const MIN_RATE_BATCHES: u64 = 4;
 
 /// A copy of the counters.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -108,25 +118,32 @@ impl LoadGauge {
     /// Folds one finished batch into the throughput: the ratio of exponentially weighted sums of
     /// tokens and of seconds (a mean over the first batches, then weight 1/50 for the newest).
     /// A ratio of sums, not a mean of per-batch rates: a mean of rates overweights short batches
-    /// and swings with each one. A batch counts at most [`MAX_BATCH_SLOWDOWN`] times its expected time.
+    /// and swings with each one. A batch counts at most [`MAX_BATCH_SLOWDOWN`] times its expected
+    /// time. The first batch is not counted ([`COLD_BATCHES`]), and the rate stays 0 (unknown)
+    /// until [`MIN_RATE_BATCHES`] are.
     pub fn record_batch(&self, tokens: usize, elapsed: Duration) {
-        let rate = f64::from_bits(self.throughput_bits.load(Ordering::Relaxed));
+        let seen = self.batches.load(Ordering::Relaxed) + 1;
+        self.batches.store(seen, Ordering::Relaxed);
+        let Some(measured) = seen.checked_sub(COLD_BATCHES).filter(|&n| n > 0) else {
+            return;
+        };
+        let recent_tokens = f64::from_bits(self.recent_tokens_bits.load(Ordering::Relaxed));
+        let recent_secs = f64::from_bits(self.recent_secs_bits.load(Ordering::Relaxed));
         let mut secs = elapsed.as_secs_f64().max(1e-6);
-        if rate > 0.0 && tokens > 0 {
-            secs = secs.min(MAX_BATCH_SLOWDOWN * tokens as f64 / rate);
+        if recent_secs > 0.0 && tokens > 0 {
+            secs = secs.min(MAX_BATCH_SLOWDOWN * tokens as f64 * recent_secs / recent_tokens.max(1e-9));
         }
-        let batches = self.batches.load(Ordering::Relaxed) + 1;
-        let weight = 1.0 / batches.min(RATE_MEMORY_BATCHES) as f64;
-        let fold = |bits: &AtomicU64, value: f64| {
-            let old = f64::from_bits(bits.load(Ordering::Relaxed));
+        let weight = 1.0 / measured.min(RATE_MEMORY_BATCHES) as f64;
+        let fold = |bits: &AtomicU64, old: f64, value: f64| {
             let new = old + weight * (value - old);
             bits.store(new.to_bits(), Ordering::Relaxed);
             new
         };
-        let recent_tokens = fold(&self.recent_tokens_bits, tokens as f64);
-        let recent_secs = fold(&self.recent_secs_bits, secs);
-        self.batches.store(batches, Ordering::Relaxed);
-        self.throughput_bits.store((recent_tokens / recent_secs).to_bits(), Ordering::Relaxed);
+        let recent_tokens = fold(&self.recent_tokens_bits, recent_tokens, tokens as f64);
+        let recent_secs = fold(&self.recent_secs_bits, recent_secs, secs);
+        if measured >= MIN_RATE_BATCHES {
+            self.throughput_bits.store((recent_tokens / recent_secs).to_bits(), Ordering::Relaxed);
+        }
     }
 }
 
@@ -134,22 +151,49 @@ impl LoadGauge {
 mod tests {
     use super::*;
 
+    /// A gauge past its cold batch that has measured `tokens` per second over the minimum of batches.
+    fn measured(tokens: usize, secs: u64) -> LoadGauge {
+        let gauge = LoadGauge::default();
+        for _ in 0..COLD_BATCHES + MIN_RATE_BATCHES {
+            gauge.record_batch(tokens, Duration::from_secs(secs));
+        }
+        gauge
+    }
+
     #[test]
     fn drain_time_follows_throughput() {
         let gauge = LoadGauge::default();
         gauge.set_queue(10, 1_000);
         gauge.set_running(2, 1_000);
         assert_eq!(gauge.snapshot().expected_drain(), Duration::from_secs(1), "2000 tokens at the initial 2000/s");
-        gauge.record_batch(4_000, Duration::from_secs(1));
+        let gauge = measured(4_000, 1);
+        gauge.set_queue(10, 1_000);
+        gauge.set_running(2, 1_000);
         assert_eq!(gauge.snapshot().expected_drain(), Duration::from_millis(500));
+    }
+
+    #[test]
+    fn the_cold_batch_is_not_counted_and_few_batches_report_no_rate() {
+        let gauge = LoadGauge::default();
+        // The known-answer check's batch on a cold session, 10x slower than the rest.
+        gauge.record_batch(1_000, Duration::from_secs(10));
+        for measured in 1..MIN_RATE_BATCHES {
+            gauge.record_batch(1_000, Duration::from_secs(1));
+            assert_eq!(gauge.snapshot().tokens_per_sec, 0.0, "{measured} measured batches: unknown");
+        }
+        gauge.record_batch(1_000, Duration::from_secs(1));
+        assert!((gauge.snapshot().tokens_per_sec - 1_000.0).abs() < 1e-6, "{:?}", gauge.snapshot());
     }
 
     #[test]
     fn throughput_is_a_ratio_of_recent_sums() {
         let gauge = LoadGauge::default();
-        // A short fast batch and a long slow one: 1,100 tokens in 2 s, not the mean of 1,000/s and 500/s.
-        gauge.record_batch(100, Duration::from_millis(100));
-        gauge.record_batch(1_000, Duration::from_millis(1_900));
+        gauge.record_batch(1, Duration::from_secs(60));
+        // Short fast batches and long slow ones: 2,200 tokens in 4 s, not the mean of 1,000/s and 500/s.
+        for _ in 0..MIN_RATE_BATCHES / 2 {
+            gauge.record_batch(100, Duration::from_millis(100));
+            gauge.record_batch(1_000, Duration::from_millis(1_900));
+        }
         assert!((gauge.snapshot().tokens_per_sec - 550.0).abs() < 1e-6, "{:?}", gauge.snapshot());
         // Long after, a rate that doubled is what the gauge shows, within a few percent.
         for _ in 0..400 {
@@ -173,7 +217,8 @@ mod tests {
         assert!(gauge.snapshot().finishes_within(10_000, Duration::ZERO, 0.8), "idle: anything goes");
         gauge.set_queue(10, 1_000);
         assert!(gauge.snapshot().finishes_within(10_000, Duration::ZERO, 0.8), "no measured throughput yet");
-        gauge.record_batch(1_000, Duration::from_secs(1));
+        let gauge = measured(1_000, 1);
+        gauge.set_queue(10, 1_000);
         gauge.set_running(1, 500);
         let load = gauge.snapshot();
         assert!(load.finishes_within(500, Duration::from_secs(2), 1.0), "1500 + 500 tokens at 1000/s: 2 s");
