@@ -477,10 +477,8 @@ async fn suite(lan: &Lan, nodes: &[HostNode], delays: &HashMap<usize, DelayProxy
         .iter()
         .find_map(|w| w.declared_dead.filter(|_| w.name.starts_with("full partition")))
         .map_or("-".to_owned(), |d| format!("{d:?}"));
-    let served_elsewhere = records
-        .iter()
-        .filter(|r| r.outcome.as_deref().is_ok_and(|node| *node != format!("lan-{}", r.entry)))
-        .count();
+    let served_elsewhere =
+        records.iter().filter(|r| r.outcome.as_deref().is_ok_and(|node| *node != format!("lan-{}", r.entry))).count();
     eprintln!(
         "lan suite: {} requests in {:?} from the client host, {} failed in all, {:.1}% served by another node than their entry; lan-2 declared dead by every other node {} after the cut",
         records.len(),

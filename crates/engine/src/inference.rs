@@ -4,7 +4,7 @@
 //!  Infer{texts (token ids), deadline, reply} ──> InferenceActor ──Handoff──> model thread
 //!                                                 │ admits, queues           │ (model_thread.rs)
 //!                                                 │ BatchDone <──────────────┘
-//!                                                 └─> reply: Ok(scores) | Err(InferError)
+//!                                                 └─> reply: Ok(scores + its load) | Err(InferError)
 //! ```
 //! The texts arrive tokenized ([`EncodedTexts`], shared with the gateway's attempt): the actor
 //! never runs the tokenizer, so its handler stays in the microseconds.
@@ -33,8 +33,35 @@ use crate::model_thread::{model_thread, BatchResult, Handoff, Sessions};
 use crate::queue::{BatchLimits, BatchQueue, Entry};
 use crate::{EncodedTexts, InferError, ModelFailure, RequestId};
 
-/// What an inference returns: one [`Scores`] per text, in request order.
-pub type InferResult = Result<Vec<Scores>, InferError>;
+/// What an inference returns: the [`Answer`], or why there is none.
+pub type InferResult = Result<Answer, InferError>;
+
+/// An inference actor's answer: one [`Scores`] per text, in request order, and the actor's load
+/// as the answer left it. A gateway on another node reads that load as a report fresher than the
+/// last gossip round (the backlog piggybacked on the reply).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Answer {
+    /// One per text, in request order.
+    pub scores: Vec<Scores>,
+    /// `None` from a node that does not send it (a version before it).
+    pub load_opt: Option<ActorLoad>,
+}
+
+impl Answer {
+    /// Scores without a load report.
+    pub fn scores(scores: Vec<Scores>) -> Self {
+        Self { scores, load_opt: None }
+    }
+}
+
+/// An actor's load as carried on its answers: what it gossips as well (`load.<actor>`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ActorLoad {
+    /// Tokens queued and running.
+    pub backlog_tokens: u64,
+    /// Its measured throughput (0: not measured yet).
+    pub tokens_per_sec: f64,
+}
 
 /// Messages of [`InferenceActor`].
 pub enum InferenceMsg {
@@ -409,8 +436,11 @@ impl InferenceState {
         pending.remaining -= 1;
         if pending.remaining == 0 {
             let pending = self.pending.remove(&request).expect("present above. This is a bug.");
-            let results = pending.results.into_iter().map(|r| r.expect("every slot filled. This is a bug.")).collect();
-            let _ = pending.reply.send(Ok(results));
+            let scores = pending.results.into_iter().map(|r| r.expect("every slot filled. This is a bug.")).collect();
+            let load = self.gauge.snapshot();
+            let load_opt =
+                Some(ActorLoad { backlog_tokens: load.backlog_tokens() as u64, tokens_per_sec: load.tokens_per_sec });
+            let _ = pending.reply.send(Ok(Answer { scores, load_opt }));
         }
     }
 

@@ -7,7 +7,11 @@
 //! request  variant "infer", args = WireRequest { request: String, ids: Vec<u32>, ends: Vec<u32>,
 //!                                                remaining_ms: u64 }
 //! reply    Result<Vec<WireScores { label: u32, probabilities: Vec<f32> }>, InferError>
+//!          then, after an Ok, WireLoad { backlog_tokens: u64, tokens_per_sec: f64 }
 //! ```
+//! The load after an answer is the actor's, as the answer left it ([`ActorLoad`]). It trails the
+//! result, so a node that does not know it reads the result and ignores the rest, and a reply
+//! without it (from such a node) is an answer without a load.
 //! Texts travel as token ids ([`EncodedTexts`]: every text's ids back to back, and where each
 //! ends), so the receiving node does not tokenize them again; both nodes serve the same model
 //! (the cluster layer only connects gateways to actors of their own model). Nothing decoded here
@@ -27,7 +31,7 @@ use ractor::message::{BoxedDowncastErr, SerializedMessage};
 use ractor::RpcReplyPort;
 use senti_model::Scores;
 
-use crate::inference::{InferResult, InferenceMsg};
+use crate::inference::{ActorLoad, Answer, InferResult, InferenceMsg};
 use crate::{EncodedTexts, InferError, RequestId};
 
 /// The variant tag of [`InferenceMsg::Infer`] on the wire.
@@ -56,32 +60,59 @@ struct WireScores {
     probabilities: Vec<f32>,
 }
 
+#[derive(bincode::Encode, bincode::Decode)]
+struct WireLoad {
+    backlog_tokens: u64,
+    tokens_per_sec: f64,
+}
+
 fn encode<T: bincode::Encode>(value: &T) -> Result<Vec<u8>, BoxedDowncastErr> {
     bincode::encode_to_vec(value, bincode::config::standard()).map_err(|_| BoxedDowncastErr)
 }
 
 fn decode<T: bincode::Decode<()>>(bytes: &[u8]) -> Result<T, BoxedDowncastErr> {
+    decode_prefix(bytes).map(|(value, _)| value)
+}
+
+/// Decodes a `T` at the start of `bytes`; also returns how many bytes it took.
+fn decode_prefix<T: bincode::Decode<()>>(bytes: &[u8]) -> Result<(T, usize), BoxedDowncastErr> {
     let config = bincode::config::standard().with_limit::<MAX_DECODE_BYTES>();
-    bincode::decode_from_slice(bytes, config).map(|(value, _)| value).map_err(|_| BoxedDowncastErr)
+    bincode::decode_from_slice(bytes, config).map_err(|_| BoxedDowncastErr)
 }
 
 fn encode_result(result: InferResult) -> Vec<u8> {
-    let wire: Result<Vec<WireScores>, InferError> = result.map(|scores| {
-        scores.into_iter().map(|s| WireScores { label: s.label as u32, probabilities: s.probabilities }).collect()
-    });
-    encode(&wire).unwrap_or_default()
+    match result {
+        Ok(Answer { scores, load_opt }) => {
+            let wire: Result<Vec<WireScores>, InferError> = Ok(scores
+                .into_iter()
+                .map(|s| WireScores { label: s.label as u32, probabilities: s.probabilities })
+                .collect());
+            let mut bytes = encode(&wire).unwrap_or_default();
+            if let Some(load) = load_opt {
+                let load = WireLoad { backlog_tokens: load.backlog_tokens, tokens_per_sec: load.tokens_per_sec };
+                bytes.extend(encode(&load).unwrap_or_default());
+            }
+            bytes
+        }
+        Err(err) => encode(&Err::<Vec<WireScores>, InferError>(err)).unwrap_or_default(),
+    }
 }
 
 fn decode_result(bytes: &[u8]) -> InferResult {
-    match decode::<Result<Vec<WireScores>, InferError>>(bytes) {
-        Ok(wire) => wire.map(|scores| {
-            scores.into_iter().map(|s| Scores { label: s.label as usize, probabilities: s.probabilities }).collect()
-        }),
-        Err(_) => {
-            tracing::warn!(bytes = bytes.len(), "undecodable reply from a remote inference actor");
-            Err(InferError::Unavailable)
-        }
-    }
+    let Ok((wire, used)) = decode_prefix::<Result<Vec<WireScores>, InferError>>(bytes) else {
+        tracing::warn!(bytes = bytes.len(), "undecodable reply from a remote inference actor");
+        return Err(InferError::Unavailable);
+    };
+    let scores: Vec<Scores> =
+        wire?.into_iter().map(|s| Scores { label: s.label as usize, probabilities: s.probabilities }).collect();
+    // A load that does not decode, or says nothing sane, is dropped; the answer stands.
+    let load_opt = bytes
+        .get(used..)
+        .filter(|rest| !rest.is_empty())
+        .and_then(|rest| decode::<WireLoad>(rest).ok())
+        .filter(|load| load.tokens_per_sec.is_finite() && load.tokens_per_sec >= 0.0)
+        .map(|load| ActorLoad { backlog_tokens: load.backlog_tokens, tokens_per_sec: load.tokens_per_sec });
+    Ok(Answer { scores, load_opt })
 }
 
 impl ractor::Message for InferenceMsg {
@@ -167,8 +198,28 @@ mod tests {
             got_deadline <= deadline + Duration::from_millis(5) && got_deadline + Duration::from_secs(1) > deadline
         );
         let scores = vec![Scores { label: 1, probabilities: vec![0.25, 0.75] }];
-        reply.send(Ok(scores.clone())).unwrap();
-        assert_eq!(rx.await.unwrap(), Ok(scores));
+        let load_opt = Some(ActorLoad { backlog_tokens: 384, tokens_per_sec: 15_250.5 });
+        reply.send(Ok(Answer { scores: scores.clone(), load_opt })).unwrap();
+        assert_eq!(rx.await.unwrap(), Ok(Answer { scores, load_opt }));
+    }
+
+    #[test]
+    fn a_reply_without_a_load_or_with_a_broken_one_is_still_an_answer() {
+        let scores = vec![Scores { label: 0, probabilities: vec![0.9, 0.1] }];
+        // From a node that sends no load.
+        let bare = encode_result(Ok(Answer::scores(scores.clone())));
+        assert_eq!(decode_result(&bare), Ok(Answer::scores(scores.clone())));
+        // A load cut short, or a rate that is not a rate: the scores stand, the load is dropped.
+        let with_load = |tokens_per_sec: f64| {
+            encode_result(Ok(Answer {
+                scores: scores.clone(),
+                load_opt: Some(ActorLoad { backlog_tokens: 7, tokens_per_sec }),
+            }))
+        };
+        let full = with_load(100.0);
+        assert_eq!(decode_result(&full[..full.len() - 1]), Ok(Answer::scores(scores.clone())));
+        assert_eq!(decode_result(&with_load(f64::NAN)), Ok(Answer::scores(scores.clone())));
+        assert_eq!(decode_result(&with_load(-1.0)), Ok(Answer::scores(scores)));
     }
 
     #[tokio::test]
@@ -211,7 +262,10 @@ mod tests {
         let seeds = vec![
             request(vec![101, 2769, 102], vec![3]),
             request(vec![101, 1, 102, 101, 2, 3, 102], vec![3, 7]),
-            encode_result(Ok(vec![Scores { label: 1, probabilities: vec![0.1, 0.9] }])),
+            encode_result(Ok(Answer {
+                scores: vec![Scores { label: 1, probabilities: vec![0.1, 0.9] }],
+                load_opt: Some(ActorLoad { backlog_tokens: 96, tokens_per_sec: 14_000.0 }),
+            })),
             encode_result(Err(InferError::QueueFull { retry_after: Duration::from_millis(10) })),
         ];
         let (mut decoded, mut refused) = (0_u64, 0_u64);

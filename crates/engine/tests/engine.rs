@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use senti_config::{AdvancedConfig, Config, EngineConfig};
-use senti_engine::{EncodedTexts, Engine, InferError, InferenceMsg, RequestId};
+use senti_engine::{Answer, EncodedTexts, Engine, InferError, InferenceMsg, RequestId};
 use senti_model::{ModelBundle, ModelSource, Scores};
 
 /// An engine of one single-threaded actor with these advanced settings.
@@ -29,9 +29,31 @@ async fn classify(engine: &Engine, texts: Vec<String>, deadline: Instant) -> Res
 }
 
 async fn infer(engine: &Engine, texts: Arc<EncodedTexts>, deadline: Instant) -> Result<Vec<Scores>, InferError> {
+    answer(engine, texts, deadline).await.map(|answer| answer.scores)
+}
+
+async fn answer(engine: &Engine, texts: Arc<EncodedTexts>, deadline: Instant) -> Result<Answer, InferError> {
     let actor = &engine.actors()[0].actor;
     let request = RequestId::generate();
     ractor::call!(actor, |reply| InferenceMsg::Infer { texts, deadline, request, reply }).expect("actor answers")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_carries_the_actors_load_as_it_left() {
+    let engine = engine().await;
+    let encoded = engine.encode(&texts()[..1]).await.unwrap();
+    // One batch per request, one at a time: the first is the cold one, not measured, and the
+    // rate is reported from the fourth measured batch on.
+    let mut rates = Vec::new();
+    for _ in 0..6 {
+        let answer = answer(&engine, encoded.clone(), later()).await.unwrap();
+        assert_eq!(answer.scores.len(), 1);
+        let load = answer.load_opt.expect("an inference actor's answer carries its load");
+        assert_eq!(load.backlog_tokens, 0, "nothing else was queued");
+        rates.push(load.tokens_per_sec);
+    }
+    assert!(rates[..4].iter().all(|&rate| rate == 0.0), "no rate before 4 measured batches: {rates:?}");
+    assert!(rates[4..].iter().all(|&rate| rate > 0.0), "a rate once they are: {rates:?}");
 }
 
 fn texts() -> Vec<String> {

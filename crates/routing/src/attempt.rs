@@ -168,7 +168,8 @@ async fn run(
                         // actor's reply port, so a local actor drops the queued texts.
                         job.in_flight.fetch_sub(1, Ordering::AcqRel);
                         let outcome = AttemptOutcome::Abandoned;
-                        let _ = gateway.cast(GatewayMsg::AttemptEnded { target: target.id, outcome, tokens });
+                        let ended = GatewayMsg::AttemptEnded { target: target.id, outcome, tokens, load_opt: None };
+                        let _ = gateway.cast(ended);
                         return;
                     }
                     _ = &mut hedge, if !hedged => {
@@ -190,9 +191,11 @@ async fn run(
     };
     let in_flight = job.in_flight.fetch_sub(1, Ordering::AcqRel) - 1;
     let outcome = AttemptOutcome::of(&result, started.elapsed());
-    let _ = gateway.cast(GatewayMsg::AttemptEnded { target: target.id.clone(), outcome, tokens });
+    let load_opt = result.as_ref().ok().and_then(|answer| answer.load_opt);
+    let _ = gateway.cast(GatewayMsg::AttemptEnded { target: target.id.clone(), outcome, tokens, load_opt });
     match result {
-        Ok(scores) => {
+        Ok(answer) => {
+            let scores = answer.scores;
             let (served_by, model, variant, attempts) = (target.id, target.model, target.variant, job.attempts());
             job.answer(Ok(Classified { scores, served_by, model, variant, attempts }));
         }

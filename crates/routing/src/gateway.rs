@@ -11,7 +11,7 @@
 //!  Classify ──place──> attempt task ──Hop::send──> inference actor (local or remote)
 //!     ▲                  │ slower than the recent p95: Hedge ──place (other node)──> 2nd task
 //!     │                  │ failed / timed out, none in flight: Retry ──place (not tried)──>
-//!     └── AttemptEnded <─┘ outstanding -1, latency window, outlier detector
+//!     └── AttemptEnded <─┘ outstanding -1, latency window, outlier detector, the actor's load
 //! ```
 //! Rules: never the same actor twice for one request; retries and hedges are drawn from budgets
 //! (`advanced.retry_budget_ratio`, `advanced.hedge_budget_ratio`); at most one hedge per request,
@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use rand::rngs::SmallRng;
 use rand::SeedableRng;
-use senti_engine::{EncodedTexts, InferError, RequestId};
+use senti_engine::{ActorLoad, EncodedTexts, InferError, RequestId};
 use tokio::sync::{oneshot, watch};
 use tracing::Instrument;
 
@@ -42,7 +42,7 @@ use crate::job::{Classified, Job};
 use crate::models::{compare_versions, ServedModels, OLDER_MODEL_PENALTY_TOKENS};
 use crate::outlier::{may_eject, TargetHealth};
 use crate::params::RoutingParams;
-use crate::target::{millis, RoutingSnapshot, Target, TargetId, TargetReport};
+use crate::target::{millis, LoadSource, RoutingSnapshot, Target, TargetId, TargetReport};
 
 /// The clock of routing decisions: tokio's, so a paused test clock drives it.
 pub(crate) fn now() -> Instant {
@@ -65,6 +65,8 @@ pub enum GatewayMsg {
         outcome: AttemptOutcome,
         /// The request's size: with the latency, the speed that sizes later attempts' timeouts.
         tokens: usize,
+        /// The actor's load as its answer left it (a remote target's freshest report).
+        load_opt: Option<ActorLoad>,
     },
     /// The cluster's current remote targets (replaces the previous set).
     SetRemoteTargets(Vec<Target>),
@@ -222,7 +224,9 @@ impl Actor for GatewayActor {
                 }
                 state.place(job, Placement::Hedge, myself);
             }
-            GatewayMsg::AttemptEnded { target, outcome, tokens } => state.attempt_ended(&target, outcome, tokens),
+            GatewayMsg::AttemptEnded { target, outcome, tokens, load_opt } => {
+                state.attempt_ended(&target, outcome, tokens, load_opt);
+            }
             GatewayMsg::SetRemoteTargets(remote) => state.set_remote(remote),
             GatewayMsg::Snapshot(reply) => {
                 let _ = reply.send(state.snapshot());
@@ -381,13 +385,20 @@ impl GatewayState {
         Candidate { index, estimate: estimate(&view, &self.params.estimate) + penalty, is_local: view.is_local }
     }
 
-    fn attempt_ended(&mut self, id: &TargetId, outcome: AttemptOutcome, tokens: usize) {
+    fn attempt_ended(&mut self, id: &TargetId, outcome: AttemptOutcome, tokens: usize, load_opt: Option<ActorLoad>) {
         let now = now();
         let ejected_now = self.targets.iter().filter(|t| t.health.is_ejected(now)).count();
         let allow_eject = may_eject(ejected_now, self.targets.len(), &self.params.outlier);
         let Some(state) = self.targets.iter_mut().find(|t| &t.target.id == id) else {
             return; // the target left the cluster meanwhile
         };
+        if let Some(load) = load_opt.filter(|_| !state.target.load.is_local()) {
+            state.target.load = LoadSource::Gossiped {
+                backlog_tokens: load.backlog_tokens as f64,
+                tokens_per_sec: load.tokens_per_sec,
+                as_of: now,
+            };
+        }
         state.outstanding = state.outstanding.saturating_sub(1);
         state.outstanding_tokens = state.outstanding_tokens.saturating_sub(tokens);
         match outcome {
@@ -419,10 +430,15 @@ impl GatewayState {
             if let crate::estimate::Reported::Gossiped { age, .. } = target.load.reported(now) {
                 metrics::histogram!("senti_gossip_load_age_seconds").record(age.as_secs_f64());
             }
+            let mut target = target;
             let (outstanding, outstanding_tokens, traffic, health) =
                 match previous.iter().position(|p| p.target.id == target.id) {
                     Some(i) => {
                         let p = previous.swap_remove(i);
+                        // A load an answer carried may be newer than the gossiped one.
+                        if p.target.load.as_of_opt() > target.load.as_of_opt() {
+                            target.load = p.target.load;
+                        }
                         (p.outstanding, p.outstanding_tokens, p.traffic, p.health)
                     }
                     None => (0, 0, Traffic::default(), TargetHealth::new(now)),
@@ -445,7 +461,7 @@ impl GatewayState {
             .iter()
             .map(|t| {
                 let view = self.view(t, priors, now);
-                let never = matches!(t.target.load, crate::target::LoadSource::NeverPublished);
+                let never = matches!(t.target.load, LoadSource::NeverPublished);
                 TargetReport {
                     target: t.target.id.to_string(),
                     local: view.is_local,

@@ -32,7 +32,8 @@ impl fmt::Display for TargetId {
 pub enum LoadSource {
     /// An actor of this node: its gauge, exact and current.
     Local(Arc<LoadGauge>),
-    /// An actor of another node: the backlog and throughput it last gossiped and when it published them.
+    /// An actor of another node: the backlog and throughput it last reported, in gossip or with
+    /// an answer to this gateway (whichever is newer), and when they were true.
     Gossiped {
         /// Tokens queued and running.
         backlog_tokens: f64,
@@ -66,6 +67,14 @@ impl LoadSource {
             LoadSource::NeverPublished => 0.0,
         };
         (rate.is_finite() && rate > 0.0).then_some(rate)
+    }
+
+    /// When a remote report was true; `None` for a local gauge or no report.
+    pub fn as_of_opt(&self) -> Option<Instant> {
+        match self {
+            LoadSource::Gossiped { as_of, .. } => Some(*as_of),
+            LoadSource::Local(_) | LoadSource::NeverPublished => None,
+        }
     }
 
     /// Whether the target runs in this process.

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use ractor::{Actor, ActorRef, RpcReplyPort};
 use senti_config::Config;
 use senti_engine::testsuite::wait_until;
-use senti_engine::{EncodedTexts, InferError, InferResult, LoadGauge, ModelFailure, RequestId};
+use senti_engine::{ActorLoad, Answer, EncodedTexts, InferError, InferResult, LoadGauge, ModelFailure, RequestId};
 use senti_model::Scores;
 use senti_routing::{
     Classified, GatewayActor, GatewayArgs, GatewayMsg, Hop, Job, LoadSource, RoutingParams, RoutingSnapshot, Target,
@@ -38,6 +38,8 @@ const GUARD: Duration = Duration::from_secs(60);
 enum Behaviour {
     /// Answers at once with fixed scores.
     Answer,
+    /// Answers at once with fixed scores and this load, as an inference actor does.
+    AnswerWithLoad(ActorLoad),
     /// Answers with fixed scores after this long (a tokio sleep).
     AnswerAfter(Duration),
     /// Never answers, but keeps the reply port so the gateway does not see it dropped.
@@ -108,12 +110,15 @@ impl Hop for TestHop {
         let behaviour = self.behaviour.lock().unwrap().clone();
         match behaviour {
             Behaviour::Answer => {
-                let _ = reply.send(Ok(scores(texts.len())));
+                let _ = reply.send(Ok(Answer::scores(scores(texts.len()))));
+            }
+            Behaviour::AnswerWithLoad(load) => {
+                let _ = reply.send(Ok(Answer { scores: scores(texts.len()), load_opt: Some(load) }));
             }
             Behaviour::AnswerAfter(delay) => {
                 tokio::spawn(async move {
                     tokio::time::sleep(delay).await;
-                    let _ = reply.send(Ok(scores(texts.len())));
+                    let _ = reply.send(Ok(Answer::scores(scores(texts.len()))));
                 });
             }
             Behaviour::Hang => self.held.lock().unwrap().push(reply),
@@ -679,6 +684,37 @@ async fn set_remote_targets_replaces_remotes_and_keeps_locals() {
     wait_until(ms(1_000), "the cancelled attempt ended", async || report(&snapshot(&gw).await, "r2").outstanding == 0)
         .await;
     assert_eq!(departing.attempts(), 0);
+}
+
+/// A remote actor's answer carries its load, which replaces the gossiped value until gossip
+/// brings a newer one; a local actor's is ignored (its gauge is exact).
+#[tokio::test(start_paused = true)]
+async fn an_answers_load_is_a_remote_targets_freshest_report() {
+    let load = ActorLoad { backlog_tokens: 640, tokens_per_sec: 9_000.0 };
+    let (local_hop, remote_hop) =
+        (TestHop::new("l0", Behaviour::Hang), TestHop::new("r1", Behaviour::AnswerWithLoad(load)));
+    let gw = gateway(vec![local(&local_hop)], never_eject()).await;
+    let gossiped_at = now();
+    gw.cast(GatewayMsg::SetRemoteTargets(vec![remote(&remote_hop, 0.0)])).unwrap();
+    tokio::time::advance(ms(300)).await;
+    // The local actor hangs the first attempt; after its timeout the request fails over to r1.
+    let classified = classify(&gw, "t", ms(10_000)).await.expect("r1 answers");
+    assert_eq!(classified.served_by.actor.as_ref(), "r1");
+    let snap = snapshot(&gw).await;
+    assert_eq!(report(&snap, "r1").backlog_tokens, Some(640.0), "the answer's load");
+    assert_eq!(report(&snap, "l0").backlog_tokens, Some(0.0), "the local gauge, never an answer's load");
+
+    // A gossip round carrying the value from before the answer does not bring it back...
+    let stale = Target {
+        load: LoadSource::Gossiped { backlog_tokens: 0.0, tokens_per_sec: 0.0, as_of: gossiped_at },
+        ..remote(&remote_hop, 0.0)
+    };
+    gw.cast(GatewayMsg::SetRemoteTargets(vec![stale])).unwrap();
+    assert_eq!(report(&snapshot(&gw).await, "r1").backlog_tokens, Some(640.0));
+    // ...a newer one replaces it.
+    tokio::time::advance(ms(10)).await;
+    gw.cast(GatewayMsg::SetRemoteTargets(vec![remote(&remote_hop, 32.0)])).unwrap();
+    assert_eq!(report(&snapshot(&gw).await, "r1").backlog_tokens, Some(32.0));
 }
 
 /// Regression (found by this file, fixed): a `Retry` with no untried target left withdrew a

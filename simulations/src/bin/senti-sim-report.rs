@@ -70,7 +70,7 @@ fn extra_rows() -> Vec<(Policy, bool)> {
         (Policy::Project(EstimateParams { trust_half_life: Duration::from_millis(20), ..gateway }), false),
         (Policy::ProjectRandomTies(EstimateParams { trust_half_life: Duration::ZERO, ..gateway }), false),
         (Policy::IdleLocalFirst, true),
-        (Policy::ProjectPiggyback(gateway), true),
+        (Policy::ProjectGossipOnly(gateway), true),
         (Policy::ProjectWith(gateway, Tweaks { speed_blind: true, ..Tweaks::NONE }), true),
         (Policy::SampledOracle(2), true),
         (Policy::SampledOracle(4), false),

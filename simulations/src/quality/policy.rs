@@ -58,10 +58,9 @@ pub enum Policy {
     SingleLeastConnections,
     /// Hypothetical, not the gateway's code yet: the project's policy with [`Tweaks`].
     ProjectWith(EstimateParams, Tweaks),
-    /// Hypothetical, not the gateway's code yet: the project's policy where each answer carries
-    /// the actor's backlog as it left the actor, and a remote actor's value is the newer of that
-    /// and its gossip (issue 16: fresher information where it is cheap).
-    ProjectPiggyback(EstimateParams),
+    /// Hypothetical, what the gateway did before answers carried loads: the project's policy on
+    /// gossip alone, without the backlog each answer brings back.
+    ProjectGossipOnly(EstimateParams),
 }
 
 /// Changes to the project's placement, tried in the simulator before (or instead of) the gateway.
@@ -108,7 +107,7 @@ struct Variation {
 impl Default for Variation {
     /// The gateway's placement.
     fn default() -> Self {
-        Self { count_outstanding: true, mask: 0, read_replies: false, remote_samples: 2, speed_blind: false }
+        Self { count_outstanding: true, mask: 0, read_replies: true, remote_samples: 2, speed_blind: false }
     }
 }
 
@@ -175,8 +174,8 @@ impl Policy {
             Policy::ProjectWith(params, tweaks) => {
                 format!("hypothetical: project, {}{}", tweaks.label(), weights(params))
             }
-            Policy::ProjectPiggyback(params) => {
-                format!("hypothetical: project + backlog on replies{}", weights(params))
+            Policy::ProjectGossipOnly(params) => {
+                format!("hypothetical: project without backlog on replies{}", weights(params))
             }
         }
     }
@@ -269,10 +268,14 @@ impl Placer {
                     ..Variation::default()
                 },
             ),
-            Policy::GossipP2c(params) => self.p2c(inputs, &params, false),
-            Policy::Project(params) => self.p2c(inputs, &params, true),
-            Policy::ProjectPiggyback(params) => {
-                self.p2c_with(inputs, &params, Variation { read_replies: true, ..Variation::default() })
+            Policy::GossipP2c(params) => self.p2c_with(
+                inputs,
+                &params,
+                Variation { count_outstanding: false, read_replies: false, ..Variation::default() },
+            ),
+            Policy::Project(params) => self.p2c_with(inputs, &params, Variation::default()),
+            Policy::ProjectGossipOnly(params) => {
+                self.p2c_with(inputs, &params, Variation { read_replies: false, ..Variation::default() })
             }
             Policy::Oracle => {
                 self.true_candidates(inputs);
@@ -330,13 +333,8 @@ impl Placer {
         best
     }
 
-    /// The gateway's placement: one `LoadView` per actor, `estimate`, `local_plus_two_remote`
-    /// (gossip only: `power_of_two_choices`).
-    fn p2c(&mut self, inputs: &Inputs, params: &EstimateParams, count_outstanding: bool) -> usize {
-        self.p2c_with(inputs, params, Variation { count_outstanding, ..Variation::default() })
-    }
-
-    /// [`Placer::p2c`] with a [`Variation`].
+    /// The gateway's placement, or a [`Variation`] of it: one `LoadView` per actor, `estimate`,
+    /// `local_plus_two_remote` (gossip only: `power_of_two_choices`).
     fn p2c_with(&mut self, inputs: &Inputs, params: &EstimateParams, variation: Variation) -> usize {
         self.candidates.clear();
         let is_local = |index: usize| index / inputs.actors_per_node == inputs.node;

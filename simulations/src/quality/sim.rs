@@ -166,7 +166,7 @@ struct Sim<'a> {
     /// Every gateway's attempts not ended, by actor: what one balancer in front of every request sees.
     total_outstanding: Vec<u32>,
     /// `replied[gateway * actors + actor]`: the backlog the actor's latest answer to the gateway
-    /// carried (only [`Policy::ProjectPiggyback`] reads it).
+    /// carried (the project's policy reads it; the gateway's answers carry the actor's load).
     replied: Vec<Option<Report>>,
     gossip: Gossip,
     placer: Placer,
@@ -393,7 +393,8 @@ impl Sim<'_> {
         let actor = self.requests[req as usize].actor as usize;
         let backlog_tokens = self.gauge_tokens[actor];
         let report = Report { backlog_tokens, tokens_per_sec: self.rates[actor], published_ns: self.now };
-        self.requests[req as usize].answered_with = Some(report);
+        // As in the gateway, scores carry the load and a refusal (429) does not.
+        self.requests[req as usize].answered_with = (!rejected).then_some(report);
         if self.requests[req as usize].local {
             self.reply_arrived(req, rejected);
         } else {
@@ -517,7 +518,7 @@ mod tests {
             Policy::SampledOracle(4),
             Policy::ProjectRandomTies(params),
             Policy::IdleLocalFirst,
-            Policy::ProjectPiggyback(params),
+            Policy::ProjectGossipOnly(params),
         ];
         for policy in Policy::compared().into_iter().chain(others) {
             let a = run(&small(0.85, 7), &policy);
