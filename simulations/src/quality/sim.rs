@@ -11,8 +11,8 @@
 //! Deadline (arrival + deadline): not answered yet -> dropped, the attempt abandoned
 //! ```
 //! The gateway's count of outstanding attempts drops when the reply arrives or the deadline
-//! passes, whichever is first, as `AttemptEnded` does. Every answer (scores or 429) carries the
-//! actor's gauge as it left, for the policy that reads backlogs from replies. Periodic events: each node's load
+//! passes, whichever is first, as `AttemptEnded` does. Every answer with scores carries the
+//! actor's gauge as it left (a 429 none), as an inference actor's does. Periodic events: each node's load
 //! publisher and gossip round ([`gossip`](crate::quality::gossip)).
 //!
 //! Random numbers come from three seeded streams, so every policy sees the same requests (arrival
