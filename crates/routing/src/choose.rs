@@ -7,8 +7,9 @@
 //! compares against. Both share one comparison, [`better`]: lower estimate; estimates within a
 //! relative (or absolute) 1e-9 count as equal, and then a local target beats a remote one (no
 //! network hop), then the lower index (deterministic; the samplers use a coin instead). A NaN
-//! estimate counts as infinitely loaded. [`local_plus_two_remote`] is what the gateway uses: all
-//! local candidates plus a power-of-two sample of the remote ones (docs/simulations.md measures it).
+//! estimate counts as infinitely loaded. [`local_plus_sampled_remote`] is what the gateway uses:
+//! all local candidates plus a sample of the remote ones, two or, while the gateway sends most of
+//! its work away, eight ([`RemoteSampling`]; docs/simulations.md measures both).
 
 use rand::Rng;
 
@@ -43,9 +44,55 @@ pub fn power_of_two_choices<R: Rng + ?Sized>(candidates: &[Candidate], rng: &mut
     }
 }
 
-/// The gateway's placement with two remote samples: [`local_plus_sampled_remote`] with `2`.
-pub fn local_plus_two_remote<R: Rng + ?Sized>(candidates: &[Candidate], rng: &mut R) -> Option<usize> {
-    local_plus_sampled_remote(candidates, 2, rng)
+/// Remote actors a gateway compares while most of its work stays on its node.
+pub const FEW_REMOTE_SAMPLES: usize = 2;
+
+/// Remote actors a gateway compares while most of its work goes to other nodes.
+pub const MANY_REMOTE_SAMPLES: usize = 8;
+
+/// The share of recent placements sent to another node above which a gateway compares
+/// [`MANY_REMOTE_SAMPLES`].
+const MANY_SAMPLES_ABOVE: f64 = 0.5;
+
+/// How many placements the remote share remembers: the newest weighs `1 / REMOTE_SHARE_MEMORY`.
+const REMOTE_SHARE_MEMORY: f64 = 512.0;
+
+/// How many remote candidates one gateway samples: [`FEW_REMOTE_SAMPLES`], or
+/// [`MANY_REMOTE_SAMPLES`] while more than half of its recent placements went to another node.
+///
+/// A gateway that keeps most work local compares two remote actors: when a burst sends every
+/// gateway's work away at once, gateways comparing more values a few hundred milliseconds old
+/// pick the same few actors that only look empty. A gateway that sends most of its work away all
+/// the time (every client enters it, or its node is the slow one) gains from comparing more: for
+/// it the decision that matters is which remote actor, and its own answers keep those values
+/// fresh. The share is remembered over hundreds of placements so that a burst does not switch it
+/// (docs/simulations.md measures fixed and adaptive counts).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct RemoteSampling {
+    remote_share: f64,
+}
+
+impl RemoteSampling {
+    /// Remote candidates to sample for the next placement.
+    pub fn samples(&self) -> usize {
+        if self.remote_share > MANY_SAMPLES_ABOVE {
+            MANY_REMOTE_SAMPLES
+        } else {
+            FEW_REMOTE_SAMPLES
+        }
+    }
+
+    /// Notes where a first placement went (retries and hedges are not counted: a hedge always
+    /// leaves the node).
+    pub fn record(&mut self, went_remote: bool) {
+        let remote = if went_remote { 1.0 } else { 0.0 };
+        self.remote_share += (remote - self.remote_share) / REMOTE_SHARE_MEMORY;
+    }
+
+    /// The weighted share of recent first placements that went to another node.
+    pub fn remote_share(&self) -> f64 {
+        self.remote_share
+    }
 }
 
 /// The gateway's placement: every local candidate (its load is exact and costs nothing to read)
@@ -161,6 +208,30 @@ mod tests {
     }
 
     #[test]
+    fn a_gateway_that_sends_most_work_away_compares_more_remote_actors_and_a_burst_does_not_switch_it() {
+        let mut sampling = RemoteSampling::default();
+        assert_eq!(sampling.samples(), FEW_REMOTE_SAMPLES);
+        // A burst: 100 placements in a row go away, after a long run that stayed local.
+        for _ in 0..5_000 {
+            sampling.record(false);
+        }
+        for _ in 0..100 {
+            sampling.record(true);
+        }
+        assert_eq!(sampling.samples(), FEW_REMOTE_SAMPLES, "share {}", sampling.remote_share());
+        // Every client on this gateway: nearly all its work goes away, for good.
+        for _ in 0..1_000 {
+            sampling.record(true);
+        }
+        assert_eq!(sampling.samples(), MANY_REMOTE_SAMPLES, "share {}", sampling.remote_share());
+        // Back to mostly local (three in four): two samples again.
+        for i in 0..2_000 {
+            sampling.record(i % 4 == 0);
+        }
+        assert_eq!(sampling.samples(), FEW_REMOTE_SAMPLES, "share {}", sampling.remote_share());
+    }
+
+    #[test]
     fn p2c_ties_are_a_fair_coin_not_the_lower_index() {
         let cands: Vec<Candidate> = (0..8).map(|i| remote(i, 0.0)).collect();
         let mut rng = SmallRng::seed_from_u64(1);
@@ -243,8 +314,8 @@ mod tests {
         }
 
         #[test]
-        fn local_plus_two_remote_never_loses_to_a_local_candidate(cands in candidates(12), seed in any::<u64>()) {
-            let chosen = local_plus_two_remote(&cands, &mut SmallRng::seed_from_u64(seed));
+        fn local_plus_sampled_remote_never_loses_to_a_local_candidate(cands in candidates(12), seed in any::<u64>()) {
+            let chosen = local_plus_sampled_remote(&cands, FEW_REMOTE_SAMPLES, &mut SmallRng::seed_from_u64(seed));
             prop_assert_eq!(chosen.is_none(), cands.is_empty());
             if let Some(chosen) = chosen {
                 let chosen = cands.iter().find(|c| c.index == chosen).unwrap();

@@ -35,7 +35,7 @@ use tracing::Instrument;
 
 use crate::attempt::{self, AttemptOutcome};
 use crate::budget::RetryBudget;
-use crate::choose::{local_plus_two_remote, Candidate};
+use crate::choose::{local_plus_sampled_remote, Candidate, RemoteSampling};
 use crate::estimate::{estimate, mean_backlog, mean_rate, work_ahead, LoadView};
 use crate::hedge::{attempt_timeout, LatencyWindow};
 use crate::job::{Classified, Job};
@@ -119,6 +119,8 @@ pub struct GatewayState {
     /// Time per 1,000 tokens of recent successful attempts of some size (attempt.rs).
     speeds: LatencyWindow,
     rng: SmallRng,
+    /// How many remote targets to compare, from where this gateway's first placements went.
+    sampling: RemoteSampling,
     retries: u64,
     hedges: u64,
     ejections: u64,
@@ -178,6 +180,7 @@ impl Actor for GatewayActor {
             latencies: LatencyWindow::default(),
             speeds: LatencyWindow::default(),
             rng: SmallRng::seed_from_u64(args.seed),
+            sampling: RemoteSampling::default(),
             retries: 0,
             hedges: 0,
             ejections: 0,
@@ -336,7 +339,7 @@ impl GatewayState {
         } else {
             healthy
         };
-        let Some(index) = local_plus_two_remote(&candidates, &mut self.rng) else {
+        let Some(index) = local_plus_sampled_remote(&candidates, self.sampling.samples(), &mut self.rng) else {
             if placement != Placement::Hedge && job.in_flight.load(Ordering::Acquire) == 0 {
                 job.fail_with_last_error();
             }
@@ -349,6 +352,9 @@ impl GatewayState {
         state.traffic.attempts += 1;
         let target = state.target.clone();
         let local = target.load.is_local();
+        if placement == Placement::First {
+            self.sampling.record(!local);
+        }
         metrics::counter!("senti_attempts_total", "hop" => if local { "local" } else { "remote" }).increment(1);
         if placement == Placement::Hedge {
             self.hedges += 1;

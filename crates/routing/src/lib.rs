@@ -4,7 +4,7 @@
 //! ```text
 //! Gateway (handle) ──Classify──> GatewayActor (gateway.rs)
 //!                                 │ place: LoadSource -> LoadView -> estimate -> Candidate ->
-//!                                 │        local_plus_two_remote; ejected targets skipped
+//!                                 │        local_plus_sampled_remote; ejected targets skipped
 //!                                 ▼
 //!                                attempt task (attempt.rs) ──Hop::send──> inference actor,
 //!                                 │                                        here or on another node
@@ -16,7 +16,7 @@
 //! ```text
 //! new request      RetryBudget::deposit (retry and hedge budgets)
 //! place            TargetHealth::is_ejected filters targets; mean_backlog; LoadView::new -> estimate ->
-//!                  Candidate; local_plus_two_remote
+//!                  Candidate; local_plus_sampled_remote, RemoteSampling
 //! slow attempt     HedgePolicy::hedge_delay(LatencyWindow, queue wait + expected) passes; hedge budget try_withdraw;
 //!                  place again on another node
 //! attempt ends     LatencyWindow::record; TargetHealth::record_success / record_failure (may_eject)
@@ -44,7 +44,10 @@ mod target;
 pub use attempt::AttemptOutcome;
 pub use budget::RetryBudget;
 pub use cache::{CacheAnswer, CacheStats, Freshness, ResultCache};
-pub use choose::{least_loaded, local_plus_sampled_remote, local_plus_two_remote, power_of_two_choices, Candidate};
+pub use choose::{
+    least_loaded, local_plus_sampled_remote, power_of_two_choices, Candidate, RemoteSampling, FEW_REMOTE_SAMPLES,
+    MANY_REMOTE_SAMPLES,
+};
 pub use estimate::{estimate, mean_backlog, mean_rate, work_ahead, EstimateParams, LoadView, Reported};
 pub use gateway::{Gateway, GatewayActor, GatewayArgs, GatewayMsg};
 pub use hedge::{attempt_timeout, HedgePolicy, LatencyWindow};

@@ -72,6 +72,7 @@ fn extra_rows() -> Vec<(Policy, bool)> {
         (Policy::IdleLocalFirst, true),
         (Policy::ProjectGossipOnly(gateway), true),
         (Policy::ProjectWith(gateway, Tweaks { speed_blind: true, ..Tweaks::NONE }), true),
+        (Policy::ProjectWith(gateway, Tweaks { remote_samples: Some(2), ..Tweaks::NONE }), false),
         (Policy::SampledOracle(2), true),
         (Policy::SampledOracle(4), false),
     ]
@@ -272,7 +273,8 @@ fn sweep_placement(cli: &Cli, variants: &[Variant]) {
     let gateway = gateway_estimate_params();
     let mut rows: Vec<Policy> = vec![Policy::Oracle, Policy::SingleLeastConnections, Policy::LeastConnections];
     for speed_blind in [false, true] {
-        for remote_samples in SWEEP_REMOTE_SAMPLES {
+        // The gateway's own count first, then fixed counts.
+        for remote_samples in std::iter::once(None).chain(SWEEP_REMOTE_SAMPLES.map(Some)) {
             let tweaks = Tweaks { remote_samples, speed_blind };
             rows.push(if tweaks == Tweaks::NONE {
                 Policy::Project(gateway)

@@ -3,8 +3,8 @@
 //! The project's policy and the gossip-only P2C build their `LoadView`s with the gateway's own
 //! `LoadView::new(..).at_rate(..)` (local actors: the exact gauge and measured rate; remote ones:
 //! the gossiped value, its age and the gossiped rate, or never published) and call the real
-//! `senti_routing::estimate`, `local_plus_sampled_remote` (2 samples: `local_plus_two_remote`) and
-//! `power_of_two_choices`; the oracle calls
+//! `senti_routing::estimate`, `local_plus_sampled_remote` (as many remote samples as each gateway's
+//! `RemoteSampling` says) and `power_of_two_choices`; the oracle calls
 //! `least_loaded`. Random, round-robin and least-connections are what balancers without load
 //! reports do, one per gateway or one in front of every actor (the seed recipe). Beyond these
 //! seven, clearly labelled rows: references with perfect information (what sampling costs) and
@@ -17,7 +17,7 @@ use rand::seq::index;
 use rand::Rng;
 use senti_routing::{
     estimate, least_loaded, local_plus_sampled_remote, mean_backlog, mean_rate, power_of_two_choices, Candidate,
-    EstimateParams, LoadView, Reported, RoutingParams,
+    EstimateParams, LoadView, RemoteSampling, Reported, RoutingParams,
 };
 
 use crate::quality::gossip::Report;
@@ -66,8 +66,9 @@ pub enum Policy {
 /// Changes to the project's placement, tried in the simulator before (or instead of) the gateway.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Tweaks {
-    /// Remote actors sampled per placement (the gateway: 2).
-    pub remote_samples: usize,
+    /// Remote actors sampled per placement, always this many (the gateway: `None`, as many as
+    /// its `RemoteSampling` says).
+    pub remote_samples: Option<usize>,
     /// Measured throughputs ignored: every actor's work counted in its own tokens, as if all
     /// actors were equally fast (the gateway: false).
     pub speed_blind: bool,
@@ -75,12 +76,12 @@ pub struct Tweaks {
 
 impl Tweaks {
     /// The gateway's placement as it is.
-    pub const NONE: Tweaks = Tweaks { remote_samples: 2, speed_blind: false };
+    pub const NONE: Tweaks = Tweaks { remote_samples: None, speed_blind: false };
 
     fn label(&self) -> String {
         let mut parts = Vec::new();
-        if self.remote_samples != 2 {
-            parts.push(format!("{} remote samples", self.remote_samples));
+        if let Some(samples) = self.remote_samples {
+            parts.push(format!("always {samples} remote samples"));
         }
         if self.speed_blind {
             parts.push("speed-blind".to_owned());
@@ -98,8 +99,8 @@ struct Variation {
     mask: usize,
     /// A remote actor's newer of gossip and the backlog its last answer carried.
     read_replies: bool,
-    /// Remote samples (the gateway: 2).
-    remote_samples: usize,
+    /// Remote samples, always this many (the gateway: `None`, its `RemoteSampling`).
+    remote_samples: Option<usize>,
     /// Ignore measured throughputs.
     speed_blind: bool,
 }
@@ -107,7 +108,7 @@ struct Variation {
 impl Default for Variation {
     /// The gateway's placement.
     fn default() -> Self {
-        Self { count_outstanding: true, mask: 0, read_replies: true, remote_samples: 2, speed_blind: false }
+        Self { count_outstanding: true, mask: 0, read_replies: true, remote_samples: None, speed_blind: false }
     }
 }
 
@@ -226,6 +227,8 @@ pub(crate) struct Placer {
     pub age_sum: Duration,
     /// See `age_sum`.
     pub age_count: u64,
+    /// Each gateway's count of remote samples, as its `GatewayState` keeps it.
+    sampling: Vec<RemoteSampling>,
 }
 
 impl Placer {
@@ -239,6 +242,7 @@ impl Placer {
             record_ages: false,
             age_sum: Duration::ZERO,
             age_count: 0,
+            sampling: vec![RemoteSampling::default(); gateways],
         }
     }
 
@@ -382,8 +386,14 @@ impl Placer {
             self.candidates.push(Candidate { index: index ^ variation.mask, estimate, is_local: view.is_local });
         }
         let chosen = if variation.count_outstanding {
-            // The project's policy: exactly the gateway's chooser, with its 2 samples by default.
-            local_plus_sampled_remote(&self.candidates, variation.remote_samples, &mut self.rng)
+            // The project's policy: exactly the gateway's chooser and its count of remote samples.
+            let sampling = &mut self.sampling[inputs.node];
+            let samples = variation.remote_samples.unwrap_or_else(|| sampling.samples());
+            let chosen = local_plus_sampled_remote(&self.candidates, samples, &mut self.rng);
+            if let Some(index) = chosen {
+                sampling.record((index ^ variation.mask) / inputs.actors_per_node != inputs.node);
+            }
+            chosen
         } else {
             power_of_two_choices(&self.candidates, &mut self.rng)
         };

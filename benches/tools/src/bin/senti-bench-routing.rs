@@ -2,7 +2,8 @@
 //!
 //! The gateway places every attempt (crates/routing/src/gateway.rs `place`) by turning one
 //! [`LoadView`] per target into a [`Candidate`] with [`estimate`] and handing the candidates to
-//! [`local_plus_two_remote`]. This times that work for 4, 64 and 256 targets (two of them local,
+//! [`local_plus_sampled_remote`] with 2 remote samples, or 8 while the gateway sends most of its
+//! work away (`senti_routing::RemoteSampling`). This times that work for 4, 64 and 256 targets (two of them local,
 //! as on a node with `engine.actors = 2`), for the gateway's policy and, for comparison, for
 //! [`power_of_two_choices`] and [`least_loaded`], in two forms:
 //!
@@ -25,7 +26,8 @@ use clap::Parser;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use senti_routing::{
-    estimate, least_loaded, local_plus_two_remote, power_of_two_choices, Candidate, EstimateParams, LoadView,
+    estimate, least_loaded, local_plus_sampled_remote, power_of_two_choices, Candidate, EstimateParams, LoadView,
+    FEW_REMOTE_SAMPLES, MANY_REMOTE_SAMPLES,
 };
 use serde::Serialize;
 
@@ -55,7 +57,8 @@ const LOCAL_TARGETS: usize = 2;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 enum Policy {
-    LocalPlusTwoRemote,
+    LocalPlusFewRemote,
+    LocalPlusManyRemote,
     PowerOfTwoChoices,
     LeastLoaded,
 }
@@ -64,7 +67,8 @@ impl Policy {
     /// The function's name in senti_routing.
     fn name(self) -> &'static str {
         match self {
-            Policy::LocalPlusTwoRemote => "local_plus_two_remote",
+            Policy::LocalPlusFewRemote => "local_plus_sampled_remote (2)",
+            Policy::LocalPlusManyRemote => "local_plus_sampled_remote (8)",
             Policy::PowerOfTwoChoices => "power_of_two_choices",
             Policy::LeastLoaded => "least_loaded",
         }
@@ -114,7 +118,9 @@ fn main() -> anyhow::Result<()> {
     let mut configs = Vec::new();
     for &n in &cli.targets {
         let views: Vec<LoadView> = (0..n).map(|i| random_view(i < LOCAL_TARGETS, &mut views_rng)).collect();
-        for policy in [Policy::LocalPlusTwoRemote, Policy::PowerOfTwoChoices, Policy::LeastLoaded] {
+        for policy in
+            [Policy::LocalPlusFewRemote, Policy::LocalPlusManyRemote, Policy::PowerOfTwoChoices, Policy::LeastLoaded]
+        {
             for work in [Work::Choose, Work::EstimateAndChoose] {
                 let iterations = calibrate(&views, &params, policy, work, Duration::from_millis(cli.round_ms));
                 configs.push((views.clone(), policy, work, iterations, Vec::new()));
@@ -216,7 +222,8 @@ fn candidates(views: &[LoadView], params: &EstimateParams) -> Vec<Candidate> {
 
 fn choose(candidates: &[Candidate], policy: Policy, rng: &mut SmallRng) -> Option<usize> {
     match policy {
-        Policy::LocalPlusTwoRemote => local_plus_two_remote(candidates, rng),
+        Policy::LocalPlusFewRemote => local_plus_sampled_remote(candidates, FEW_REMOTE_SAMPLES, rng),
+        Policy::LocalPlusManyRemote => local_plus_sampled_remote(candidates, MANY_REMOTE_SAMPLES, rng),
         Policy::PowerOfTwoChoices => power_of_two_choices(candidates, rng),
         Policy::LeastLoaded => least_loaded(candidates),
     }
