@@ -29,6 +29,7 @@ pub use api::{
 pub use app::{app, openapi, NODE_HEADER, REQUEST_ID_HEADER};
 pub use cluster::ClusterResponse;
 pub use error::{ApiError, ErrorBody, ErrorDetail, LimitInfo};
+pub use metrics::handle as metrics_handle;
 pub use recent::{ErrorRecord, RecentErrors, RECENT_ERRORS};
 pub use senti_cluster::{ActorReport, ClusterReport, DeadReport, MemberReport};
 pub use senti_routing::{RoutingSnapshot, TargetReport};

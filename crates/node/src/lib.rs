@@ -89,6 +89,9 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
     let manifest = bundle.manifest();
     tracing::info!(model = %manifest.name, version = %manifest.version, variant = bundle.variant(), "model loaded");
     let readiness = Readiness::default();
+    // The recorder first: what the engine and the gateway record as they start (series that
+    // exist at 0 from the start, the gateway's remote-sample count) reaches /metrics.
+    let _ = senti_http::metrics_handle();
     let engine = Arc::new(Engine::start(bundle, &config).await?);
     let gateway = Arc::new(start_gateway(&engine, &config).await?);
     let node_id = config.node_id();

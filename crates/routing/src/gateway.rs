@@ -155,6 +155,8 @@ impl Actor for GatewayActor {
         for hop in ["local", "remote"] {
             metrics::counter!("senti_attempts_total", "hop" => hop).increment(0);
         }
+        let sampling = RemoteSampling::default();
+        metrics::gauge!("senti_remote_samples").set(sampling.samples() as f64);
         let p = args.params;
         let now = now();
         let models = watch::Sender::new(ServedModels::of(args.local.iter().map(|t| &t.model)));
@@ -180,7 +182,7 @@ impl Actor for GatewayActor {
             latencies: LatencyWindow::default(),
             speeds: LatencyWindow::default(),
             rng: SmallRng::seed_from_u64(args.seed),
-            sampling: RemoteSampling::default(),
+            sampling,
             retries: 0,
             hedges: 0,
             ejections: 0,
@@ -353,7 +355,16 @@ impl GatewayState {
         let target = state.target.clone();
         let local = target.load.is_local();
         if placement == Placement::First {
+            let before = self.sampling.samples();
             self.sampling.record(!local);
+            if self.sampling.samples() != before {
+                metrics::gauge!("senti_remote_samples").set(self.sampling.samples() as f64);
+                tracing::info!(
+                    remote_samples = self.sampling.samples(),
+                    remote_share = self.sampling.remote_share(),
+                    "remote actors compared per placement changed"
+                );
+            }
         }
         metrics::counter!("senti_attempts_total", "hop" => if local { "local" } else { "remote" }).increment(1);
         if placement == Placement::Hedge {
