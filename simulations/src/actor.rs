@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use ractor::RpcReplyPort;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
-use senti_engine::{ActorLoad, Answer, EncodedTexts, InferError, InferResult, LoadGauge};
+use senti_engine::{Answer, EncodedTexts, InferError, InferResult, LoadGauge};
 use senti_model::Scores;
 use tokio::sync::mpsc;
 
@@ -120,10 +120,7 @@ async fn run(
         gauge.set_running(0, 0);
         gauge.record_batch(n * TOKENS_PER_TEXT, service);
         let scores = (0..n).map(|_| Scores { label: 1, probabilities: vec![0.1, 0.9] }).collect();
-        let load = gauge.snapshot();
-        let load_opt =
-            Some(ActorLoad { backlog_tokens: load.backlog_tokens() as u64, tokens_per_sec: load.tokens_per_sec });
-        let _ = work.reply.send(Ok(Answer { scores, load_opt }));
+        let _ = work.reply.send(Ok(Answer { scores, load_opt: Some(gauge.snapshot().report()) }));
     }
 }
 

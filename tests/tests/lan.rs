@@ -201,6 +201,13 @@ struct Record {
     outcome: Result<String, String>,
 }
 
+impl Record {
+    /// Answered by another node than the one it entered.
+    fn served_elsewhere(&self) -> bool {
+        self.outcome.as_deref().is_ok_and(|node| node != format!("lan-{}", self.entry))
+    }
+}
+
 /// What each request of the load sends.
 #[derive(Debug, Clone, Copy)]
 enum Mix {
@@ -341,9 +348,7 @@ fn figures(
             .map(|r| r.done.saturating_sub(back).as_millis() as u64)
             .min(),
         agreed_ms: agreed.saturating_sub(back).as_millis() as u64,
-        elsewhere_pct: 100.0
-            * healthy.iter().filter(|r| r.outcome.as_ref().is_ok_and(|n| *n != format!("lan-{}", r.entry))).count()
-                as f64
+        elsewhere_pct: 100.0 * healthy.iter().filter(|r| r.served_elsewhere()).count() as f64
             / healthy.len().max(1) as f64,
     }
 }
@@ -477,8 +482,7 @@ async fn suite(lan: &Lan, nodes: &[HostNode], delays: &HashMap<usize, DelayProxy
         .iter()
         .find_map(|w| w.declared_dead.filter(|_| w.name.starts_with("full partition")))
         .map_or("-".to_owned(), |d| format!("{d:?}"));
-    let served_elsewhere =
-        records.iter().filter(|r| r.outcome.as_deref().is_ok_and(|node| *node != format!("lan-{}", r.entry))).count();
+    let served_elsewhere = records.iter().filter(|r| r.served_elsewhere()).count();
     eprintln!(
         "lan suite: {} requests in {:?} from the client host, {} failed in all, {:.1}% served by another node than their entry; lan-2 declared dead by every other node {} after the cut",
         records.len(),

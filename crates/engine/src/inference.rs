@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use senti_model::{Manifest, Runner, Scores};
 
-use crate::load::LoadGauge;
+use crate::load::{ActorLoad, LoadGauge};
 use crate::model_thread::{model_thread, BatchResult, Handoff, Sessions};
 use crate::queue::{BatchLimits, BatchQueue, Entry};
 use crate::{EncodedTexts, InferError, ModelFailure, RequestId};
@@ -52,15 +52,6 @@ impl Answer {
     pub fn scores(scores: Vec<Scores>) -> Self {
         Self { scores, load_opt: None }
     }
-}
-
-/// An actor's load as carried on its answers: what it gossips as well (`load.<actor>`).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct ActorLoad {
-    /// Tokens queued and running.
-    pub backlog_tokens: u64,
-    /// Its measured throughput (0: not measured yet).
-    pub tokens_per_sec: f64,
 }
 
 /// Messages of [`InferenceActor`].
@@ -437,9 +428,7 @@ impl InferenceState {
         if pending.remaining == 0 {
             let pending = self.pending.remove(&request).expect("present above. This is a bug.");
             let scores = pending.results.into_iter().map(|r| r.expect("every slot filled. This is a bug.")).collect();
-            let load = self.gauge.snapshot();
-            let load_opt =
-                Some(ActorLoad { backlog_tokens: load.backlog_tokens() as u64, tokens_per_sec: load.tokens_per_sec });
+            let load_opt = Some(self.gauge.snapshot().report());
             let _ = pending.reply.send(Ok(Answer { scores, load_opt }));
         }
     }

@@ -34,8 +34,8 @@ use ractor::{Actor, ActorRef};
 use senti_config::Config;
 use senti_model::{ModelBundle, ModelError, TextEncoder};
 
-pub use inference::{ActorLoad, Answer, InferResult, InferenceActor, InferenceArgs, InferenceMsg, RequestLimits};
-pub use load::{Load, LoadGauge};
+pub use inference::{Answer, InferResult, InferenceActor, InferenceArgs, InferenceMsg, RequestLimits};
+pub use load::{ActorLoad, Load, LoadGauge};
 pub use model_thread::BatchResult;
 pub use queue::{BatchLimits, BatchQueue, Entry, Taken};
 pub use readiness::{NodeState, Readiness};

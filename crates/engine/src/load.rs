@@ -39,9 +39,9 @@ const RATE_MEMORY_BATCHES: u64 = 50;
 const MAX_BATCH_SLOWDOWN: f64 = 8.0;
 
 /// The first batch an actor runs is not measured: its session is cold (ONNX Runtime allocates
-/// its buffers, the weights page in). The node's known-answer check is that batch, and on the LAN
-/// suite it ran at a quarter of the actor's steady rate; an idle node kept gossiping that rate,
-/// and gateways weighed its empty queue as four times the work and sent it nothing.
+/// its buffers, the weights page in), and it runs several times slower than the rest. It is the
+/// node's known-answer check, so a node that then stays idle would report that rate until it gets
+/// work, and gateways, which scale an actor's queue by its slowness, would not send it any.
 const COLD_BATCHES: u64 = 1;
 
 /// The throughput is reported (non-zero) once this many batches past the cold one are measured:
@@ -63,6 +63,16 @@ pub struct Load {
     pub tokens_per_sec: f64,
 }
 
+/// An actor's load as it reports it to other nodes: with each answer, and in gossip
+/// (`load.<actor>`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ActorLoad {
+    /// Tokens queued and running.
+    pub backlog_tokens: u64,
+    /// Its measured throughput (0: not measured yet).
+    pub tokens_per_sec: f64,
+}
+
 /// Assumed throughput before any batch has been measured (tokens per second).
 const INITIAL_TOKENS_PER_SEC: f64 = 2_000.0;
 
@@ -70,6 +80,11 @@ impl Load {
     /// Work ahead of a new arrival, in tokens.
     pub fn backlog_tokens(&self) -> usize {
         self.queued_tokens + self.running_tokens
+    }
+
+    /// What the actor reports of itself.
+    pub fn report(&self) -> ActorLoad {
+        ActorLoad { backlog_tokens: self.backlog_tokens() as u64, tokens_per_sec: self.tokens_per_sec }
     }
 
     /// How long the current backlog takes to drain at the recent throughput.

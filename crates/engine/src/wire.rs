@@ -31,7 +31,8 @@ use ractor::message::{BoxedDowncastErr, SerializedMessage};
 use ractor::RpcReplyPort;
 use senti_model::Scores;
 
-use crate::inference::{ActorLoad, Answer, InferResult, InferenceMsg};
+use crate::inference::{Answer, InferResult, InferenceMsg};
+use crate::load::ActorLoad;
 use crate::{EncodedTexts, InferError, RequestId};
 
 /// The variant tag of [`InferenceMsg::Infer`] on the wire.

@@ -443,11 +443,10 @@ impl GatewayState {
         let (local, mut previous): (Vec<TargetState>, Vec<TargetState>) =
             std::mem::take(&mut self.targets).into_iter().partition(|t| t.target.load.is_local());
         self.targets = local;
-        for target in remote {
+        for mut target in remote {
             if let crate::estimate::Reported::Gossiped { age, .. } = target.load.reported(now) {
                 metrics::histogram!("senti_gossip_load_age_seconds").record(age.as_secs_f64());
             }
-            let mut target = target;
             let (outstanding, outstanding_tokens, traffic, health) =
                 match previous.iter().position(|p| p.target.id == target.id) {
                     Some(i) => {
