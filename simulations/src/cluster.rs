@@ -21,7 +21,7 @@ use ractor::{Actor, ActorRef};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use senti_cluster::{
-    chitchat_config, initial_keys, publish_loads, refresh_loop, ActorEntry, PublishPolicy, RemoteActor,
+    chitchat_config, initial_keys, publish_loads, refresh_loop, ActorEntry, PublishPolicy, RemoteActor, Remotes,
 };
 use senti_cluster::{LocalModel, ModelId, Progress};
 use senti_config::{ClusterConfig, Config};
@@ -248,9 +248,11 @@ impl SimCluster {
         let gauges = actors.iter().enumerate().map(|(k, a)| (format!("a{k}"), a.gauge.clone())).collect();
         let policy = PublishPolicy::from_config(&node_config.advanced);
         let (registry, net, trace) = (self.registry.clone(), self.net.clone(), self.trace.clone());
+        // Gateways reach no other gateway here: idle notices are not simulated on this network
+        // (the routing-quality simulator models them).
         let reachable = move || {
-            let list = reachable_actors(&registry, &net, &trace, i);
-            async move { list }
+            let actors = reachable_actors(&registry, &net, &trace, i);
+            async move { Remotes { actors, gateways: Vec::new() } }
         };
         let tasks = vec![
             tokio::spawn(publish_loads(state, gauges, policy)),

@@ -136,6 +136,16 @@ impl Server {
     }
 
     /// Waits up to `limit` for /readyz to answer 200 (for a server started some other way).
+    /// The sum of a counter's series on its `/metrics` whose labels include `label` (e.g.
+    /// `reason="unknown_key"`).
+    pub async fn counter(&self, name: &str, label: &str) -> f64 {
+        let text = reqwest::get(self.url("/metrics")).await.unwrap().text().await.unwrap();
+        text.lines()
+            .filter(|line| line.starts_with(&format!("{name}{{")) && line.contains(label))
+            .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
     pub async fn wait_ready(&self, limit: Duration) {
         let client = reqwest::Client::new();
         let url = self.url("/readyz");

@@ -1,5 +1,5 @@
 //! A real cluster on loopback: three `senti` processes that find each other through gossip,
-//! route across nodes, keep answering while one node hangs (SIGSTOP) and another dies (SIGKILL),
+//! route across nodes (and tell each other when their actors run out of work), keep answering while one node hangs (SIGSTOP) and another dies (SIGKILL),
 //! and take the restarted node back. A node with the wrong cookie gets no work (its gossip key is
 //! right, so it is listed, but no session forms); tests/tests/gossip_security.rs has the node
 //! with the wrong gossip key.
@@ -139,6 +139,15 @@ async fn three_nodes_share_work_and_survive_a_hang_and_a_crash() {
     assert!(failures.is_empty(), "{failures:?}");
     for node in ["n-a", "n-b", "n-c"] {
         assert!(served.contains_key(node), "{node} served nothing: {served:?}");
+    }
+    // n-b's and n-c's actors ran out of work between n-a's requests, and their gateways said so
+    // to n-a's (idle notices, one of the gateway messages that cross nodes).
+    wait_until(Duration::from_secs(5), "n-a to hear idle notices from the others", || async {
+        server_a.counter("senti_idle_notices_total", "event=\"received\"").await > 0.0
+    })
+    .await;
+    for server in [&server_b, &server_c] {
+        assert!(server.counter("senti_idle_notices_total", "event=\"sent\"").await > 0.0);
     }
 
     // n-b hangs (still a TCP peer, silent): attempts on it time out and fail over; gossip then

@@ -41,15 +41,6 @@ async fn known(server: &Server) -> BTreeSet<String> {
     known
 }
 
-/// The sum of a counter's series whose labels include `label` (e.g. `reason="unknown_key"`).
-async fn counter(server: &Server, name: &str, label: &str) -> f64 {
-    let text = reqwest::get(server.url("/metrics")).await.unwrap().text().await.unwrap();
-    text.lines()
-        .filter(|line| line.starts_with(&format!("{name}{{")) && line.contains(label))
-        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 fn ids(names: &[&str]) -> BTreeSet<String> {
     names.iter().map(|n| (*n).to_owned()).collect()
 }
@@ -69,10 +60,10 @@ async fn a_node_with_another_gossip_key_never_becomes_a_member() {
     }
     // The stranger keeps gossiping to its seed, k-a: wait until k-a has dropped its datagrams.
     wait_until(CONVERGE, "k-a to reject datagrams sealed with an unknown key", || async {
-        counter(&server_a, "senti_gossip_rejected_total", "reason=\"unknown_key\"").await >= 3.0
+        server_a.counter("senti_gossip_rejected_total", "reason=\"unknown_key\"").await >= 3.0
     })
     .await;
-    assert!(counter(&server_a, "senti_gossip_datagrams_total", "direction=\"accepted\"").await > 0.0);
+    assert!(server_a.counter("senti_gossip_datagrams_total", "direction=\"accepted\"").await > 0.0);
     assert_eq!(known(&server_a).await, pair);
     assert_eq!(known(&server_b).await, pair);
     assert_eq!(known(&server_stranger).await, ids(&["k-stranger"]));
@@ -120,7 +111,7 @@ async fn unsealed_forged_packets_change_nothing() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     wait_until(CONVERGE, "f-a to reject the 120 forged packets", || async {
-        counter(&server_a, "senti_gossip_rejected_total", "reason=\"unsealed\"").await >= 120.0
+        server_a.counter("senti_gossip_rejected_total", "reason=\"unsealed\"").await >= 120.0
     })
     .await;
     // Several gossip rounds after the last forged packet: both nodes are still members of each

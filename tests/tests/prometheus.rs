@@ -231,6 +231,7 @@ async fn key_series_problems(prometheus: &Prometheus, servers: &[Server]) -> Res
         "senti_gossip_load_age_seconds_count",
         "senti_actor_tokens_per_second",
         "senti_remote_samples",
+        r#"senti_idle_notices_total{event="used"}"#,
     ];
     let mut problems = Vec::new();
     for selector in every_node {

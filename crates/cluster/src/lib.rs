@@ -16,7 +16,8 @@
 //!  │                         closed, live members without one are dialed (ractor_cluster does
 //!  │                         not reconnect by itself), on every membership change and every
 //!  │                         `advanced.redial_interval_ms`
-//!  └── refresh task          live members x sessions x process group -> GatewayMsg::SetRemoteTargets
+//!  └── refresh task          live members x sessions x process groups -> GatewayMsg::SetRemoteTargets,
+//!                                                                       SetNoticeRecipients
 //!                            (view.rs), on every gossip change and every 250 ms
 //! ```
 //! chitchat is the one source of truth for who is alive: a node it declares dead stops being a
@@ -66,9 +67,12 @@ pub use seal::{
     RejectReason, Rejection, ReplayError, ReplayWindow, SealConfig, SealError, SealedUdpTransport, TransportStats,
     MAX_SEALED_MESSAGE, SEAL_OVERHEAD,
 };
-pub use sessions::{NodeName, INFERENCE_GROUP};
+pub use sessions::{NodeName, GATEWAY_GROUP, INFERENCE_GROUP};
 pub use tls::{create_tls_dir, SessionTls, TlsDirError};
-pub use view::{exclusion_reason, members, remote_targets, Member, Progress, RemoteActor, QUIET_LIMIT};
+pub use view::{
+    exclusion_reason, members, notice_recipients, remote_targets, Member, Progress, RemoteActor, RemoteGateway,
+    Remotes, QUIET_LIMIT,
+};
 
 /// How often the remote targets are rebuilt even without a gossip change (sessions come and go).
 const REFRESH_INTERVAL: Duration = Duration::from_millis(250);
@@ -191,6 +195,7 @@ impl Cluster {
         };
         let actors = engine.actors();
         ractor::pg::join(INFERENCE_GROUP.to_owned(), actors.iter().map(|a| a.actor.get_cell()).collect());
+        ractor::pg::join(GATEWAY_GROUP.to_owned(), vec![gateway.actor().get_cell()]);
 
         let generation = keys::unix_ms_now();
         let name = NodeName { node: node_id.clone(), generation };
@@ -238,9 +243,12 @@ impl Cluster {
             sessions::Dialer::new(node_server.clone(), name, c.actor_advertise_addr(), redial, session_transport);
         let gauges = actors.iter().map(|a| (a.name.clone(), a.gauge.clone())).collect();
         let server = node_server.clone();
-        let remote_actors = move || {
+        let remotes = move || {
             let server = server.clone();
-            async move { sessions::remote_actors(&sessions::sessions(&server).await) }
+            async move {
+                let sessions = sessions::sessions(&server).await;
+                Remotes { actors: sessions::remote_actors(&sessions), gateways: sessions::remote_gateways(&sessions) }
+            }
         };
         let tasks = vec![
             server_task,
@@ -255,7 +263,7 @@ impl Cluster {
             tokio::spawn(session_loop(state.clone(), node_server.clone(), dialer.clone(), redial)),
             tokio::spawn(refresh_loop(
                 watcher,
-                remote_actors,
+                remotes,
                 gateway.actor().clone(),
                 node_id.clone(),
                 model.clone(),
@@ -558,12 +566,13 @@ fn publish_member_models(members: &[Member], shown: &mut BTreeSet<String>) {
     *shown = counts.into_keys().collect();
 }
 
-/// Rebuilds the gateway's remote targets on every gossip change and every [`REFRESH_INTERVAL`],
-/// until the gateway stops. `remote_actors` lists the actors reachable through sessions (the
-/// ractor process group in a node; the simulated network in simulations).
+/// Rebuilds the gateway's remote targets and the recipients of its idle notices on every gossip
+/// change and every [`REFRESH_INTERVAL`], until the gateway stops. `remotes` lists the actors and
+/// gateways reachable through sessions (the ractor process groups in a node; the simulated network
+/// in simulations).
 pub async fn refresh_loop<F, Fut>(
     mut watcher: tokio::sync::watch::Receiver<BTreeMap<ChitchatId, chitchat::NodeState>>,
-    mut remote_actors: F,
+    mut remotes: F,
     gateway: ActorRef<GatewayMsg>,
     self_node: String,
     model: LocalModel,
@@ -571,7 +580,7 @@ pub async fn refresh_loop<F, Fut>(
     quiet_shared: QuietMembers,
 ) where
     F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Vec<RemoteActor>>,
+    Fut: std::future::Future<Output = Remotes>,
 {
     let mut tick = tokio::time::interval(REFRESH_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -593,12 +602,15 @@ pub async fn refresh_loop<F, Fut>(
         for id in before.difference(&quiet).filter(|id| live.contains_key(*id)) {
             tracing::info!(node = %id.node_id, "a quiet member's gossip state advances again");
         }
-        let remotes = remote_actors().await;
-        let targets = remote_targets(&members, &remotes, &self_node, &model, now, keys::unix_ms_now());
+        let remotes = remotes().await;
+        let targets = remote_targets(&members, &remotes.actors, &self_node, &model, now, keys::unix_ms_now());
+        let recipients = notice_recipients(&members, &targets, &remotes.gateways);
         metrics::gauge!("senti_cluster_live_members").set(members.len() as f64);
         metrics::gauge!("senti_cluster_remote_targets").set(targets.len() as f64);
         publish_member_models(&members, &mut models_shown);
-        if gateway.cast(GatewayMsg::SetRemoteTargets(targets)).is_err() {
+        if gateway.cast(GatewayMsg::SetRemoteTargets(targets)).is_err()
+            || gateway.cast(GatewayMsg::SetNoticeRecipients(recipients)).is_err()
+        {
             return;
         }
         // At most one rebuild per 20 ms however chatty gossip is.

@@ -17,7 +17,8 @@
 //! A member that returns is dialed as soon as gossip lists it again. Once a session is up,
 //! ractor_cluster syncs process groups, the other node's inference actors appear in
 //! [`INFERENCE_GROUP`] as remote actors, and [`remote_actors`] maps them to (node id, generation,
-//! pid) through the session's peer name.
+//! pid) through the session's peer name; its gateway appears in [`GATEWAY_GROUP`]
+//! ([`remote_gateways`]).
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -32,10 +33,13 @@ use ractor_cluster::{NodeServer, NodeServerMessage, NodeSessionMessage};
 use senti_engine::InferenceMsg;
 
 use crate::transport::{connect_timeout, Transport};
-use crate::view::{Member, RemoteActor};
+use crate::view::{Member, RemoteActor, RemoteGateway};
 
 /// The process group every inference actor joins.
 pub const INFERENCE_GROUP: &str = "senti.inference";
+
+/// The process group every node's gateway joins: where other nodes' idle notices come from.
+pub const GATEWAY_GROUP: &str = "senti.gateway";
 
 /// A live member without a session is reported (log and `/v1/cluster`) only after this long:
 /// a session normally comes up within a few milliseconds of the member appearing.
@@ -326,6 +330,21 @@ pub fn close(sessions: &HashMap<u64, Session>, stale: &[(u64, &'static str)]) {
             session.actor.stop(Some((*reason).to_owned()));
         }
     }
+}
+
+/// The remote members of [`GATEWAY_GROUP`], by peer node id and generation.
+pub fn remote_gateways(sessions: &HashMap<u64, Session>) -> Vec<RemoteGateway> {
+    ractor::pg::get_members(&GATEWAY_GROUP.to_owned())
+        .into_iter()
+        .filter_map(|cell| {
+            let id = cell.get_id();
+            if id.is_local() {
+                return None;
+            }
+            let peer = &sessions.get(&id.node())?.peer;
+            Some(RemoteGateway { node: peer.node.clone(), generation_opt: Some(peer.generation), gateway: cell.into() })
+        })
+        .collect()
 }
 
 /// The remote members of [`INFERENCE_GROUP`], by peer node id, generation and pid.

@@ -12,7 +12,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chitchat::{ChitchatId, NodeState};
-use senti_routing::{Hop, LoadSource, Target, TargetId};
+use ractor::ActorRef;
+use senti_routing::{GatewayMsg, Hop, LoadSource, Target, TargetId};
 
 use crate::keys::{LocalModel, NodeKeys};
 
@@ -92,6 +93,46 @@ pub struct RemoteActor {
     pub pid: u64,
     /// How to send it work.
     pub hop: Arc<dyn Hop>,
+}
+
+/// Another node's gateway reachable through a ractor_cluster session: where this node's idle
+/// notices go (senti-routing's notices.rs).
+#[derive(Clone)]
+pub struct RemoteGateway {
+    /// The senti node id of the session's peer.
+    pub node: String,
+    /// The peer's generation, as for [`RemoteActor::generation_opt`].
+    pub generation_opt: Option<u64>,
+    /// The gateway actor.
+    pub gateway: ActorRef<GatewayMsg>,
+}
+
+/// What this node's sessions reach: other nodes' inference actors and gateways.
+#[derive(Clone, Default)]
+pub struct Remotes {
+    /// Inference actors ([`remote_targets`] keeps those of usable members).
+    pub actors: Vec<RemoteActor>,
+    /// Gateways ([`notice_recipients`] keeps those of nodes whose actors are targets).
+    pub gateways: Vec<RemoteGateway>,
+}
+
+/// The gateways this node's idle notices go to: those of the members (this incarnation) with at
+/// least one actor among `targets`, so a node that could not take the work hears nothing.
+pub fn notice_recipients(
+    members: &[Member],
+    targets: &[Target],
+    gateways: &[RemoteGateway],
+) -> Vec<ActorRef<GatewayMsg>> {
+    gateways
+        .iter()
+        .filter(|g| {
+            members
+                .iter()
+                .any(|m| *m.id.node_id == g.node && g.generation_opt.is_none_or(|gen| gen == m.id.generation_id))
+                && targets.iter().any(|t| *t.id.node == g.node)
+        })
+        .map(|g| g.gateway.clone())
+        .collect()
 }
 
 /// Why a member contributes no target (shown in `/v1/cluster`).

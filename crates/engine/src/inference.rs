@@ -238,11 +238,15 @@ impl Actor for InferenceActor {
         message: Self::Msg,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
+        let batch_done = matches!(message, InferenceMsg::BatchDone(_));
         match message {
             InferenceMsg::Infer { texts, deadline, request, reply } => state.enqueue(texts, deadline, request, reply),
             InferenceMsg::BatchDone(results) => state.finish_handoff(results),
         }
         state.dispatch();
+        if batch_done && state.in_flight.is_empty() && state.queue.is_empty() {
+            state.gauge.mark_idle();
+        }
         Ok(())
     }
 

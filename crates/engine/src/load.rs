@@ -3,7 +3,9 @@
 //! Written only by the actor that owns it (after every enqueue, batch start and batch end);
 //! read by the gateway actor (placement), the HTTP layer (429 Retry-After) and, later, the gossip
 //! publisher. Atomics with relaxed ordering: readers want a recent value, not a consistent
-//! snapshot across fields, and a routing decision tolerates a value one batch old.
+//! snapshot across fields, and a routing decision tolerates a value one batch old. The actor
+//! also signals when it runs out of work ([`LoadGauge::went_idle`]): the gateway tells other
+//! nodes (idle notices, senti-routing).
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
@@ -22,6 +24,8 @@ pub struct LoadGauge {
     recent_tokens_bits: AtomicU64,
     recent_secs_bits: AtomicU64,
     batches: AtomicU64,
+    /// Signalled when the actor's last batch ends with nothing queued; one stored signal at most.
+    idle: tokio::sync::Notify,
 }
 
 /// How many recent batches the throughput remembers: the weight of the newest is
@@ -116,6 +120,18 @@ impl LoadGauge {
             running_tokens: self.running_tokens.load(Ordering::Relaxed),
             tokens_per_sec: f64::from_bits(self.throughput_bits.load(Ordering::Relaxed)),
         }
+    }
+
+    /// Signals that the actor has just run out of work (only the owning actor calls this). A
+    /// signal that nobody awaits is kept until [`LoadGauge::went_idle`] is next awaited; a second
+    /// one before that is the same signal.
+    pub fn mark_idle(&self) {
+        self.idle.notify_one();
+    }
+
+    /// Waits until the actor runs out of work ([`LoadGauge::mark_idle`]).
+    pub async fn went_idle(&self) {
+        self.idle.notified().await;
     }
 
     /// Sets the queue counters (only the owning actor calls this).

@@ -56,6 +56,18 @@ async fn an_answer_carries_the_actors_load_as_it_left() {
     assert!(rates[4..].iter().all(|&rate| rate > 0.0), "a rate once they are: {rates:?}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_actor_signals_when_its_last_batch_ends() {
+    let engine = engine().await;
+    let gauge = engine.actors()[0].gauge.clone();
+    let encoded = engine.encode(&texts()).await.unwrap();
+    let idle = tokio::spawn(async move { gauge.went_idle().await });
+    tokio::task::yield_now().await;
+    assert!(!idle.is_finished(), "no signal while nothing ran");
+    infer(&engine, encoded, later()).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(5), idle).await.expect("idle after the request").unwrap();
+}
+
 fn texts() -> Vec<String> {
     [
         "这家酒店非常好，服务周到",

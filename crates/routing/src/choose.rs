@@ -82,8 +82,9 @@ impl RemoteSampling {
         }
     }
 
-    /// Notes where a first placement went (retries and hedges are not counted: a hedge always
-    /// leaves the node).
+    /// Notes where the estimates sent a first placement (retries and hedges are not counted: a
+    /// hedge always leaves the node; nor is an idle notice that replaced the choice: it says
+    /// nothing about what comparing more remote actors would change).
     pub fn record(&mut self, went_remote: bool) {
         let remote = if went_remote { 1.0 } else { 0.0 };
         self.remote_share += (remote - self.remote_share) / REMOTE_SHARE_MEMORY;

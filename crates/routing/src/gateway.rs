@@ -21,6 +21,11 @@
 //! the first answer wins and the caller dropping its future cancels every attempt. Local targets
 //! come from the engine; remote ones are replaced wholesale by the cluster layer
 //! ([`GatewayMsg::SetRemoteTargets`]), keeping the counters of targets that stay.
+//!
+//! Idle notices (notices.rs): when a local actor runs out of work, the gateway tells
+//! [`IDLE_NOTICE_FANOUT`] gateways of other nodes, drawn at random ([`GatewayMsg::LocalIdle`]);
+//! a first placement whose chosen target has more than [`NOTICE_AFTER_ATTEMPTS`] attempts' worth of
+//! work ahead goes to the actor of the newest fresh notice instead ([`GatewayMsg::IdleNotice`]).
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -28,8 +33,9 @@ use std::time::{Duration, Instant};
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use rand::rngs::SmallRng;
+use rand::seq::index;
 use rand::SeedableRng;
-use senti_engine::{ActorLoad, EncodedTexts, InferError, RequestId};
+use senti_engine::{ActorLoad, EncodedTexts, InferError, LoadGauge, RequestId};
 use tokio::sync::{oneshot, watch};
 use tracing::Instrument;
 
@@ -40,6 +46,7 @@ use crate::estimate::{estimate, mean_backlog, mean_rate, work_ahead, LoadView};
 use crate::hedge::{attempt_timeout, LatencyWindow};
 use crate::job::{Classified, Job};
 use crate::models::{compare_versions, ServedModels, OLDER_MODEL_PENALTY_TOKENS};
+use crate::notices::{use_notice, IdleNotices, IDLE_NOTICE_FANOUT, NOTICE_AFTER_ATTEMPTS};
 use crate::outlier::{may_eject, TargetHealth};
 use crate::params::RoutingParams;
 use crate::target::{millis, LoadSource, RoutingSnapshot, Target, TargetId, TargetReport};
@@ -70,13 +77,20 @@ pub enum GatewayMsg {
     },
     /// The cluster's current remote targets (replaces the previous set).
     SetRemoteTargets(Vec<Target>),
+    /// The gateways of other nodes that this node's idle notices go to (replaces the previous set).
+    SetNoticeRecipients(Vec<ActorRef<GatewayMsg>>),
+    /// A local actor ran out of work: tell other nodes' gateways.
+    LocalIdle(TargetId),
+    /// Another node's actor ran out of work: an idle notice, the one message that crosses
+    /// between gateways (wire.rs).
+    IdleNotice(TargetId),
     /// A report of every target's routing state (for `/v1/cluster`).
     Snapshot(RpcReplyPort<RoutingSnapshot>),
     /// A receiver of the models the targets serve, updated as they change.
     Models(RpcReplyPort<watch::Receiver<ServedModels>>),
 }
 
-impl ractor::Message for GatewayMsg {}
+// `ractor::Message` is implemented in `wire.rs`: `IdleNotice` can cross the network.
 
 /// Everything the gateway starts with.
 pub struct GatewayArgs {
@@ -126,6 +140,13 @@ pub struct GatewayState {
     ejections: u64,
     /// The models among the targets, kept current for the HTTP layer.
     models: watch::Sender<ServedModels>,
+    /// Other nodes' actors that said they ran out of work, unused yet.
+    notices: IdleNotices<TargetId>,
+    /// Other nodes' gateways, where this node's notices go.
+    recipients: Vec<ActorRef<GatewayMsg>>,
+    /// While there are recipients, one task per local actor that turns its gauge's idle signal
+    /// into [`GatewayMsg::LocalIdle`] (a lone node wakes nobody when an actor runs out of work).
+    idle_watchers: Vec<tokio::task::JoinHandle<()>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -154,6 +175,9 @@ impl Actor for GatewayActor {
         }
         for hop in ["local", "remote"] {
             metrics::counter!("senti_attempts_total", "hop" => hop).increment(0);
+        }
+        for event in ["sent", "received", "used"] {
+            metrics::counter!("senti_idle_notices_total", "event" => event).increment(0);
         }
         let sampling = RemoteSampling::default();
         metrics::gauge!("senti_remote_samples").set(sampling.samples() as f64);
@@ -187,7 +211,15 @@ impl Actor for GatewayActor {
             hedges: 0,
             ejections: 0,
             params: p,
+            notices: IdleNotices::default(),
+            recipients: Vec::new(),
+            idle_watchers: Vec::new(),
         })
+    }
+
+    async fn post_stop(&self, _myself: ActorRef<Self::Msg>, state: &mut Self::State) -> Result<(), ActorProcessingErr> {
+        state.idle_watchers.iter().for_each(tokio::task::JoinHandle::abort);
+        Ok(())
     }
 
     async fn handle(
@@ -233,6 +265,9 @@ impl Actor for GatewayActor {
                 state.attempt_ended(&target, outcome, tokens, load_opt);
             }
             GatewayMsg::SetRemoteTargets(remote) => state.set_remote(remote),
+            GatewayMsg::SetNoticeRecipients(recipients) => state.set_recipients(recipients, &myself),
+            GatewayMsg::LocalIdle(id) => state.send_notices(&id),
+            GatewayMsg::IdleNotice(id) => state.receive_notice(id),
             GatewayMsg::Snapshot(reply) => {
                 let _ = reply.send(state.snapshot());
             }
@@ -341,22 +376,17 @@ impl GatewayState {
         } else {
             healthy
         };
-        let Some(index) = local_plus_sampled_remote(&candidates, self.sampling.samples(), &mut self.rng) else {
+        let Some(mut index) = local_plus_sampled_remote(&candidates, self.sampling.samples(), &mut self.rng) else {
             if placement != Placement::Hedge && job.in_flight.load(Ordering::Acquire) == 0 {
                 job.fail_with_last_error();
             }
             return;
         };
-        let wait = self.queue_wait(index, priors, now);
-        let state = &mut self.targets[index];
-        state.outstanding += 1;
-        state.outstanding_tokens += job.texts.total_tokens();
-        state.traffic.attempts += 1;
-        let target = state.target.clone();
-        let local = target.load.is_local();
         if placement == Placement::First {
+            // The share counts where the estimates sent the work, before any idle notice: that
+            // is what comparing more remote actors would change.
             let before = self.sampling.samples();
-            self.sampling.record(!local);
+            self.sampling.record(!self.targets[index].target.load.is_local());
             if self.sampling.samples() != before {
                 metrics::gauge!("senti_remote_samples").set(self.sampling.samples() as f64);
                 tracing::info!(
@@ -365,7 +395,15 @@ impl GatewayState {
                     "remote actors compared per placement changed"
                 );
             }
+            index = self.idle_instead(index, &candidates, now).unwrap_or(index);
         }
+        let wait = self.queue_wait(index, priors, now);
+        let state = &mut self.targets[index];
+        state.outstanding += 1;
+        state.outstanding_tokens += job.texts.total_tokens();
+        state.traffic.attempts += 1;
+        let target = state.target.clone();
+        let local = target.load.is_local();
         metrics::counter!("senti_attempts_total", "hop" => if local { "local" } else { "remote" }).increment(1);
         if placement == Placement::Hedge {
             self.hedges += 1;
@@ -383,6 +421,68 @@ impl GatewayState {
             Placement::Retry | Placement::Hedge => None,
         };
         attempt::spawn(job, target, myself, timeout, expected, hedge_after_opt);
+    }
+
+    /// A remote candidate that said it ran out of work, instead of `chosen` when more than
+    /// [`NOTICE_AFTER_ATTEMPTS`] attempts' worth of work is ahead of that ([`use_notice`]); only
+    /// one without an attempt of this gateway in flight.
+    fn idle_instead(&mut self, chosen: usize, candidates: &[Candidate], now: Instant) -> Option<usize> {
+        let estimate = candidates.iter().find(|c| c.index == chosen)?.estimate;
+        let tokens_per_attempt = self.params.estimate.tokens_per_attempt;
+        if self.notices.is_empty() || !use_notice(estimate, tokens_per_attempt, NOTICE_AFTER_ATTEMPTS) {
+            return None;
+        }
+        let targets = &self.targets;
+        let idle = |id: &TargetId| {
+            candidates.iter().map(|c| c.index).find(|&i| targets[i].target.id == *id && targets[i].outstanding == 0)
+        };
+        let id = self.notices.take(now, |id| idle(id).is_some())?;
+        metrics::counter!("senti_idle_notices_total", "event" => "used").increment(1);
+        idle(&id)
+    }
+
+    /// Tells [`IDLE_NOTICE_FANOUT`] other nodes' gateways, drawn at random, that local actor `id`
+    /// ran out of work, unless it has work again.
+    fn send_notices(&mut self, id: &TargetId) {
+        let still_idle = self.targets.iter().any(|t| {
+            &t.target.id == id
+                && matches!(&t.target.load, LoadSource::Local(gauge) if gauge.snapshot().backlog_tokens() == 0)
+        });
+        if self.recipients.is_empty() || !still_idle {
+            return;
+        }
+        let count = IDLE_NOTICE_FANOUT.min(self.recipients.len());
+        for i in index::sample(&mut self.rng, self.recipients.len(), count) {
+            if self.recipients[i].cast(GatewayMsg::IdleNotice(id.clone())).is_ok() {
+                metrics::counter!("senti_idle_notices_total", "event" => "sent").increment(1);
+            }
+        }
+    }
+
+    /// Replaces the gateways notices go to; watches the local actors' idle signals while there
+    /// are any.
+    fn set_recipients(&mut self, recipients: Vec<ActorRef<GatewayMsg>>, myself: &ActorRef<GatewayMsg>) {
+        self.recipients = recipients;
+        if self.recipients.is_empty() {
+            self.idle_watchers.drain(..).for_each(|watcher| watcher.abort());
+        } else if self.idle_watchers.is_empty() {
+            self.idle_watchers = self
+                .targets
+                .iter()
+                .filter_map(|t| match &t.target.load {
+                    LoadSource::Local(gauge) => Some(watch_idle(t.target.id.clone(), gauge.clone(), myself.clone())),
+                    LoadSource::Gossiped { .. } | LoadSource::NeverPublished => None,
+                })
+                .collect();
+        }
+    }
+
+    /// Keeps a notice of a remote target this gateway has; any other is dropped.
+    fn receive_notice(&mut self, id: TargetId) {
+        if self.targets.iter().any(|t| t.target.id == id && !t.target.load.is_local()) {
+            metrics::counter!("senti_idle_notices_total", "event" => "received").increment(1);
+            self.notices.push(id, now());
+        }
     }
 
     /// `t` as a candidate: its estimate, plus [`OLDER_MODEL_PENALTY_TOKENS`] if it serves an older
@@ -494,6 +594,19 @@ impl GatewayState {
             .collect();
         RoutingSnapshot { targets, retries: self.retries, hedges: self.hedges, ejections: self.ejections }
     }
+}
+
+/// Sends `gateway` a [`GatewayMsg::LocalIdle`] each time local actor `id` runs out of work, until
+/// the gateway stops or the task is aborted.
+fn watch_idle(id: TargetId, gauge: Arc<LoadGauge>, gateway: ActorRef<GatewayMsg>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            gauge.went_idle().await;
+            if gateway.cast(GatewayMsg::LocalIdle(id.clone())).is_err() {
+                return;
+            }
+        }
+    })
 }
 
 /// The handle of a node's gateway actor: what the HTTP layer, the command line and the cluster

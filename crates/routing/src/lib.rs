@@ -16,14 +16,16 @@
 //! ```text
 //! new request      RetryBudget::deposit (retry and hedge budgets)
 //! place            TargetHealth::is_ejected filters targets; mean_backlog; LoadView::new -> estimate ->
-//!                  Candidate; local_plus_sampled_remote, RemoteSampling
+//!                  Candidate; local_plus_sampled_remote, RemoteSampling; use_notice -> IdleNotices::take
 //! slow attempt     HedgePolicy::hedge_delay(LatencyWindow, queue wait + expected) passes; hedge budget try_withdraw;
 //!                  place again on another node
 //! attempt ends     LatencyWindow::record; TargetHealth::record_success / record_failure (may_eject)
 //! retryable error  retry budget try_withdraw; place again with the failed target excluded
 //! ```
 //! The cluster layer (`senti-cluster`) tells the gateway about other nodes' actors with
-//! [`GatewayMsg::SetRemoteTargets`]; it depends on this crate's types, not on the engine's.
+//! [`GatewayMsg::SetRemoteTargets`], and about their gateways, where this node's idle notices go
+//! (notices.rs), with [`GatewayMsg::SetNoticeRecipients`]; it depends on this crate's types, not
+//! on the engine's.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -37,9 +39,11 @@ mod hedge;
 mod hop;
 mod job;
 mod models;
+mod notices;
 mod outlier;
 mod params;
 mod target;
+mod wire;
 
 pub use attempt::AttemptOutcome;
 pub use budget::RetryBudget;
@@ -54,6 +58,10 @@ pub use hedge::{attempt_timeout, HedgePolicy, LatencyWindow};
 pub use hop::Hop;
 pub use job::{Classified, Job};
 pub use models::{compare_versions, ServedModels, OLDER_MODEL_PENALTY_TOKENS};
+pub use notices::{
+    use_notice, IdleNotices, IDLE_NOTICE_FANOUT, IDLE_NOTICE_TTL, MAX_IDLE_NOTICES, NOTICE_AFTER_ATTEMPTS,
+};
 pub use outlier::{may_eject, OutlierParams, TargetHealth};
 pub use params::RoutingParams;
 pub use target::{LoadSource, RoutingSnapshot, Target, TargetId, TargetReport};
+pub use wire::MAX_NOTICE_BYTES;

@@ -1,7 +1,7 @@
 //! The gateway actor's routing behaviour, end to end through its messages: failover after an
 //! attempt timeout, hedging and its budget, the retry budget, never the same target twice,
-//! ejection and its fleet cap, failures as load, the local tie-break, cancellation, and the
-//! replacement of remote targets.
+//! ejection and its fleet cap, failures as load, the local tie-break, cancellation, the
+//! replacement of remote targets, and idle notices.
 //!
 //! No model and no inference actor: every target is a [`TestHop`], a test double of [`Hop`] that
 //! answers at once, answers late, hangs (holding its reply port), fails, or refuses, as each test
@@ -806,4 +806,77 @@ async fn a_request_for_a_version_goes_only_to_its_actors() {
     // A version nobody serves fails at once.
     let none = submit_for(&gw, "v3", ms(10_000), Some("m@3")).answer().await;
     assert!(matches!(none, Err(InferError::Unavailable)), "{none:?}");
+}
+
+/// A target `node/<hop's name>` with the given load.
+fn on(node: &str, hop: &Arc<TestHop>, load: LoadSource) -> Target {
+    Target { id: TargetId { node: node.into(), actor: hop.name.into() }, load, ..local(hop) }
+}
+
+/// An idle notice sends a first placement to the remote actor that sent it, instead of the local
+/// actor the estimates chose, once more than one attempt's worth of work is ahead of that; each
+/// notice serves once and only while fresh, and one naming no target is ignored.
+#[tokio::test(start_paused = true)]
+async fn an_idle_notice_takes_work_the_local_actor_would_queue() {
+    let near = TestHop::new("near", Behaviour::Hang);
+    let far = TestHop::new("far", Behaviour::Answer);
+    let gw = gateway(vec![local(&near)], never_eject()).await;
+    // Gossip says `far` is swamped: the estimates alone never choose it.
+    gw.cast(GatewayMsg::SetRemoteTargets(vec![remote(&far, 1e6)])).unwrap();
+    let notice = |node: &str, actor: &str| GatewayMsg::IdleNotice(TargetId { node: node.into(), actor: actor.into() });
+    gw.cast(notice("n3", "ghost")).unwrap();
+    gw.cast(notice("n2", "far")).unwrap();
+    let mut held = Vec::new();
+    for i in 1..=2 {
+        // Nothing, then one attempt's worth, ahead of `near`: the work stays local.
+        held.push(submit(&gw, &format!("hangs-{i}"), ms(10_000)));
+        wait_until(ms(1_000), "the local target holds the request", async || near.held() == i).await;
+    }
+    assert_eq!(far.attempts(), 0);
+    assert_eq!(classify(&gw, "moved", ms(10_000)).await.unwrap().served_by.to_string(), "n2/far");
+    assert_eq!(near.attempts(), 2, "placed on `far` first, not failed over to it");
+    held.push(submit(&gw, "used-up", ms(10_000)));
+    wait_until(ms(1_000), "the notice served once", async || near.held() == 3).await;
+
+    gw.cast(notice("n2", "far")).unwrap();
+    snapshot(&gw).await; // the notice is in before the clock moves
+    tokio::time::advance(senti_routing::IDLE_NOTICE_TTL).await;
+    held.push(submit(&gw, "expired", ms(10_000)));
+    wait_until(ms(1_000), "an old notice is not used", async || near.held() == 4).await;
+    assert_eq!(far.attempts(), 1);
+    drop(held);
+}
+
+/// A local actor whose gauge signals that it ran out of work is announced to the notice
+/// recipients, unless work reached it meanwhile; the recipient then sends it work its own busy
+/// actor would queue.
+#[tokio::test(start_paused = true)]
+async fn a_local_actor_that_runs_out_of_work_is_announced_to_other_gateways() {
+    let idle = TestHop::new("a0", Behaviour::Answer);
+    let gauge = Arc::new(LoadGauge::default());
+    let announcer = gateway(vec![on("n1", &idle, LoadSource::Local(gauge.clone()))], never_eject()).await;
+    let busy = TestHop::new("busy", Behaviour::Hang);
+    let hearer = gateway(vec![on("n2", &busy, LoadSource::Local(Arc::new(LoadGauge::default())))], never_eject()).await;
+    let swamped = LoadSource::Gossiped { backlog_tokens: 1e6, tokens_per_sec: 0.0, as_of: now() };
+    hearer.cast(GatewayMsg::SetRemoteTargets(vec![on("n1", &idle, swamped)])).unwrap();
+    announcer.cast(GatewayMsg::SetNoticeRecipients(vec![hearer.clone()])).unwrap();
+    let mut held = Vec::new();
+    for i in 1..=2 {
+        held.push(submit(&hearer, &format!("hangs-{i}"), ms(10_000)));
+        wait_until(ms(1_000), "the busy actor holds the request", async || busy.held() == i).await;
+    }
+
+    // Work arrived before the gateway read the signal: no notice.
+    gauge.set_queue(1, 40);
+    gauge.mark_idle();
+    tokio::time::sleep(ms(1)).await;
+    held.push(submit(&hearer, "stays", ms(10_000)));
+    wait_until(ms(1_000), "no notice: the work queues locally", async || busy.held() == 3).await;
+
+    gauge.set_queue(0, 0);
+    gauge.mark_idle();
+    tokio::time::sleep(ms(1)).await;
+    assert_eq!(classify(&hearer, "moved", ms(10_000)).await.unwrap().served_by.to_string(), "n1/a0");
+    assert_eq!(busy.attempts(), 3, "placed on `a0` first, not failed over to it");
+    drop(held);
 }

@@ -3,7 +3,8 @@
 //! Runs every policy at every offered load for each cluster size, one simulation at a time on one
 //! thread, prints the markdown tables (progress goes to stderr), and writes one SVG plot per
 //! cluster size, `routing-p99-<nodes>.svg`, into `--img-dir`. `--sweep` instead runs the project's
-//! policy over a grid of estimate weights, `--sweep-hop-cost` over remote hop costs.
+//! policy over a grid of estimate weights, `--sweep-hop-cost` over remote hop costs,
+//! `--sweep-placement` over remote sample counts, `--sweep-notices` over idle-notice settings.
 #![forbid(unsafe_code)]
 
 use std::path::PathBuf;
@@ -57,6 +58,11 @@ struct Cli {
     /// least-connections and the oracle; one table per cluster size and load; no plots.
     #[arg(long)]
     sweep_placement: bool,
+    /// Instead of the grid: the project's placement with idle notices to 1 to 4 gateways, each
+    /// used beyond 1 to 3 attempts' worth of work ahead, and without notices, in every `--variants`
+    /// at `--loads`; one table per cluster size and load; no plots.
+    #[arg(long)]
+    sweep_notices: bool,
 }
 
 /// Rows beyond the compared policies, each labelled: the project's policy with other weights
@@ -70,7 +76,8 @@ fn extra_rows() -> Vec<(Policy, bool)> {
         (Policy::Project(EstimateParams { trust_half_life: Duration::from_millis(20), ..gateway }), false),
         (Policy::ProjectRandomTies(EstimateParams { trust_half_life: Duration::ZERO, ..gateway }), false),
         (Policy::IdleLocalFirst, true),
-        (Policy::ProjectGossipOnly(gateway), true),
+        (Policy::ProjectGossipOnly(gateway), false),
+        (Policy::ProjectWith(gateway, Tweaks::NO_NOTICES), true),
         (Policy::ProjectWith(gateway, Tweaks { speed_blind: true, ..Tweaks::NONE }), true),
         (Policy::ProjectWith(gateway, Tweaks { remote_samples: Some(2), ..Tweaks::NONE }), false),
         (Policy::SampledOracle(2), true),
@@ -87,6 +94,8 @@ const SWEEP_HALF_LIVES_MS: [u64; 7] = [2_000, 500, 200, 100, 50, 20, 0];
 const SWEEP_TOKENS_PER_ATTEMPT: [f64; 4] = [32.0, 64.0, 128.0, 256.0];
 const SWEEP_REMOTE_SAMPLES: [usize; 5] = [2, 3, 4, 6, 8];
 const SWEEP_HOP_COST_TOKENS: [f64; 6] = [0.0, 16.0, 32.0, 64.0, 128.0, 256.0];
+const SWEEP_NOTICE_FANOUTS: [usize; 4] = [1, 2, 3, 4];
+const SWEEP_NOTICE_AFTER_ATTEMPTS: [f64; 4] = [1.0, 1.5, 2.0, 3.0];
 
 fn default_requests(nodes: usize) -> usize {
     if (17..=64).contains(&nodes) {
@@ -145,6 +154,8 @@ fn report(cli: Cli) -> anyhow::Result<()> {
         sweep_hop_cost(&cli);
     } else if cli.sweep_placement {
         sweep_placement(&cli, &variants);
+    } else if cli.sweep_notices {
+        sweep_notices(&cli, &variants);
     } else {
         grid(&cli, &variants)?;
     }
@@ -271,11 +282,16 @@ fn sweep_hop_cost(cli: &Cli) {
 /// variant, with the reference policies as the first rows.
 fn sweep_placement(cli: &Cli, variants: &[Variant]) {
     let gateway = gateway_estimate_params();
-    let mut rows: Vec<Policy> = vec![Policy::Oracle, Policy::SingleLeastConnections, Policy::LeastConnections];
+    let mut rows: Vec<Policy> = vec![
+        Policy::Oracle,
+        Policy::SingleLeastConnections,
+        Policy::LeastConnections,
+        Policy::ProjectWith(gateway, Tweaks::NO_NOTICES),
+    ];
     for speed_blind in [false, true] {
         // The gateway's own count first, then fixed counts.
         for remote_samples in std::iter::once(None).chain(SWEEP_REMOTE_SAMPLES.map(Some)) {
-            let tweaks = Tweaks { remote_samples, speed_blind };
+            let tweaks = Tweaks { remote_samples, speed_blind, ..Tweaks::NONE };
             rows.push(if tweaks == Tweaks::NONE {
                 Policy::Project(gateway)
             } else {
@@ -283,16 +299,40 @@ fn sweep_placement(cli: &Cli, variants: &[Variant]) {
             });
         }
     }
+    sweep_table(cli, variants, "Placement", &rows);
+}
+
+/// p99 of the project's placement for each idle-notice fanout and threshold, per variant, with
+/// the reference policies and the placement without notices as the first rows.
+fn sweep_notices(cli: &Cli, variants: &[Variant]) {
+    let gateway = gateway_estimate_params();
+    let mut rows: Vec<Policy> = vec![
+        Policy::Oracle,
+        Policy::SingleLeastConnections,
+        Policy::ProjectWith(gateway, Tweaks::NO_NOTICES),
+        Policy::Project(gateway),
+    ];
+    for fanout in SWEEP_NOTICE_FANOUTS {
+        for after in SWEEP_NOTICE_AFTER_ATTEMPTS {
+            let tweaks = Tweaks { notice_fanout: Some(fanout), notice_after_attempts: Some(after), ..Tweaks::NONE };
+            rows.push(Policy::ProjectWith(gateway, tweaks));
+        }
+    }
+    sweep_table(cli, variants, "Idle notices", &rows);
+}
+
+/// One table per cluster size and load: a row per policy, a column per variant.
+fn sweep_table(cli: &Cli, variants: &[Variant], title: &str, rows: &[Policy]) {
     for &nodes in &cli.nodes {
         for &load in &cli.loads {
             let requests = scenario(cli, Variant::Equal, nodes, load).measured_requests;
-            println!("### Placement, {nodes} nodes, {:.0}% load, {requests} requests per cell\n", load * 100.0);
+            println!("### {title}, {nodes} nodes, {:.0}% load, {requests} requests per cell\n", load * 100.0);
             print!("| policy |");
             variants.iter().for_each(|v| print!(" {}: p99 / mean ms, served locally |", v.name()));
             print!("\n|---|");
             variants.iter().for_each(|_| print!("---:|"));
             println!();
-            for policy in &rows {
+            for policy in rows {
                 print!("| {} |", policy.label());
                 for &variant in variants {
                     let r = run(&scenario(cli, variant, nodes, load), policy);

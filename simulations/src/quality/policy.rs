@@ -10,14 +10,15 @@
 //! seven, clearly labelled rows: references with perfect information (what sampling costs) and
 //! hypothetical changes to the gateway (what would close the gap), never the gateway's code.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rand::rngs::SmallRng;
 use rand::seq::index;
 use rand::Rng;
 use senti_routing::{
-    estimate, least_loaded, local_plus_sampled_remote, mean_backlog, mean_rate, power_of_two_choices, Candidate,
-    EstimateParams, LoadView, RemoteSampling, Reported, RoutingParams,
+    estimate, least_loaded, local_plus_sampled_remote, mean_backlog, mean_rate, power_of_two_choices, use_notice,
+    Candidate, EstimateParams, IdleNotices, LoadView, RemoteSampling, Reported, RoutingParams, IDLE_NOTICE_FANOUT,
+    NOTICE_AFTER_ATTEMPTS,
 };
 
 use crate::quality::gossip::Report;
@@ -72,11 +73,21 @@ pub struct Tweaks {
     /// Measured throughputs ignored: every actor's work counted in its own tokens, as if all
     /// actors were equally fast (the gateway: false).
     pub speed_blind: bool,
+    /// Gateways each idle period is told to, always this many (0: no idle notices, placement on
+    /// estimates alone; the gateway: `None`, `IDLE_NOTICE_FANOUT`).
+    pub notice_fanout: Option<usize>,
+    /// Attempts' worth of work ahead of a choice beyond which a notice replaces it (the gateway:
+    /// `None`, `NOTICE_AFTER_ATTEMPTS`).
+    pub notice_after_attempts: Option<f64>,
 }
 
 impl Tweaks {
     /// The gateway's placement as it is.
-    pub const NONE: Tweaks = Tweaks { remote_samples: None, speed_blind: false };
+    pub const NONE: Tweaks =
+        Tweaks { remote_samples: None, speed_blind: false, notice_fanout: None, notice_after_attempts: None };
+
+    /// No idle notices.
+    pub const NO_NOTICES: Tweaks = Tweaks { notice_fanout: Some(0), ..Tweaks::NONE };
 
     fn label(&self) -> String {
         let mut parts = Vec::new();
@@ -85,6 +96,14 @@ impl Tweaks {
         }
         if self.speed_blind {
             parts.push("speed-blind".to_owned());
+        }
+        match self.notice_fanout {
+            Some(0) => parts.push("no idle notices".to_owned()),
+            Some(fanout) => parts.push(format!("notices to {fanout}")),
+            None => {}
+        }
+        if let Some(after) = self.notice_after_attempts {
+            parts.push(format!("notice after {after} attempts"));
         }
         parts.join(", ")
     }
@@ -103,12 +122,22 @@ struct Variation {
     remote_samples: Option<usize>,
     /// Ignore measured throughputs.
     speed_blind: bool,
+    /// Take an idle notice beyond this many attempts' worth of work ahead of the choice
+    /// (`senti_routing::use_notice`); `None`: no notices.
+    notice_after_attempts: Option<f64>,
 }
 
 impl Default for Variation {
     /// The gateway's placement.
     fn default() -> Self {
-        Self { count_outstanding: true, mask: 0, read_replies: true, remote_samples: None, speed_blind: false }
+        Self {
+            count_outstanding: true,
+            mask: 0,
+            read_replies: true,
+            remote_samples: None,
+            speed_blind: false,
+            notice_after_attempts: Some(NOTICE_AFTER_ATTEMPTS),
+        }
     }
 }
 
@@ -190,6 +219,8 @@ pub(crate) struct Inputs<'a> {
     pub actors_per_node: usize,
     /// Simulated now, nanoseconds.
     pub now_ns: u64,
+    /// The same, as an instant (for the routing crate's types that keep time).
+    pub now: Instant,
     /// Every actor's gauge: tokens queued and running (read only for local actors).
     pub gauge_tokens: &'a [u64],
     /// Every actor's true pending work in tokens, attempts on the wire included (oracle only).
@@ -229,6 +260,8 @@ pub(crate) struct Placer {
     pub age_count: u64,
     /// Each gateway's count of remote samples, as its `GatewayState` keeps it.
     sampling: Vec<RemoteSampling>,
+    /// Each gateway's idle notices, by actor, as its `GatewayState` keeps them.
+    idle_notices: Vec<IdleNotices<usize>>,
 }
 
 impl Placer {
@@ -243,7 +276,24 @@ impl Placer {
             age_sum: Duration::ZERO,
             age_count: 0,
             sampling: vec![RemoteSampling::default(); gateways],
+            idle_notices: vec![IdleNotices::default(); gateways],
         }
+    }
+
+    /// How many gateways an idle actor tells under this policy: the gateway's placement and its
+    /// variations `IDLE_NOTICE_FANOUT` unless [`Tweaks::notice_fanout`] says otherwise, the others
+    /// none.
+    pub(crate) fn notice_fanout(&self) -> usize {
+        match self.policy {
+            Policy::Project(_) | Policy::ProjectGossipOnly(_) | Policy::ProjectRandomTies(_) => IDLE_NOTICE_FANOUT,
+            Policy::ProjectWith(_, tweaks) => tweaks.notice_fanout.unwrap_or(IDLE_NOTICE_FANOUT),
+            _ => 0,
+        }
+    }
+
+    /// An idle notice reached `gateway`: `actor` ran empty at `since`.
+    pub(crate) fn idle_notice(&mut self, gateway: usize, actor: usize, since: Instant) {
+        self.idle_notices[gateway].push(actor, since);
     }
 
     /// Whether the policy places every request through a balancer of its own (none is local).
@@ -269,13 +319,22 @@ impl Placer {
                 Variation {
                     remote_samples: tweaks.remote_samples,
                     speed_blind: tweaks.speed_blind,
+                    notice_after_attempts: match tweaks.notice_fanout {
+                        Some(0) => None,
+                        _ => Some(tweaks.notice_after_attempts.unwrap_or(NOTICE_AFTER_ATTEMPTS)),
+                    },
                     ..Variation::default()
                 },
             ),
             Policy::GossipP2c(params) => self.p2c_with(
                 inputs,
                 &params,
-                Variation { count_outstanding: false, read_replies: false, ..Variation::default() },
+                Variation {
+                    count_outstanding: false,
+                    read_replies: false,
+                    notice_after_attempts: None,
+                    ..Variation::default()
+                },
             ),
             Policy::Project(params) => self.p2c_with(inputs, &params, Variation::default()),
             Policy::ProjectGossipOnly(params) => {
@@ -389,9 +448,20 @@ impl Placer {
             // The project's policy: exactly the gateway's chooser and its count of remote samples.
             let sampling = &mut self.sampling[inputs.node];
             let samples = variation.remote_samples.unwrap_or_else(|| sampling.samples());
-            let chosen = local_plus_sampled_remote(&self.candidates, samples, &mut self.rng);
+            let mut chosen = local_plus_sampled_remote(&self.candidates, samples, &mut self.rng);
             if let Some(index) = chosen {
+                // As the gateway: the share counts where the estimates sent the work.
                 sampling.record((index ^ variation.mask) / inputs.actors_per_node != inputs.node);
+                // An idle notice instead of a choice that would queue.
+                let estimate = self.candidates[index ^ variation.mask].estimate;
+                let after_opt = variation.notice_after_attempts;
+                if after_opt.is_some_and(|after| use_notice(estimate, params.tokens_per_attempt, after)) {
+                    let outstanding = inputs.outstanding;
+                    let notices = &mut self.idle_notices[inputs.node];
+                    if let Some(actor) = notices.take(inputs.now, |&actor| outstanding[actor] == 0) {
+                        chosen = Some(actor ^ variation.mask);
+                    }
+                }
             }
             chosen
         } else {
@@ -418,6 +488,7 @@ mod tests {
                 node,
                 actors_per_node: 2,
                 now_ns: 0,
+                now: Instant::now(),
                 gauge_tokens: &true_tokens,
                 true_tokens: &true_tokens,
                 rates: &[0.0; 8],
@@ -454,6 +525,7 @@ mod tests {
             node: 1,
             actors_per_node: 2,
             now_ns: 0,
+            now: Instant::now(),
             gauge_tokens: &[0; 4],
             true_tokens: &[0; 4],
             rates: &[0.0; 4],

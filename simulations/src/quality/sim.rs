@@ -8,6 +8,7 @@
 //! Enqueue: queue full -> 429 reply | else FIFO; the actor serves one text at a time and skips
 //!          texts whose deadline passed (as the real queue drains them)
 //! ServiceEnd -> reply: local now, remote after hop_rtt / 2 -> latency recorded at the gateway
+//!              queue empty: idle notices to other gateways (the gateway's policy), after hop_rtt / 2
 //! Deadline (arrival + deadline): not answered yet -> dropped, the attempt abandoned
 //! ```
 //! The gateway's count of outstanding attempts drops when the reply arrives or the deadline
@@ -24,6 +25,7 @@ use std::collections::{BinaryHeap, VecDeque};
 use std::time::{Duration, Instant};
 
 use rand::rngs::SmallRng;
+use rand::seq::index;
 use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution, Exp};
 use senti_engine::LoadGauge;
@@ -81,6 +83,7 @@ enum Event {
     Reply { req: u32, rejected: bool },
     Deadline { req: u32 },
     Publish { node: u32 },
+    IdleNotice { gateway: u32, actor: u32 },
     GossipRound { node: u32 },
 }
 
@@ -90,13 +93,14 @@ enum Event {
 #[derive(Default)]
 struct Agenda {
     heap: BinaryHeap<Reverse<(u64, u64, Event)>>,
-    lanes: [VecDeque<(u64, u64, Event)>; 3],
+    lanes: [VecDeque<(u64, u64, Event)>; 4],
     seq: u64,
 }
 
 const DEADLINE_LANE: usize = 0;
 const ENQUEUE_LANE: usize = 1;
 const REPLY_LANE: usize = 2;
+const NOTICE_LANE: usize = 3;
 
 impl Agenda {
     fn schedule(&mut self, at: u64, event: Event) {
@@ -172,6 +176,8 @@ struct Sim<'a> {
     placer: Placer,
     arrivals_rng: SmallRng,
     gossip_rng: SmallRng,
+    /// Which gateways an idle notice goes to.
+    notice_rng: SmallRng,
     interarrival: Exp<f64>,
     service: ServiceSampler,
     deadline_ns: u64,
@@ -228,6 +234,7 @@ pub fn run(scenario: &Scenario, policy: &Policy) -> CellResult {
         placer: Placer::new(*policy, scenario.nodes, actors, stream(scenario.seed, 3)),
         arrivals_rng: stream(scenario.seed, 1),
         gossip_rng,
+        notice_rng: stream(scenario.seed, 4),
         interarrival: Exp::new(scenario.arrival_rate_per_sec() * peak_factor(scenario) / 1e9)
             .expect("invalid arrival rate. This is a bug."),
         service: scenario.service.sampler(),
@@ -255,6 +262,10 @@ pub fn run(scenario: &Scenario, policy: &Policy) -> CellResult {
             Event::Publish { node } => {
                 sim.publish(node as usize);
                 sim.agenda.schedule(at + publish_ns, event);
+            }
+            Event::IdleNotice { gateway, actor } => {
+                let since = sim.base + Duration::from_nanos(at.saturating_sub(sim.half_hop_ns));
+                sim.placer.idle_notice(gateway as usize, actor as usize, since);
             }
             Event::GossipRound { node } => {
                 sim.gossip.round(node as usize, scenario.nodes, scenario.gossip_fanout, &mut sim.gossip_rng);
@@ -308,6 +319,7 @@ impl Sim<'_> {
             node: gateway,
             actors_per_node: self.scenario.actors_per_node,
             now_ns: self.now,
+            now: self.base + Duration::from_nanos(self.now),
             gauge_tokens: &self.gauge_tokens,
             true_tokens: &self.true_tokens,
             rates: &self.rates,
@@ -387,6 +399,26 @@ impl Sim<'_> {
         self.true_tokens[actor] -= self.scenario.tokens_per_text;
         self.send_reply(req, false);
         self.start_next(actor);
+        if self.running[actor].is_none() {
+            self.send_idle_notices(actor);
+        }
+    }
+
+    /// An actor ran empty: its gateway tells the policy's count of gateways of other nodes
+    /// (`IDLE_NOTICE_FANOUT` for the gateway's), drawn uniformly without repeats, which hear it
+    /// half a hop later.
+    fn send_idle_notices(&mut self, actor: usize) {
+        let own = actor / self.scenario.actors_per_node;
+        let others = self.scenario.nodes - 1;
+        let fanout = self.placer.notice_fanout().min(others);
+        if fanout == 0 {
+            return;
+        }
+        for offset in index::sample(&mut self.notice_rng, others, fanout) {
+            let gateway = (own + 1 + offset) % self.scenario.nodes;
+            let event = Event::IdleNotice { gateway: gateway as u32, actor: actor as u32 };
+            self.agenda.schedule_fifo(NOTICE_LANE, self.now + self.half_hop_ns, event);
+        }
     }
 
     fn send_reply(&mut self, req: u32, rejected: bool) {
