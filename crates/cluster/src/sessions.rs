@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use chitchat::ChitchatId;
-use ractor::{Actor, ActorRef};
+use ractor::{Actor, ActorCell, ActorRef};
 use ractor_cluster::node::NodeConnectionMode;
 use ractor_cluster::{NodeServer, NodeServerMessage, NodeSessionMessage};
 use senti_engine::InferenceMsg;
@@ -332,38 +332,36 @@ pub fn close(sessions: &HashMap<u64, Session>, stale: &[(u64, &'static str)]) {
     }
 }
 
+/// The members of process group `group` on other nodes, each with the peer of its session
+/// (members of a node without a session are left out).
+fn remote_members<'a>(group: &str, sessions: &'a HashMap<u64, Session>) -> Vec<(ActorCell, &'a NodeName)> {
+    ractor::pg::get_members(&group.to_owned())
+        .into_iter()
+        .filter(|cell| !cell.get_id().is_local())
+        .filter_map(|cell| Some((cell.clone(), &sessions.get(&cell.get_id().node())?.peer)))
+        .collect()
+}
+
 /// The remote members of [`GATEWAY_GROUP`], by peer node id and generation.
 pub fn remote_gateways(sessions: &HashMap<u64, Session>) -> Vec<RemoteGateway> {
-    ractor::pg::get_members(&GATEWAY_GROUP.to_owned())
+    remote_members(GATEWAY_GROUP, sessions)
         .into_iter()
-        .filter_map(|cell| {
-            let id = cell.get_id();
-            if id.is_local() {
-                return None;
-            }
-            let peer = &sessions.get(&id.node())?.peer;
-            Some(RemoteGateway { node: peer.node.clone(), generation_opt: Some(peer.generation), gateway: cell.into() })
+        .map(|(cell, peer)| RemoteGateway {
+            node: peer.node.clone(),
+            generation_opt: Some(peer.generation),
+            gateway: cell.into(),
         })
         .collect()
 }
 
 /// The remote members of [`INFERENCE_GROUP`], by peer node id, generation and pid.
 pub fn remote_actors(sessions: &HashMap<u64, Session>) -> Vec<RemoteActor> {
-    ractor::pg::get_members(&INFERENCE_GROUP.to_owned())
+    remote_members(INFERENCE_GROUP, sessions)
         .into_iter()
-        .filter_map(|cell| {
-            let id = cell.get_id();
-            if id.is_local() {
-                return None;
-            }
-            let peer = &sessions.get(&id.node())?.peer;
+        .map(|(cell, peer)| {
+            let pid = cell.get_id().pid();
             let actor: ActorRef<InferenceMsg> = cell.into();
-            Some(RemoteActor {
-                node: peer.node.clone(),
-                generation_opt: Some(peer.generation),
-                pid: id.pid(),
-                hop: Arc::new(actor),
-            })
+            RemoteActor { node: peer.node.clone(), generation_opt: Some(peer.generation), pid, hop: Arc::new(actor) }
         })
         .collect()
 }

@@ -427,18 +427,19 @@ impl GatewayState {
     /// [`NOTICE_AFTER_ATTEMPTS`] attempts' worth of work is ahead of that ([`use_notice`]); only
     /// one without an attempt of this gateway in flight.
     fn idle_instead(&mut self, chosen: usize, candidates: &[Candidate], now: Instant) -> Option<usize> {
+        if self.notices.is_empty() {
+            return None;
+        }
         let estimate = candidates.iter().find(|c| c.index == chosen)?.estimate;
-        let tokens_per_attempt = self.params.estimate.tokens_per_attempt;
-        if self.notices.is_empty() || !use_notice(estimate, tokens_per_attempt, NOTICE_AFTER_ATTEMPTS) {
+        if !use_notice(estimate, self.params.estimate.tokens_per_attempt, NOTICE_AFTER_ATTEMPTS) {
             return None;
         }
         let targets = &self.targets;
-        let idle = |id: &TargetId| {
+        let index = self.notices.take(now, |id| {
             candidates.iter().map(|c| c.index).find(|&i| targets[i].target.id == *id && targets[i].outstanding == 0)
-        };
-        let id = self.notices.take(now, |id| idle(id).is_some())?;
+        })?;
         metrics::counter!("senti_idle_notices_total", "event" => "used").increment(1);
-        idle(&id)
+        Some(index)
     }
 
     /// Tells [`IDLE_NOTICE_FANOUT`] other nodes' gateways, drawn at random, that local actor `id`

@@ -61,10 +61,10 @@ impl<K: PartialEq> IdleNotices<K> {
         self.notices.push_back((target, since));
     }
 
-    /// The target of the newest notice younger than [`IDLE_NOTICE_TTL`] at `now` for which
-    /// `usable` holds, removed; older notices are dropped, and so are the unusable ones passed
-    /// over (this gateway has work on them: they are not idle for it any more).
-    pub fn take(&mut self, now: Instant, mut usable: impl FnMut(&K) -> bool) -> Option<K> {
+    /// What `usable` makes of the newest notice younger than [`IDLE_NOTICE_TTL`] at `now` that it
+    /// accepts (`Some`), that notice removed; older notices are dropped, and so are the unusable
+    /// ones passed over (this gateway has work on them: they are not idle for it any more).
+    pub fn take<T>(&mut self, now: Instant, mut usable: impl FnMut(&K) -> Option<T>) -> Option<T> {
         while let Some(&(_, since)) = self.notices.front() {
             if now.saturating_duration_since(since) < IDLE_NOTICE_TTL {
                 break;
@@ -72,8 +72,8 @@ impl<K: PartialEq> IdleNotices<K> {
             self.notices.pop_front();
         }
         while let Some((target, _)) = self.notices.pop_back() {
-            if usable(&target) {
-                return Some(target);
+            if let Some(usable) = usable(&target) {
+                return Some(usable);
             }
         }
         None
@@ -94,6 +94,11 @@ impl<K: PartialEq> IdleNotices<K> {
 mod tests {
     use super::*;
 
+    /// Every notice is usable, as its own target.
+    fn any<K: Copy>(k: &K) -> Option<K> {
+        Some(*k)
+    }
+
     #[test]
     fn the_newest_fresh_usable_notice_is_taken_once() {
         let t0 = Instant::now();
@@ -102,9 +107,13 @@ mod tests {
         notices.push("b", t0 + Duration::from_millis(5));
         notices.push("c", t0 + Duration::from_millis(6));
         let now = t0 + Duration::from_millis(10);
-        assert_eq!(notices.take(now, |k| *k != "c"), Some("b"), "c is not usable, b is the newest usable");
-        assert_eq!(notices.take(now, |_| true), Some("a"), "c was dropped when passed over");
-        assert_eq!(notices.take(now, |_| true), None);
+        assert_eq!(
+            notices.take(now, |&k| (k != "c").then_some(k)),
+            Some("b"),
+            "c is not usable, b is the newest usable"
+        );
+        assert_eq!(notices.take(now, any), Some("a"), "c was dropped when passed over");
+        assert_eq!(notices.take(now, any), None);
     }
 
     #[test]
@@ -113,10 +122,10 @@ mod tests {
         let mut notices = IdleNotices::default();
         notices.push(1, t0);
         notices.push(2, t0 + Duration::from_millis(15));
-        assert_eq!(notices.take(t0 + IDLE_NOTICE_TTL, |_| true), Some(2));
+        assert_eq!(notices.take(t0 + IDLE_NOTICE_TTL, any), Some(2));
         assert!(notices.is_empty(), "the notice of 1 had expired");
         notices.push(3, t0);
-        assert_eq!(notices.take(t0 + IDLE_NOTICE_TTL * 2, |_| true), None);
+        assert_eq!(notices.take(t0 + IDLE_NOTICE_TTL * 2, any), None);
     }
 
     #[test]
@@ -130,7 +139,7 @@ mod tests {
             notices.push(k, t0 + Duration::from_millis(2));
         }
         assert_eq!(notices.len(), MAX_IDLE_NOTICES);
-        assert_eq!(notices.take(t0 + Duration::from_millis(3), |_| true), Some(MAX_IDLE_NOTICES * 3 - 1));
+        assert_eq!(notices.take(t0 + Duration::from_millis(3), any), Some(MAX_IDLE_NOTICES * 3 - 1));
     }
 
     #[test]

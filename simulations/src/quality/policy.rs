@@ -458,7 +458,7 @@ impl Placer {
                 if after_opt.is_some_and(|after| use_notice(estimate, params.tokens_per_attempt, after)) {
                     let outstanding = inputs.outstanding;
                     let notices = &mut self.idle_notices[inputs.node];
-                    if let Some(actor) = notices.take(inputs.now, |&actor| outstanding[actor] == 0) {
+                    if let Some(actor) = notices.take(inputs.now, |&actor| (outstanding[actor] == 0).then_some(actor)) {
                         chosen = Some(actor ^ variation.mask);
                     }
                 }
