@@ -383,6 +383,10 @@ pub struct AdvancedConfig {
     /// Share of a request's time left that the work queued ahead of it may fill before the actor
     /// answers a fast 429 instead of risking a 504.
     pub admission_headroom: f64,
+    /// Worker threads of the async runtime (HTTP, tokenizer, actors, gossip); 0: the cores the
+    /// model threads leave (`engine.actors` x `engine.threads_per_actor`), at least one
+    /// ([`Config::async_threads`]).
+    pub async_threads: usize,
 
     // Gossip and failure detection.
     /// Time between gossip rounds.
@@ -452,6 +456,7 @@ impl Default for AdvancedConfig {
             intra_op_spinning: true,
             threads_when_alone: 2,
             admission_headroom: 0.8,
+            async_threads: 0,
             gossip_interval_ms: 200,
             phi_threshold: 8.0,
             failure_initial_interval_ms: 200,
@@ -620,6 +625,7 @@ impl Config {
         fraction("advanced.handoff_ms", a.handoff_ms as f64, 0.0, 10_000.0)?;
         fraction("advanced.threads_when_alone", a.threads_when_alone as f64, 0.0, 256.0)?;
         fraction("advanced.admission_headroom", a.admission_headroom, 0.05, 1.0)?;
+        fraction("advanced.async_threads", a.async_threads as f64, 0.0, 1024.0)?;
         at_least("advanced.gossip_interval_ms", a.gossip_interval_ms, 10)?;
         fraction("advanced.phi_threshold", a.phi_threshold, 0.1, 10_000.0)?;
         at_least("advanced.failure_initial_interval_ms", a.failure_initial_interval_ms, 1)?;
@@ -650,6 +656,17 @@ impl Config {
     /// The node id used in logs and headers.
     pub fn node_id(&self) -> String {
         self.server.node_id.clone().unwrap_or_else(|| self.server.listen.to_string())
+    }
+
+    /// Worker threads of the async runtime on a machine of `cores` cores:
+    /// `advanced.async_threads`, or by default the cores the model threads leave, at least one.
+    /// The model threads keep their cores busy under load; every async worker beyond the cores
+    /// left only adds wake-ups and preemptions of a model thread (docs/benchmarks.md).
+    pub fn async_threads(&self, cores: usize) -> usize {
+        match self.advanced.async_threads {
+            0 => cores.saturating_sub(self.engine.actors * self.engine.threads_per_actor).max(1),
+            threads => threads,
+        }
     }
 }
 
@@ -735,6 +752,18 @@ mod tests {
         assert_eq!(config.engine.actors, 3);
         assert_eq!(config.server.listen.port(), 9000);
         assert_eq!(config.auth.tokens, vec!["a", "b"]);
+    }
+
+    #[test]
+    fn async_workers_get_the_cores_the_model_threads_leave() {
+        let mut config = Config::default();
+        assert_eq!(config.async_threads(2), 1, "two 1-thread actors on two cores");
+        assert_eq!(config.async_threads(8), 6);
+        assert_eq!(config.async_threads(1), 1, "never none");
+        config.engine.threads_per_actor = 4;
+        assert_eq!(config.async_threads(16), 8);
+        config.advanced.async_threads = 3;
+        assert_eq!(config.async_threads(2), 3, "set explicitly: taken as is");
     }
 
     #[test]

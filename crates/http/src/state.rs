@@ -1,4 +1,5 @@
-//! What every handler can reach. Cheap to clone (all shared).
+//! What every handler can reach. Cheap to clone: one shared pointer (every middleware layer and
+//! handler of a request takes a clone).
 
 use std::sync::{Arc, OnceLock};
 
@@ -10,9 +11,20 @@ use senti_routing::{Gateway, ResultCache};
 
 use crate::recent::RecentErrors;
 
-/// Shared state of the HTTP app.
+/// Shared state of the HTTP app: [`Shared`] behind one `Arc`.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// What [`AppState`] holds.
+pub struct Shared {
     /// The node's inference actors and the model (tokenizer, labels).
     pub engine: Arc<Engine>,
     /// Where requests go: the gateway actor.
@@ -53,7 +65,7 @@ impl AppState {
         let model_id = manifest.id().into();
         let cache_model = format!("{}@{}/{}", manifest.name, manifest.version, bundle.variant());
         let cache = ResultCache::new(cache_model, cache.max_bytes);
-        Self {
+        Self(Arc::new(Shared {
             engine,
             gateway,
             readiness,
@@ -65,6 +77,6 @@ impl AppState {
             recent_errors: RecentErrors::default(),
             model_id,
             cache,
-        }
+        }))
     }
 }

@@ -164,7 +164,11 @@ fn main() -> std::process::ExitCode {
         .with_ansi(std::io::stderr().is_terminal())
         .event_format(NodeFormat(tracing_subscriber::fmt::format()))
         .init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if let Some(threads) = cli.async_threads() {
+        runtime.worker_threads(threads);
+    }
+    let runtime = match runtime.enable_all().build() {
         Ok(runtime) => runtime,
         Err(err) => {
             eprintln!("senti: cannot start the async runtime: {err}");
@@ -202,6 +206,21 @@ where
             write!(writer, "node={node} ")?;
         }
         self.0.format_event(ctx, writer, event)
+    }
+}
+
+impl Cli {
+    /// The async runtime's worker threads for a command that runs an engine
+    /// ([`senti_config::Config::async_threads`]); `None` (tokio's default) for the others, and when
+    /// the configuration does not load: `run` reports why.
+    fn async_threads(&self) -> Option<usize> {
+        let common = match &self.command {
+            Command::Serve { common, .. } => common,
+            Command::Classify(args) if args.server.is_empty() => &args.common,
+            _ => return None,
+        };
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        common.load().ok().map(|config| config.async_threads(cores))
     }
 }
 
