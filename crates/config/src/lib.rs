@@ -659,16 +659,24 @@ impl Config {
     }
 
     /// Worker threads of the async runtime on a machine of `cores` cores:
-    /// `advanced.async_threads`, or by default the cores the model threads leave, at least one.
-    /// The model threads keep their cores busy under load; every async worker beyond the cores
-    /// left only adds wake-ups and preemptions of a model thread (docs/benchmarks.md).
+    /// `advanced.async_threads`, or by default the cores the model threads leave, but at least
+    /// one per [`MODEL_THREADS_PER_ASYNC_WORKER`] model threads. The model threads keep their
+    /// cores busy under load; an async worker beyond the cores left only adds wake-ups and
+    /// preemptions of a model thread (docs/benchmarks.md), unless the async work itself needs it.
     pub fn async_threads(&self, cores: usize) -> usize {
+        let model_threads = self.engine.actors * self.engine.threads_per_actor;
         match self.advanced.async_threads {
-            0 => cores.saturating_sub(self.engine.actors * self.engine.threads_per_actor).max(1),
+            0 => cores.saturating_sub(model_threads).max(model_threads.div_ceil(MODEL_THREADS_PER_ASYNC_WORKER)).max(1),
             threads => threads,
         }
     }
 }
+
+/// Model threads one async worker is enough for when every core has a model thread: a
+/// one-text request costs about 150 us of async work (HTTP, JSON, tokenizer, routing) against
+/// about 1.25 ms of inference per core (docs/benchmarks.md, 2 cores), an eighth, so four busy
+/// model threads keep one worker about half busy. Machines above 2 cores are not measured.
+pub const MODEL_THREADS_PER_ASYNC_WORKER: usize = 4;
 
 /// Applies `SENTI__SECTION__KEY=value` and `SENTI_AUTH_TOKENS` overrides to a raw TOML table.
 fn apply_env(table: &mut toml::Table, vars: impl IntoIterator<Item = (String, String)>) {
@@ -760,6 +768,9 @@ mod tests {
         assert_eq!(config.async_threads(2), 1, "two 1-thread actors on two cores");
         assert_eq!(config.async_threads(8), 6);
         assert_eq!(config.async_threads(1), 1, "never none");
+        config.engine.actors = 16;
+        assert_eq!(config.async_threads(16), 4, "one per four model threads when they take every core");
+        config.engine.actors = 2;
         config.engine.threads_per_actor = 4;
         assert_eq!(config.async_threads(16), 8);
         config.advanced.async_threads = 3;
