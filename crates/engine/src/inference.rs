@@ -29,7 +29,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use senti_model::{Manifest, Runner, Scores};
 
 use crate::load::{ActorLoad, LoadGauge};
-use crate::model_thread::{model_thread, BatchResult, Handoff, Sessions};
+use crate::model_thread::{model_thread, BatchResult, Handoff, Sent, Sessions};
 use crate::queue::{BatchLimits, BatchQueue, Entry};
 use crate::{EncodedTexts, InferError, ModelFailure, RequestId};
 
@@ -69,8 +69,8 @@ pub enum InferenceMsg {
         reply: RpcReplyPort<InferResult>,
     },
     /// From the model thread: the oldest hand-off in flight finished; per batch of it, in order,
-    /// the logits per text (or the error that failed the batch) and the time spent in ONNX
-    /// Runtime.
+    /// the logits per text (or the error that failed the batch), the time spent in ONNX Runtime
+    /// and the wall time the batch held the actor ([`BatchResult`]).
     BatchDone(Vec<BatchResult>),
 }
 
@@ -191,7 +191,7 @@ pub struct InferenceState {
     /// Hand-offs to the model thread, oldest (running) first; at most `batches_ahead`.
     in_flight: VecDeque<InFlight>,
     /// Hand-offs to the model thread; dropping it ends the thread.
-    to_model: mpsc::Sender<Handoff>,
+    to_model: mpsc::Sender<Sent>,
 }
 
 impl Actor for InferenceActor {
@@ -209,7 +209,7 @@ impl Actor for InferenceActor {
             metrics::counter!("senti_queue_rejections_total", "actor" => args.name.clone(), "reason" => why.label())
                 .increment(0);
         }
-        let (to_model, handoffs) = mpsc::channel::<Handoff>();
+        let (to_model, handoffs) = mpsc::channel::<Sent>();
         let sessions = Sessions { shared: args.runner, alone: args.runner_alone, node_running: args.node_running };
         std::thread::Builder::new()
             .name(format!("senti-model-{}", args.name))
@@ -373,11 +373,11 @@ impl InferenceState {
         }
         self.in_flight.push_back(handoff);
         self.publish_running();
-        if self.to_model.send(ids).is_err() {
+        if self.to_model.send((Instant::now(), ids)).is_err() {
             // The model thread is gone (it only exits when this sender drops or the actor
             // stops); answer every hand-off given to it rather than leave them waiting.
             while let Some(lost) = self.in_flight.front() {
-                let failed = lost.batches.iter().map(|_| (Err(ModelFailure::ThreadStopped), Duration::ZERO)).collect();
+                let failed = lost.batches.iter().map(|_| BatchResult::failed(ModelFailure::ThreadStopped)).collect();
                 self.finish_handoff(failed);
             }
         }
@@ -398,12 +398,12 @@ impl InferenceState {
             return;
         }
         let mut keys = handoff.keys.into_iter();
-        for ((texts, padded_tokens), (result, elapsed)) in handoff.batches.into_iter().zip(results) {
+        for ((texts, padded_tokens), result) in handoff.batches.into_iter().zip(results) {
             let batch_keys: Vec<(u64, usize)> = keys.by_ref().take(texts).collect();
-            metrics::histogram!("senti_inference_seconds").record(elapsed.as_secs_f64());
-            match result {
+            metrics::histogram!("senti_inference_seconds").record(result.inference.as_secs_f64());
+            match result.logits {
                 Ok(rows) if rows.len() == batch_keys.len() => {
-                    self.gauge.record_batch(padded_tokens, elapsed);
+                    self.gauge.record_batch(padded_tokens, result.busy);
                     for ((request, index), logits) in batch_keys.into_iter().zip(rows) {
                         let scores = Scores::from_logits(&logits, &self.manifest);
                         self.complete(request, index, scores);

@@ -29,26 +29,56 @@ pub(crate) type Batch = Vec<(Arc<EncodedTexts>, usize)>;
 /// Batches the model thread runs back to back before it reports.
 pub(crate) type Handoff = Vec<Batch>;
 
-/// One batch run by the model thread: logits per text (or why the batch failed), and the time
-/// spent in ONNX Runtime.
-pub type BatchResult = (Result<Vec<Vec<f32>>, ModelFailure>, Duration);
+/// A hand-off and when the actor sent it.
+pub(crate) type Sent = (Instant, Handoff);
+
+/// One batch run by the model thread.
+#[derive(Debug)]
+pub struct BatchResult {
+    /// Logits per text, or why the batch failed.
+    pub logits: Result<Vec<Vec<f32>>, ModelFailure>,
+    /// Time spent in ONNX Runtime.
+    pub inference: Duration,
+    /// Wall time the batch held the actor: from the later of its hand-off's sending and the end
+    /// of the batch before it, to its own end. Beyond `inference` it holds the waits for a core
+    /// between batches while work was there (a core shared with other processes), which is what
+    /// the actor's throughput must count: its queue drains at this pace, not at ONNX Runtime's.
+    pub busy: Duration,
+}
+
+impl BatchResult {
+    /// A batch that did not run.
+    pub(crate) fn failed(failure: ModelFailure) -> Self {
+        Self { logits: Err(failure), inference: Duration::ZERO, busy: Duration::ZERO }
+    }
+}
 
 /// Runs hand-offs until the actor drops its sender, reporting once per hand-off.
-pub(crate) fn model_thread(mut sessions: Sessions, handoffs: mpsc::Receiver<Handoff>, actor: ActorRef<InferenceMsg>) {
-    for handoff in handoffs {
+pub(crate) fn model_thread(mut sessions: Sessions, handoffs: mpsc::Receiver<Sent>, actor: ActorRef<InferenceMsg>) {
+    let mut last_end: Option<Instant> = None;
+    for (sent, handoff) in handoffs {
         let results = handoff
             .iter()
             .map(|batch| {
                 let started = Instant::now();
                 let ids: Vec<&[u32]> = batch.iter().map(|(texts, index)| texts.get(*index)).collect();
                 let logits = sessions.logits(&ids).map_err(|err| ModelFailure::Run(err.to_string()));
-                (logits, started.elapsed())
+                let ended = Instant::now();
+                let busy_from = busy_since(last_end, sent, started);
+                last_end = Some(ended);
+                BatchResult { logits, inference: ended - started, busy: ended - busy_from }
             })
             .collect();
         if actor.cast(InferenceMsg::BatchDone(results)).is_err() {
             break;
         }
     }
+}
+
+/// When a batch started holding its actor: when its hand-off was sent, or, if the previous batch
+/// ended later (the work waited behind it), that end; never after the batch's own start.
+fn busy_since(previous_end: Option<Instant>, sent: Instant, started: Instant) -> Instant {
+    previous_end.map_or(sent, |end| end.max(sent)).min(started)
 }
 
 /// A review of ordinary length (about 40 tokens) for the start-up measurement.
@@ -146,6 +176,18 @@ fn ratio(mut shared: Vec<Duration>, mut alone: Vec<Duration>) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_batch_is_busy_from_the_later_of_its_sending_and_the_previous_end() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        // Staged behind the batch before it: the wait for a core after that batch counts.
+        assert_eq!(busy_since(Some(at(10)), at(2), at(14)), at(10));
+        // Sent to an idle thread: the wake-up counts, the idle time before does not.
+        assert_eq!(busy_since(Some(at(10)), at(20), at(21)), at(20));
+        assert_eq!(busy_since(None, at(5), at(6)), at(5));
+        assert_eq!(busy_since(Some(at(30)), at(40), at(35)), at(35), "never after its own start");
+    }
 
     #[test]
     fn the_ratio_is_of_medians_so_one_stall_does_not_decide() {
