@@ -164,8 +164,15 @@ fn main() -> std::process::ExitCode {
         .with_ansi(std::io::stderr().is_terminal())
         .event_format(NodeFormat(tracing_subscriber::fmt::format()))
         .init();
+    let config = match cli.config() {
+        Ok(config) => config,
+        Err(err) => {
+            eprintln!("senti: {err:#}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
-    if let Some(threads) = cli.async_threads() {
+    if let Some(threads) = cli.async_threads(config.as_ref()) {
         runtime.worker_threads(threads);
     }
     let runtime = match runtime.enable_all().build() {
@@ -175,7 +182,7 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli)) {
+    match runtime.block_on(run(cli, config)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("senti: {err:#}");
@@ -210,31 +217,42 @@ where
 }
 
 impl Cli {
+    /// The configuration of a command that reads one (`serve`, `classify`), loaded once, before
+    /// the runtime is built: it sizes the runtime.
+    fn config(&self) -> anyhow::Result<Option<Config>> {
+        match &self.command {
+            Command::Serve { common, .. } => common.load().map(Some),
+            Command::Classify(args) => args.common.load().map(Some),
+            Command::Cluster { .. } => Ok(None),
+        }
+    }
+
     /// The async runtime's worker threads for a command that runs an engine
-    /// ([`senti_config::Config::async_threads`]); `None` (tokio's default) for the others, and when
-    /// the configuration does not load: `run` reports why.
-    fn async_threads(&self) -> Option<usize> {
-        let common = match &self.command {
-            Command::Serve { common, .. } => common,
-            Command::Classify(args) if args.server.is_empty() => &args.common,
-            _ => return None,
+    /// ([`senti_config::Config::async_threads`]); `None` (tokio's default) for the others.
+    fn async_threads(&self, config_opt: Option<&Config>) -> Option<usize> {
+        let runs_engine = match &self.command {
+            Command::Serve { .. } => true,
+            Command::Classify(args) => args.server.is_empty(),
+            Command::Cluster { .. } => false,
         };
         let cores = std::thread::available_parallelism().map_or(1, usize::from);
-        common.load().ok().map(|config| config.async_threads(cores))
+        config_opt.filter(|_| runs_engine).map(|config| config.async_threads(cores))
     }
 }
 
-async fn run(cli: Cli) -> anyhow::Result<()> {
+/// Runs the command; `config_opt` is [`Cli::config`]'s.
+async fn run(cli: Cli, config_opt: Option<Config>) -> anyhow::Result<()> {
+    const LOADED: &str = "serve and classify load a configuration. This is a bug.";
     match cli.command {
-        Command::Serve { common, listen } => {
-            let mut config = common.load()?;
+        Command::Serve { listen, .. } => {
+            let mut config = config_opt.expect(LOADED);
             if let Some(listen) = listen {
                 config.server.listen = listen;
             }
             let _ = NODE_ID.set(config.node_id());
             senti_node::run(config, senti_node::shutdown_signal()).await
         }
-        Command::Classify(args) => classify(args).await,
+        Command::Classify(args) => classify(args, config_opt.expect(LOADED)).await,
         Command::Cluster { command: ClusterCommand::Keygen { target } } => keygen(target),
         Command::Cluster { command: ClusterCommand::Tls { out } } => {
             senti_cluster::create_tls_dir(&out)?;
@@ -275,8 +293,7 @@ fn keygen(target: KeygenTarget) -> anyhow::Result<()> {
 }
 
 /// `senti classify`: the batch pipeline over this process's engine, or over `--server`s.
-async fn classify(args: ClassifyArgs) -> anyhow::Result<()> {
-    let config = args.common.load()?;
+async fn classify(args: ClassifyArgs, config: Config) -> anyhow::Result<()> {
     let source = match args.file {
         Some(path) => batch::Source::File(path),
         None => {
