@@ -14,7 +14,7 @@ pub mod loopback;
 pub mod netns;
 pub mod promql;
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -92,9 +92,35 @@ pub fn shared_tls_dir() -> &'static Path {
 /// A cookie (`cluster.cookie`) long enough for senti, for test clusters.
 pub const TEST_COOKIE: &str = "senti-test-cookie-3f09a1c2";
 
-/// A free loopback port (bound, then released).
+/// A loopback port for a node to listen on, TCP or UDP: one this process has not handed out
+/// before, free for both protocols right now, and below the kernel's ephemeral range. A port
+/// from `bind(0)`, released for the node to bind, can be taken in between as the source port of
+/// any outgoing connection or UDP socket on the machine (tests run many at once); the kernel
+/// never picks those below the range. Each test process starts at its own offset (from its pid).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let (floor, end) = (10_000usize, ephemeral_ports_start());
+    let span = end.saturating_sub(floor).max(1);
+    let offset = std::process::id() as usize * 7_919;
+    loop {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        assert!(n < span, "no free loopback port left between {floor} and {end}");
+        let port = (floor + (offset + n) % span) as u16;
+        let free = TcpListener::bind(("127.0.0.1", port)).is_ok() && UdpSocket::bind(("127.0.0.1", port)).is_ok();
+        if free {
+            return port;
+        }
+    }
+}
+
+/// The first port of the kernel's ephemeral range (`net.ipv4.ip_local_port_range`; 32768 if it
+/// cannot be read or leaves fewer than 1,000 ports below it above 10,000).
+fn ephemeral_ports_start() -> usize {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse().ok())
+        .filter(|&start: &usize| start >= 11_000)
+        .unwrap_or(32_768)
 }
 
 /// One `senti serve` process.
@@ -125,9 +151,28 @@ impl Server {
             command.env(k, v);
         }
         let child = command.spawn().expect("spawn senti");
-        let server = Server { child, addr };
-        server.wait_ready(Duration::from_secs(60)).await;
+        let mut server = Server { child, addr };
+        server.wait_started(Duration::from_secs(60)).await;
         server
+    }
+
+    /// Waits up to `limit` for /readyz to answer 200; panics at once if the process exits first
+    /// (its stderr, inherited, says why).
+    async fn wait_started(&mut self, limit: Duration) {
+        let client = reqwest::Client::new();
+        let (url, until) = (self.url("/readyz"), Instant::now() + limit);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("poll the senti process") {
+                panic!("senti exited before it became ready ({status}); its stderr above says why");
+            }
+            let last = match client.get(&url).send().await {
+                Ok(response) if response.status().is_success() => return,
+                Ok(response) => format!("/readyz answered {}", response.status()),
+                Err(err) => format!("/readyz: {err}"),
+            };
+            assert!(Instant::now() < until, "senti was not ready within {limit:?}; last: {last}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// `http://addr`
@@ -135,7 +180,6 @@ impl Server {
         format!("http://{}{path}", self.addr)
     }
 
-    /// Waits up to `limit` for /readyz to answer 200 (for a server started some other way).
     /// The sum of a counter's series on its `/metrics` whose labels include `label` (e.g.
     /// `reason="unknown_key"`).
     pub async fn counter(&self, name: &str, label: &str) -> f64 {
@@ -146,6 +190,7 @@ impl Server {
             .sum()
     }
 
+    /// Waits up to `limit` for /readyz to answer 200 (for a server started some other way).
     pub async fn wait_ready(&self, limit: Duration) {
         let client = reqwest::Client::new();
         let url = self.url("/readyz");
