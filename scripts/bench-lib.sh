@@ -22,9 +22,24 @@ stop_all() {
   done
 }
 
-# free_port: a free TCP port on 127.0.0.1 (bound, then released).
+# free_port: a port on 127.0.0.1 that TCP and UDP can both bind now, drawn at random below the
+# kernel's ephemeral range (from 10000): a port from bind(0), released for a node to bind, can be
+# taken in between as the source port of a client's connection (the load generator opens many).
 free_port() {
-  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+  python3 -c '
+import random, socket
+start = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
+start = start if start >= 11000 else 32768
+while True:
+    port = random.randrange(10000, start)
+    try:
+        for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
+            with socket.socket(socket.AF_INET, kind) as s:
+                s.bind(("127.0.0.1", port))
+    except OSError:
+        continue
+    print(port)
+    break'
 }
 
 # cluster_key_file: prints the path of a gossip key file for the bench's nodes,

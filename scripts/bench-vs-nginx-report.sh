@@ -36,5 +36,12 @@ jq -r '
     "| setup | \($all.loads | map("\(.) C") | join(" | ")) |",
     "|---|\($all.loads | map("---:") | join("|"))|",
     ($groups[] | . as $g
-      | "| \($g[0].setup) | \($all.loads | map(. as $l | "\(r($g | scen("open-\($l)") | map(.latency_ms.p99) | med))\(if ($g | scen("open-\($l)") | errs) > 0 then " (\($g | scen("open-\($l)") | errs) errors)" else "" end)") | join(" | ")) |")
+      | "| \($g[0].setup) | \($all.loads | map(. as $l | "\(r($g | scen("open-\($l)") | map(.latency_ms.p99) | med))\(if ($g | scen("open-\($l)") | errs) > 0 then " (\($g | scen("open-\($l)") | errs) errors)" else "" end)") | join(" | ")) |"),
+    "",
+    "Each round: closed loop texts/s, p99 ms at 0.85 C (a round slower as a whole shows in both), and the largest share of CPU time the hypervisor took in any of its runs:",
+    "",
+    "| setup | \($groups[0] | map(.round) | unique | map("round \(.)") | join(" | ")) |",
+    "|---|\($groups[0] | map(.round) | unique | map("---:") | join("|"))|",
+    ($groups[] | . as $g
+      | "| \($g[0].setup) | \($g | group_by(.round) | map("\(r(scen("closed") | map(.texts_per_s) | med)) / \(r(scen("open-0.85") | map(.latency_ms.p99) | med)) / \(map(.steal_share // null) | if all(. == null) then "-" else (map(select(. != null)) | max * 1000 | round / 10 | tostring) + "%" end)") | join(" | ")) |")
 ' "$1"

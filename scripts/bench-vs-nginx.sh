@@ -17,7 +17,7 @@
 # serve; CAPACITY=<texts/s> sets it instead). Then, ROUNDS times (3), every setup in turn gets:
 #   closed      the closed loop of CONCURRENCY clients (throughput when saturated);
 #   open-<f>    an open loop (latency from the scheduled send time) at f x C for every f in LOADS
-#               (0.5 0.7 0.85 1.0 1.15);
+#               (0.5 0.7 0.85 0.95 1.0 1.15);
 #   slowed      an open loop at SLOW_LOAD x C (0.7); FAULT_AFTER (3) s into the measured time n1 is
 #               held to a third of its CPU share (a cpu cgroup quota, v1 or v2; skipped without one);
 #   killed      the same with n2 SIGKILLed FAULT_AFTER s in (requests that senti-spread sends to n2's
@@ -25,7 +25,10 @@
 # Writes bench-results/vs-nginx-<UTC time>.json and prints markdown tables: per setup the closed
 # loop's texts/s, p99 at 0.7 and 0.85 x C, the throughput at the p99 objective (the highest open
 # load served with p99 <= P99_OBJECTIVE_MS (100) and no error), and the slowed and killed runs'
-# p99 and errors (medians of the rounds; errors summed); for senti the share of attempts remote.
+# p99 and errors (medians of the rounds; errors summed); for senti the share of attempts remote;
+# then each round's closed loop and p99 at 0.85 x C, and the share of CPU time the hypervisor
+# took (steal, /proc/stat) during each run: on a shared machine a round can run slower as a
+# whole, and these show which.
 #
 # About 30 minutes after the build. Environment: QUICK=1 (smoke run, figures not meaningful),
 # DURATION / WARMUP (seconds per run), CONCURRENCY, ROUNDS, LOADS, SLOW_LOAD, FAULT_AFTER,
@@ -37,7 +40,7 @@ cd "$(dirname "$0")/.."
 if [[ ${QUICK:-0} == 1 ]]; then
   DURATION=${DURATION:-4} WARMUP=${WARMUP:-1} ROUNDS=${ROUNDS:-1} LOADS=${LOADS:-0.7}
 else
-  DURATION=${DURATION:-10} WARMUP=${WARMUP:-2} ROUNDS=${ROUNDS:-3} LOADS=${LOADS:-0.5 0.7 0.85 1.0 1.15}
+  DURATION=${DURATION:-10} WARMUP=${WARMUP:-2} ROUNDS=${ROUNDS:-3} LOADS=${LOADS:-0.5 0.7 0.85 0.95 1.0 1.15}
 fi
 CONCURRENCY=${CONCURRENCY:-16}
 SLOW_LOAD=${SLOW_LOAD:-0.7}
@@ -184,6 +187,7 @@ run() {
   local setup=$1 round=$2 scenario=$3 out="$work/run-$1-$2-$3.json" before after loadgen fault=null
   shift 3
   before=$(counters "$setup")
+  steal_before=$(steal_ticks)
   target/release/senti-loadgen "${TARGETS[@]}" --route analyze --warmup "$WARMUP" --duration "$DURATION" \
     --json "$out.load" "$@" >"$out.log" 2>&1 &
   loadgen=$!
@@ -202,9 +206,12 @@ run() {
   esac
   wait "$loadgen" || { cat "$out.log" >&2; echo "bench-vs-nginx: senti-loadgen failed ($setup $scenario)" >&2; exit 1; }
   after=$(counters "$setup")
+  steal_after=$(steal_ticks)
   jq --arg setup "$setup" --argjson round "$round" --arg scenario "$scenario" --argjson b "$before" \
     --argjson a "$after" --argjson fault "$fault" --arg dead "${node_url[n2]}" \
+    --argjson s0 "[${steal_before// /,}]" --argjson s1 "[${steal_after// /,}]" \
     '. + {setup: $setup, round: $round, scenario: $scenario, fault: $fault,
+          steal_share: (($s1[0] - $s0[0]) / ([$s1[1] - $s0[1], 1] | max)),
           dead_entry_errors: (if $scenario == "killed" then [.per_url[] | select(.url | startswith($dead)) | .errors] | add // 0 else 0 end),
           attempts: ([$a | keys[] | select($b[.] != null) as $n | $a[$n] | to_entries[] | .value -= $b[$n][.key]]
                      | group_by(.key) | map({key: .[0].key, value: (map(.value) | add)}) | from_entries
@@ -212,6 +219,11 @@ run() {
     "$out.load" >"$out"
   rm -f "$out.load"
   echo "bench-vs-nginx: $setup $scenario: $(jq -r '"\(.texts_per_s | round) texts/s, p99 \(.latency_ms.p99 * 10 | round / 10) ms, errors \(.errors)"' "$out")" >&2
+}
+
+# steal_ticks: "STEAL TOTAL", the ticks all cores lost to the hypervisor so far and all ticks.
+steal_ticks() {
+  awk '$1 == "cpu" { total = 0; for (i = 2; i <= 9; i++) total += $i; print $9, total }' /proc/stat
 }
 
 # open_run SETUP ROUND SCENARIO LOAD: an open loop at LOAD x C.
