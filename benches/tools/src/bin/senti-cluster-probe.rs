@@ -359,25 +359,42 @@ struct NodeSpec {
     actor: SocketAddr,
 }
 
-/// Three nodes' worth of distinct free loopback ports (all held until every one is chosen).
+/// Three nodes' worth of distinct free loopback ports. Each is drawn below the kernel's
+/// ephemeral range (`net.ipv4.ip_local_port_range`), where no client connection of the probe's
+/// load can take it as its source port between this check and the node's bind, and is free for
+/// TCP and UDP now.
 fn free_specs(prefix: &str) -> anyhow::Result<Vec<NodeSpec>> {
-    let mut tcp = Vec::new();
-    let mut udp = Vec::new();
+    let mut taken = BTreeSet::new();
+    let mut port = || free_port(&mut taken);
     let mut specs = Vec::new();
     for name in NODE_NAMES {
-        let http = TcpListener::bind("127.0.0.1:0").context("no free TCP port")?;
-        let actor = TcpListener::bind("127.0.0.1:0").context("no free TCP port")?;
-        let gossip = UdpSocket::bind("127.0.0.1:0").context("no free UDP port")?;
+        let (http, gossip, actor) = (port()?, port()?, port()?);
         specs.push(NodeSpec {
             id: format!("{prefix}-{name}"),
-            http: http.local_addr()?,
-            gossip: gossip.local_addr()?,
-            actor: actor.local_addr()?,
+            http: SocketAddr::from(([127, 0, 0, 1], http)),
+            gossip: SocketAddr::from(([127, 0, 0, 1], gossip)),
+            actor: SocketAddr::from(([127, 0, 0, 1], actor)),
         });
-        tcp.extend([http, actor]);
-        udp.push(gossip);
     }
     Ok(specs)
+}
+
+/// A loopback port from 10,000 to the start of the ephemeral range, not in `taken`, that TCP and
+/// UDP can both bind now; added to `taken`.
+fn free_port(taken: &mut BTreeSet<u16>) -> anyhow::Result<u16> {
+    let start = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
+        .filter(|&start| start >= 11_000)
+        .unwrap_or(32_768);
+    for _ in 0..1_000 {
+        let port = rand::random_range(10_000..start);
+        let free = TcpListener::bind(("127.0.0.1", port)).is_ok() && UdpSocket::bind(("127.0.0.1", port)).is_ok();
+        if free && taken.insert(port) {
+            return Ok(port);
+        }
+    }
+    bail!("no free loopback port between 10000 and {start} after 1,000 draws")
 }
 
 /// One point of the sweep.
