@@ -81,6 +81,12 @@ machine_busy_ticks() {
   echo $((user + nice + system + irq + softirq))
 }
 
+# steal_ticks: "STEAL TOTAL", the ticks (1/100 s) all cores lost to the hypervisor so far, and all
+# ticks so far (user through steal), from /proc/stat.
+steal_ticks() {
+  awk '$1 == "cpu" { total = 0; for (i = 2; i <= 9; i++) total += $i; print $9, total }' /proc/stat
+}
+
 # wait_answer URL PID LOG WHAT: returns once POST URL/analyze answers 200; exits the script with
 # the log tail if PID exits first or after READY_TIMEOUT seconds (default 120). For models that
 # fail senti's known-answer check by design (the random StructBERT-base-sized benchmark model:

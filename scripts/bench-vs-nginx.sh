@@ -221,11 +221,6 @@ run() {
   echo "bench-vs-nginx: $setup $scenario: $(jq -r '"\(.texts_per_s | round) texts/s, p99 \(.latency_ms.p99 * 10 | round / 10) ms, errors \(.errors)"' "$out")" >&2
 }
 
-# steal_ticks: "STEAL TOTAL", the ticks all cores lost to the hypervisor so far and all ticks.
-steal_ticks() {
-  awk '$1 == "cpu" { total = 0; for (i = 2; i <= 9; i++) total += $i; print $9, total }' /proc/stat
-}
-
 # open_run SETUP ROUND SCENARIO LOAD: an open loop at LOAD x C.
 open_run() {
   run "$1" "$2" "$3" --mode open --concurrency 256 --rate "$(jq -n "$4 * $capacity | round")"
