@@ -228,3 +228,22 @@ impl Drop for Server {
 }
 
 pub use senti_engine::testsuite::{wait_until, wait_until_ok};
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use super::*;
+
+    #[test]
+    fn free_ports_are_distinct_below_the_ephemeral_range_and_free_for_tcp_and_udp() {
+        let ports: Vec<u16> = (0..200).map(|_| free_port()).collect();
+        assert_eq!(ports.iter().collect::<HashSet<_>>().len(), ports.len(), "a port handed out twice: {ports:?}");
+        let end = ephemeral_ports_start();
+        for port in ports {
+            assert!((10_000..end).contains(&usize::from(port)), "{port} outside 10000..{end}");
+            TcpListener::bind(("127.0.0.1", port)).unwrap_or_else(|err| panic!("TCP {port}: {err}"));
+            UdpSocket::bind(("127.0.0.1", port)).unwrap_or_else(|err| panic!("UDP {port}: {err}"));
+        }
+    }
+}
