@@ -179,13 +179,15 @@ start_cluster() {
 }
 
 # routing_counters URL: a node's routing counters as JSON
-# ({"local": n, "remote": n, "hedges": n, "retries": n, "ejections": n}; absent counters are 0).
+# ({"local": n, "remote": n, "hedges": n, "hedges_declined": n, "retries": n, "ejections": n};
+# absent counters are 0).
 routing_counters() {
   curl -fsS "$1/metrics" | awk '
     /^senti_attempts_total\{hop="local"\}/ { local_n = $2 }
     /^senti_attempts_total\{hop="remote"\}/ { remote_n = $2 }
     /^senti_hedges_total / { hedges = $2 }
+    /^senti_hedges_declined_total / { declined = $2 }
     /^senti_retries_total / { retries = $2 }
     /^senti_ejections_total / { ejections = $2 }
-    END { printf "{\"local\":%d,\"remote\":%d,\"hedges\":%d,\"retries\":%d,\"ejections\":%d}\n", local_n, remote_n, hedges, retries, ejections }'
+    END { printf "{\"local\":%d,\"remote\":%d,\"hedges\":%d,\"hedges_declined\":%d,\"retries\":%d,\"ejections\":%d}\n", local_n, remote_n, hedges, declined, retries, ejections }'
 }

@@ -215,7 +215,8 @@ run() {
           dead_entry_errors: (if $scenario == "killed" then [.per_url[] | select(.url | startswith($dead)) | .errors] | add // 0 else 0 end),
           attempts: ([$a | keys[] | select($b[.] != null) as $n | $a[$n] | to_entries[] | .value -= $b[$n][.key]]
                      | group_by(.key) | map({key: .[0].key, value: (map(.value) | add)}) | from_entries
-                     | {local: (.local // 0), remote: (.remote // 0), hedges: (.hedges // 0), retries: (.retries // 0)})}' \
+                     | {local: (.local // 0), remote: (.remote // 0), hedges: (.hedges // 0),
+                        hedges_declined: (.hedges_declined // 0), retries: (.retries // 0)})}' \
     "$out.load" >"$out"
   rm -f "$out.load"
   echo "bench-vs-nginx: $setup $scenario: $(jq -r '"\(.texts_per_s | round) texts/s, p99 \(.latency_ms.p99 * 10 | round / 10) ms, errors \(.errors)"' "$out")" >&2

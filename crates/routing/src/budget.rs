@@ -49,6 +49,11 @@ impl RetryBudget {
         }
     }
 
+    /// Whether [`try_withdraw`](Self::try_withdraw) would succeed now; takes nothing.
+    pub fn can_withdraw(&self) -> bool {
+        self.balance >= TOKEN
+    }
+
     /// Tokens available now.
     pub fn balance(&self) -> f64 {
         self.balance as f64 / TOKEN as f64

@@ -43,7 +43,7 @@ use crate::attempt::{self, AttemptOutcome};
 use crate::budget::RetryBudget;
 use crate::choose::{local_plus_sampled_remote, Candidate, RemoteSampling};
 use crate::estimate::{estimate, mean_backlog, mean_rate, work_ahead, LoadView};
-use crate::hedge::{attempt_timeout, LatencyWindow};
+use crate::hedge::{attempt_timeout, has_room, LatencyWindow};
 use crate::job::{Classified, Job};
 use crate::models::{compare_versions, ServedModels, OLDER_MODEL_PENALTY_TOKENS};
 use crate::notices::{use_notice, IdleNotices, IDLE_NOTICE_FANOUT, NOTICE_AFTER_ATTEMPTS};
@@ -168,9 +168,13 @@ impl Actor for GatewayActor {
     ) -> Result<Self::State, ActorProcessingErr> {
         // Counters that move only on an event exist from the start: rates and alerts that read
         // them see 0, not no series.
-        for counter in
-            ["senti_ejections_total", "senti_retries_total", "senti_retries_refused_total", "senti_hedges_total"]
-        {
+        for counter in [
+            "senti_ejections_total",
+            "senti_retries_total",
+            "senti_retries_refused_total",
+            "senti_hedges_total",
+            "senti_hedges_declined_total",
+        ] {
             metrics::counter!(counter).increment(0);
         }
         for hop in ["local", "remote"] {
@@ -255,11 +259,11 @@ impl Actor for GatewayActor {
                 if job.is_done()
                     || job.in_flight.load(Ordering::Acquire) == 0
                     || !state.has_untried_node(&job)
-                    || !state.hedge_budget.try_withdraw()
+                    || !state.hedge_budget.can_withdraw()
                 {
                     return Ok(());
                 }
-                state.place(job, Placement::Hedge, myself);
+                state.place(job, Placement::Hedge, myself); // withdraws once a target has room
             }
             GatewayMsg::AttemptEnded { target, outcome, tokens, load_opt } => {
                 state.attempt_ended(&target, outcome, tokens, load_opt);
@@ -398,6 +402,16 @@ impl GatewayState {
             index = self.idle_instead(index, &candidates, now).unwrap_or(index);
         }
         let wait = self.queue_wait(index, priors, now);
+        let expected = attempt::expected_time(&self.speeds, job.texts.total_tokens());
+        if placement == Placement::Hedge {
+            if !has_room(wait, expected) {
+                metrics::counter!("senti_hedges_declined_total").increment(1);
+                return;
+            }
+            if !self.hedge_budget.try_withdraw() {
+                return;
+            }
+        }
         let state = &mut self.targets[index];
         state.outstanding += 1;
         state.outstanding_tokens += job.texts.total_tokens();
@@ -414,7 +428,6 @@ impl GatewayState {
         let p = &self.params;
         let size_free =
             attempt_timeout(&self.latencies, p.attempt_timeout, p.attempt_timeout_factor, p.attempt_timeout_floor);
-        let expected = attempt::expected_time(&self.speeds, job.texts.total_tokens());
         let timeout = attempt::sized_timeout(size_free, expected, wait);
         let hedge_after_opt = match placement {
             Placement::First => p.hedge.hedge_delay(&self.latencies, expected.saturating_add(wait)),

@@ -9,7 +9,8 @@
 //! percent of attempts are the queued ones, and a backup of a queued attempt only adds the same
 //! work to another busy node; the tail a hedge cuts is a node slower than its queue says. Whether
 //! a hedge may be sent at all is the hedging budget's call ([`RetryBudget`](crate::RetryBudget)),
-//! not this module's.
+//! not this module's, and a hedge goes only where the work ahead of it is less than one attempt
+//! ([`has_room`]).
 
 use std::time::Duration;
 
@@ -93,6 +94,16 @@ impl HedgePolicy {
     }
 }
 
+/// Whether a hedge may go to a target whose queue is expected to hold it for `wait`, the hedge
+/// itself taking `expected`: only when less than one attempt's worth of work is ahead of it. A
+/// hedge to a busy target adds its work to a full queue: near saturation the extra load raised
+/// every request's wait more than the few hedged ones gained (docs/routing.md, section 5). A hedge
+/// to a target with room uses capacity that would otherwise stand idle. A declined hedge spends no
+/// budget and is not tried again.
+pub(crate) fn has_room(wait: Duration, expected: Duration) -> bool {
+    wait <= expected
+}
+
 /// How long one attempt may take before it is abandoned and placed elsewhere: `factor` times
 /// the recent p99, at least `floor`, at most `configured`. An attempt ten times slower than
 /// nearly every recent one is almost surely stuck (a hung or partitioned node), and waiting the
@@ -147,6 +158,14 @@ mod tests {
         assert_eq!(window.quantile(1.0), Some(ms(100)));
         window.record(ms(1));
         assert_eq!(window.quantile(1.0), Some(ms(1)));
+    }
+
+    #[test]
+    fn a_hedge_needs_less_than_one_attempt_of_work_ahead() {
+        assert!(has_room(Duration::ZERO, ms(2)));
+        assert!(has_room(ms(2), ms(2)));
+        assert!(!has_room(ms(3), ms(2)));
+        assert!(!has_room(ms(1), Duration::ZERO), "a size-free attempt has room only on an idle target");
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! The gateway actor's routing behaviour, end to end through its messages: failover after an
-//! attempt timeout, hedging and its budget, the retry budget, never the same target twice,
-//! ejection and its fleet cap, failures as load, the local tie-break, cancellation, the
-//! replacement of remote targets, and idle notices.
+//! attempt timeout, hedging (only onto a target with room) and its budget, the retry budget,
+//! never the same target twice, ejection and its fleet cap, failures as load, the local
+//! tie-break, cancellation, the replacement of remote targets, and idle notices.
 //!
 //! No model and no inference actor: every target is a [`TestHop`], a test double of [`Hop`] that
 //! answers at once, answers late, hangs (holding its reply port), fails, or refuses, as each test
@@ -758,6 +758,37 @@ async fn a_hedge_with_nowhere_to_go_spends_no_budget() {
     gw.cast(GatewayMsg::SetRemoteTargets(vec![remote(&backup, 0.0)])).unwrap();
     let classified = classify(&gw, "after", ms(10_000)).await.unwrap();
     assert_eq!((classified.served_by.to_string().as_str(), classified.attempts), ("n2/b", 2));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hedge_goes_only_to_a_target_with_room_and_a_declined_one_spends_nothing() {
+    // Paused time. A hedge budget of exactly the reserve: one hedge, if the declined one spends nothing.
+    let first = TestHop::new("a", Behaviour::Answer);
+    let busy = TestHop::new("b", Behaviour::Answer);
+    let routing = with(never_eject(), |c| {
+        c.advanced.hedge_min_delay_ms = 5;
+        c.advanced.hedge_budget_ratio = 0.0;
+    });
+    let gw = gateway(vec![local(&first)], routing).await;
+    // Seconds of work ahead of the other node's actor: a hedge there would wait behind all of it.
+    gw.cast(GatewayMsg::SetRemoteTargets(vec![remote(&busy, 10_000.0)])).unwrap();
+    for i in 0..30 {
+        assert_eq!(classify(&gw, &format!("warm-{i}"), ms(10_000)).await.unwrap().served_by.to_string(), "n1/a");
+    }
+    first.set(Behaviour::AnswerAfter(ms(2_000)));
+    let start = tokio::time::Instant::now();
+    let slow = classify(&gw, "slow", ms(10_000)).await.unwrap();
+    assert_eq!((slow.served_by.to_string().as_str(), slow.attempts), ("n1/a", 1), "no hedge onto a full queue");
+    assert_eq!(start.elapsed(), ms(2_000));
+    assert_eq!((snapshot(&gw).await.hedges, busy.attempts()), (0, 0));
+
+    // The same actor with nothing ahead: the next slow request is hedged there, on the unspent reserve.
+    let idle = TestHop::new("b", Behaviour::Answer);
+    gw.cast(GatewayMsg::SetRemoteTargets(vec![remote(&idle, 0.0)])).unwrap();
+    let hedged = classify(&gw, "slow-again", ms(10_000)).await.unwrap();
+    assert_eq!((hedged.served_by.to_string().as_str(), hedged.attempts), ("n2/b", 2));
+    assert_eq!(snapshot(&gw).await.hedges, 1);
+    wait_idle(&gw).await;
 }
 
 #[tokio::test(start_paused = true)]
