@@ -26,6 +26,7 @@ RUNS = [
     ("distill", "both", "+ a second epoch with unlabeled.tsv soft-labelled by `both` + head", ["--no-augment", "--continue-mlm-epochs", "0", "--distill-epochs", "1"]),
     ("continue-mlm", "distill", "+ 1 epoch of n-gram-masked MLM on sentiment-extra's train texts first (make model's recipe)", ["--no-augment", "--continue-mlm-epochs", "1"]),
     ("continue-mlm-token", "distill", "+ the same MLM epoch with single tokens masked, not 1-4-character spans (the control for n-gram masking)", ["--no-augment", "--continue-mlm-epochs", "1", "--mlm-masking", "token"]),
+    ("continue-mlm-word", "distill", "+ the same MLM epoch with whole words masked (jieba's segmentation), not 1-4-character spans", ["--no-augment", "--continue-mlm-epochs", "1", "--mlm-masking", "word"]),
     ("continue-mlm-3", "distill", "+ three epochs of the same n-gram-masked MLM instead of one (longer MLM)", ["--no-augment", "--continue-mlm-epochs", "3"]),
     ("augment", "continue-mlm", "+ contrast and negation rows for the encoder (augment.py)", ["--augment", "--continue-mlm-epochs", "1"]),
     ("distill-no-val", "continue-mlm", "the val files' texts left out of the distillation set", ["--no-augment", "--continue-mlm-epochs", "1", "--distill-skip-val-texts"]),

@@ -336,8 +336,8 @@ are encoder + n-gram head in PyTorch before export, alpha and T fitted on both v
 cross-fitted (`make model-ablation`, models/train/ablations/ABLATION.md, which also has the
 encoder-alone table; a row whose weights are cached costs only its evaluation). Standard error of
 an accuracy here: about 0.3 points on the original val, 0.7 on Douban, 1.3 on Amazon.cn, 0.75 on
-Weibo. Not measured: whole-word masking (spans of 1-4 characters stand in for words; the
-`continue-mlm-token` row is their control, single characters masked).
+Weibo. `make model` masks spans of 1-4 characters; `continue-mlm-token` (single characters) and
+`continue-mlm-word` (whole words, jieba's segmentation) are the two controls.
 
 {ablation_section(s)}
 

@@ -56,7 +56,7 @@ def parse_args():
     p.add_argument("--size", choices=sorted(SIZES), default="small")
     p.add_argument("--pools", nargs="+", default=["sentiment", "sentiment-extra"], help="labelled pools under --data (train.tsv, val.tsv each)")
     p.add_argument("--mlm-epochs", type=float, default=3.0, help="MLM pre-training epochs over unlabeled+train text (0: none)")
-    p.add_argument("--mlm-masking", choices=["token", "ngram"], default="ngram", help="mask single tokens, or spans of 1-4 characters (40/30/20/10%%)")
+    p.add_argument("--mlm-masking", choices=["token", "ngram", "word"], default="ngram", help="mask single tokens, spans of 1-4 characters (40/30/20/10%%), or whole words (jieba's segmentation)")
     p.add_argument("--mlm-max-length", type=int, default=128)
     p.add_argument("--init", default=str(HERE.parents[1] / ".cache" / "init" / "senti-zh-small-1.1.0.onnx"), help="start from the encoder and classifier of this model.onnx (train.py's own export; `make model` takes 1.1.0's from git); 'none': from MLM pre-training")
     p.add_argument("--continue-mlm-epochs", type=float, default=1.0, help="with --init: epochs of MLM pre-training (--mlm-masking, same corpus) on the init's encoder before fine-tuning")
@@ -167,6 +167,10 @@ def pretrain_key(args, config) -> tuple[str, dict]:
         "corpus": {f"{p.parent.name}/{p.name}": sha256_of(p) for p in mlm_corpus_files(args)},
         "torch": torch.__version__,
     }
+    if args.mlm_masking == "word":
+        import jieba
+
+        inputs["segmenter"] = f"jieba {jieba.__version__}"
     if continuing:
         inputs |= {"init": sha256_of(Path(args.init)), "mlm_epochs": args.continue_mlm_epochs, "mlm_lr": args.continue_mlm_lr, "continue_corpus": args.continue_mlm_corpus}
     digest = hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:16]
@@ -215,13 +219,14 @@ def pretrained_encoder(config, tokenizer, args, init_state=None):
     if args.train_limit:
         texts = [texts[i] for i in sorted(random.Random(args.seed).sample(range(len(texts)), args.train_limit))]
     mlm_ids = sx.encode(tokenizer, texts, args.mlm_max_length)
+    words = word_ids(tokenizer, texts, args.mlm_max_length) if args.mlm_masking == "word" else None
     log.info("mlm corpus %d texts, %d tokens; cache key %s", len(mlm_ids), sum(map(len, mlm_ids)), key)
 
     def checkpoint(epoch, state, loss):
         torch.save({"state": state, "loss": loss}, args.cache / f"mlm-{key}-epoch{epoch}.pt")
 
     torch.manual_seed(args.seed + 1)
-    state, loss, history = pretrain_mlm(config, mlm_ids, args, random.Random(args.seed + 1), checkpoint, epochs, lr, init_state)
+    state, loss, history = pretrain_mlm(config, mlm_ids, args, random.Random(args.seed + 1), checkpoint, epochs, lr, init_state, words)
     info = {"key": key, "inputs": inputs, "final_loss": loss, "history": history, "texts": len(mlm_ids), "minutes": (time.time() - started) / 60}
     tmp = path.with_suffix(".tmp")
     torch.save({"state": state, "info": info}, tmp)
@@ -307,9 +312,10 @@ NGRAM_PROBS = (0.4, 0.3, 0.2, 0.1)  # span lengths 1..4, as MacBERT's n-gram mas
 
 
 def mask_ngrams(ids: torch.Tensor, attention: torch.Tensor, vocab_size: int, gen: torch.Generator, rate: float = 0.15):
-    """N-gram masking: spans of 1-4 tokens (characters, for Chinese: a stand-in for whole words,
-    which need a segmenter) start at rate / E[length] of the positions, so about `rate` of the
-    real tokens are chosen; each chosen token is then [MASK] (80%), random (10%) or kept (10%)."""
+    """N-gram masking: spans of 1-4 tokens (characters, for Chinese: a stand-in for whole words
+    that needs no segmenter, see `mask_words`) start at rate / E[length] of the positions, so
+    about `rate` of the real tokens are chosen; each chosen token is then [MASK] (80%), random
+    (10%) or kept (10%)."""
     special = (ids == 101) | (ids == 102) | (attention == 0)
     mean_len = sum((k + 1) * p for k, p in enumerate(NGRAM_PROBS))
     starts = (torch.rand(ids.shape, generator=gen) < rate / mean_len) & ~special
@@ -329,11 +335,52 @@ def mask_ngrams(ids: torch.Tensor, attention: torch.Tensor, vocab_size: int, gen
     return inputs, chosen
 
 
-def pretrain_mlm(config, texts_ids, args, rng, checkpoint, epochs: float, lr: float, init_state=None):
+def word_ids(tokenizer, texts, max_length: int):
+    """For each text, the index of the word (jieba's segmentation of the text) that each of its
+    tokens belongs to, counted from 0 along the text; [CLS] and [SEP] are words of their own. A
+    Chinese word of k characters is k tokens; a Latin word's WordPiece pieces share its index."""
+    import jieba
+
+    jieba.setLogLevel(logging.WARNING)
+    tokenizer.enable_truncation(max_length)
+    tokenizer.no_padding()
+    out = []
+    for text, encoding in zip(texts, tokenizer.encode_batch(list(texts))):
+        of_char = np.zeros(len(text) + 1, dtype=np.int64)
+        for n, (_, start, end) in enumerate(jieba.tokenize(text)):
+            of_char[start:end] = n
+        ids, previous, word = [], None, -1
+        for special, (start, end) in zip(encoding.special_tokens_mask, encoding.offsets):
+            current = -1 - len(ids) if special else int(of_char[start])
+            if current != previous:
+                word += 1
+            ids.append(word)
+            previous = current
+        out.append(ids)
+    return out
+
+
+def mask_words(ids: torch.Tensor, attention: torch.Tensor, words: torch.Tensor, vocab_size: int, gen: torch.Generator, rate: float = 0.15):
+    """Whole-word masking: each word (see `word_ids`) is chosen with probability `rate`, all of its
+    tokens together, so about `rate` of the real tokens are chosen; each chosen token is then
+    [MASK] (80%), random (10%) or kept (10%)."""
+    special = (ids == 101) | (ids == 102) | (attention == 0)
+    picked = torch.rand((ids.shape[0], int(words.max()) + 1), generator=gen) < rate
+    chosen = torch.gather(picked, 1, words.clamp(min=0)) & ~special
+    inputs = ids.clone()
+    roll = torch.rand(ids.shape, generator=gen)
+    inputs[chosen & (roll < 0.8)] = 103
+    random_sel = chosen & (roll >= 0.8) & (roll < 0.9)
+    inputs[random_sel] = torch.randint(1000, vocab_size, (int(random_sel.sum()),), generator=gen)
+    return inputs, chosen
+
+
+def pretrain_mlm(config, texts_ids, args, rng, checkpoint, epochs: float, lr: float, init_state=None, words=None):
     """Masked-language-model pre-training; returns the encoder's state dict. The MLM head is
     applied only at masked positions (a full 21,128-way softmax at every position would cost more
     than the encoder itself). init_state: start from its encoder (the MLM head starts fresh, its
-    decoder tied to the word embeddings)."""
+    decoder tied to the word embeddings). words: each text's token -> word index (`word_ids`),
+    for whole-word masking."""
     model = BertForMaskedLM(config)
     if init_state is not None:
         bert = {k.removeprefix("bert."): v for k, v in init_state.items() if k.startswith("bert.") and "pooler" not in k}
@@ -356,7 +403,12 @@ def pretrain_mlm(config, texts_ids, args, rng, checkpoint, epochs: float, lr: fl
             if step >= total:
                 break
             ids, attention, types = to_tensors([texts_ids[i] for i in batch])
-            inputs, chosen = masker(ids, attention, config.vocab_size, gen)
+            if words is None:
+                inputs, chosen = masker(ids, attention, config.vocab_size, gen)
+            else:
+                rows = [words[i] for i in batch]
+                word = torch.tensor([w + [-1] * (ids.shape[1] - len(w)) for w in rows])
+                inputs, chosen = mask_words(ids, attention, word, config.vocab_size, gen)
             hidden = model.bert(input_ids=inputs, attention_mask=attention, token_type_ids=types).last_hidden_state
             logits = model.cls(hidden[chosen])
             loss = torch.nn.functional.cross_entropy(logits, ids[chosen])
