@@ -96,6 +96,36 @@ def ablation_section(s: dict) -> str:
     return "\n".join([*lines, "", ablation.VAL_TEXTS_NOTE])
 
 
+def calibration_limits_section(out: Path) -> str:
+    """Why one temperature leaves Amazon.cn above 0.03 and what else was tried (ceilings.py on
+    this folder's fp32 graph, ablations/ceilings.json)."""
+    path = HERE / "ablations" / "ceilings.json"
+    command = "`cd models/train && ../../.cache/venv-train/bin/python ceilings.py` (ablations/ceilings.json)."
+    if not path.exists():
+        return f"Calibration beyond one temperature: not measured for this build: {command}"
+    result = json.loads(path.read_text())
+    if result["model"]["sha256"] != sha256_file(out / result["model"]["file"]):
+        return f"Calibration beyond one temperature: measured on another build than these files: {command}"
+    cal = result["calibration"]
+    need = cal["T each source would need"]
+    at_amazon = cal["single T = Amazon.cn's"]
+    aware = cal["disagreement-aware, leave-one-source-out"]
+    others = ", ".join(f"{k} {v['ece']:.3f}" for k, v in at_amazon.items() if k not in ("temperature", "Amazon.cn"))
+    bands = cal["Amazon.cn by length at the shipped T"]
+    return (
+        "Amazon.cn is the one source that one temperature cannot serve: it is overconfident in every\n"
+        "length band (confidence / accuracy at "
+        + ", ".join(f"{k} {v['confidence']:.2f} / {v['accuracy']:.2f}" for k, v in bands.items())
+        + ").\nFitted on each source alone, T would be "
+        + ", ".join(f"{k} {v:.2f}" for k, v in need.items())
+        + f";\nat Amazon.cn's T its ECE is {at_amazon['Amazon.cn']['ece']:.3f} and the others' become {others}.\n"
+        "A calibrator that also sees the encoder's and the head's margins and whether they disagree\n"
+        f"(four weights, fitted without the source it is measured on) leaves Amazon.cn at {aware['Amazon.cn']['ece']:.3f}.\n"
+        "Its labels are noisy (sentiment-extra/README.md: neutral questions and remarks carry a label).\n"
+        + command
+    )
+
+
 def long_text_section(out: Path, default_file: str) -> str:
     """Accuracy on the val texts longer than the encoder's window, per way of reading them
     (long_texts.py, run on this folder and on 1.1.0's; ablations/long-texts-*.json)."""
@@ -329,6 +359,8 @@ Training history:
 One temperature, T = {cal['temperature']:.3f}, fitted on both val files together (a mixed-domain split;
 the server divides the logits by it). ECE over both val files: {cal['ece_before']:.3f} at T = 1, {cal['ece_after_cross_fitted']:.3f}
 after (cross-fitted). Per source: the ECE columns of the table above.
+
+{calibration_limits_section(args.out)}
 
 ## What each technique bought
 Every row starts from 1.1.0's weights and adds one change to the row in its `on` column; figures
