@@ -396,6 +396,7 @@ def pretrain_mlm(config, texts_ids, args, rng, checkpoint, epochs: float, lr: fl
     step = 0
     bar = tqdm(total=total, desc="mlm pre-training", unit="step", mininterval=5)
     running = None
+    assert (words is not None) == (args.mlm_masking == "word"), "whole-word masking needs each text's word_ids"
     masker = mask_ngrams if args.mlm_masking == "ngram" else mask_tokens
     history = []
     while step < total:
