@@ -29,6 +29,7 @@ RUNS = [
     ("continue-mlm-word", "distill", "+ the same MLM epoch with whole words masked (jieba's segmentation), not 1-4-character spans", ["--no-augment", "--continue-mlm-epochs", "1", "--mlm-masking", "word"]),
     ("continue-mlm-3", "distill", "+ three epochs of the same n-gram-masked MLM instead of one (longer MLM)", ["--no-augment", "--continue-mlm-epochs", "3"]),
     ("augment", "continue-mlm", "+ contrast and negation rows for the encoder (augment.py)", ["--augment", "--continue-mlm-epochs", "1"]),
+    ("distill-noise", "continue-mlm", "+ noisy student: 10% of each pseudo-labelled text's tokens dropped before the student reads it", ["--no-augment", "--continue-mlm-epochs", "1", "--distill-noise", "0.1"]),
     ("distill-no-val", "continue-mlm", "the val files' texts left out of the distillation set", ["--no-augment", "--continue-mlm-epochs", "1", "--distill-skip-val-texts"]),
 ]
 SOURCES = [

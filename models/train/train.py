@@ -79,6 +79,7 @@ def parse_args():
     p.add_argument("--distill-epochs", type=int, default=1, help="epochs on train + unlabeled.tsv soft-labelled by the fine-tuned model and head (0: none)")
     p.add_argument("--distill-min-confidence", type=float, default=0.9, help="above 1: no pseudo-labels (the extra epoch alone, a control)")
     p.add_argument("--distill-weight", type=float, default=1.0)
+    p.add_argument("--distill-noise", type=float, default=0.0, help="drop this share of each pseudo-labelled text's tokens before the student reads it (noisy student: the teacher labelled the clean text)")
     p.add_argument("--tag", default="", help="name of the log and, with --no-export, of ablations/<tag>.json")
     p.add_argument("--sweep-latency", action="store_true", help="with --no-export: measure the fp32 encoder's latency (sweep.py)")
     p.add_argument("--save-logits", action="store_true", help="with --no-export: keep val logits and the weights beside the JSON")
@@ -192,6 +193,8 @@ def finetune_key(args, config) -> tuple[str, dict]:
         "pretrain": pretrain_key(args, config)[0] if (args.mlm_epochs > 0 if args.init == "none" else args.continue_mlm_epochs > 0) else None,
         "torch": torch.__version__,
     }
+    if args.distill_epochs and args.distill_noise:
+        inputs["distill_noise"] = args.distill_noise
     if args.distill_epochs and args.distill_skip_val_texts:
         inputs["distill_set"] = {"unlabeled_minus_val": {f"{pool}/val.tsv": sha256_of(args.data / pool / "val.tsv") for pool in VAL_POOLS}}
     return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:16], inputs
@@ -443,6 +446,13 @@ def window(ids, size: int, head: int):
     return ids[:head] + ids[len(ids) - (size - head) :]
 
 
+def drop_tokens(ids, share: float, rng: random.Random):
+    """The ids without about `share` of their tokens ([CLS] and [SEP] always kept, and at least
+    one other token)."""
+    inner = [t for t in ids[1:-1] if rng.random() >= share] or ids[1:2]
+    return [ids[0], *inner, ids[-1]]
+
+
 def encoder_view(id_lists, args):
     return [window(ids, args.window, args.window_head) for ids in id_lists]
 
@@ -666,7 +676,7 @@ def main():
     # Two cached stages, each keyed by everything it depends on: fine-tuning (the key of these
     # arguments with no distillation), then distillation on top of it.
     # The distillation settings do not change the fine-tuning: the stage's key takes their defaults.
-    base_args = argparse.Namespace(**(vars(args) | {"distill_epochs": 0, "distill_min_confidence": 0.9, "distill_weight": 1.0}))
+    base_args = argparse.Namespace(**(vars(args) | {"distill_epochs": 0, "distill_min_confidence": 0.9, "distill_weight": 1.0, "distill_noise": 0.0}))
     key, key_inputs = finetune_key(base_args, config)
     cached = args.cache.parent / "finetune" / f"ft-{key}.pt"
     if cached.exists() and not args.fresh:
@@ -735,9 +745,13 @@ def main():
             else:
                 u_ids, u_p, keep = pseudo_labels(model, head, unlabeled, args, tokenizer, final["temperature"])
             kept = np.flatnonzero(keep)
-            distill_info = {"unlabeled": len(unlabeled), "left_out_as_val": left_out if args.distill_skip_val_texts else None, "kept": int(keep.sum()), "kept_positive": float((u_p[kept] > 0.5).mean()) if len(kept) else None, "min_confidence": args.distill_min_confidence, "weight": args.distill_weight}
+            distill_info = {"unlabeled": len(unlabeled), "left_out_as_val": left_out if args.distill_skip_val_texts else None, "kept": int(keep.sum()), "kept_positive": float((u_p[kept] > 0.5).mean()) if len(kept) else None, "min_confidence": args.distill_min_confidence, "weight": args.distill_weight, "noise": args.distill_noise}
             log.info("distillation set %s", distill_info)
-            d_ids = enc_ids + encoder_view([u_ids[i] for i in kept], args)
+            student_ids = [u_ids[i] for i in kept]
+            if args.distill_noise:
+                noise = random.Random(args.seed + 5)
+                student_ids = [drop_tokens(ids, args.distill_noise, noise) for ids in student_ids]
+            d_ids = enc_ids + encoder_view(student_ids, args)
             d_targets = np.concatenate([enc_targets, u_p[kept]])
             d_weights = np.concatenate([enc_weights, np.full(len(kept), args.distill_weight)])
             torch.manual_seed(args.seed + 4)
