@@ -152,27 +152,33 @@ def quantize_int8(fp32_path: Path, int8_path: Path) -> None:
     )
 
 
-def ort_session(path: Path, threads: int = 2):
+def ort_session(path: Path | bytes, threads: int = 2):
+    """A CPU session on a model file, or on a serialized graph (bytes)."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    model = path if isinstance(path, bytes) else str(path)
+    return ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
 
 
 def ort_logits(session, id_lists, batch_size: int = 64) -> np.ndarray:
     """Logits for every text, in input order, batched by similar length."""
+    return ort_outputs(session, id_lists, [OUTPUT_NAME], batch_size)[0]
+
+
+def ort_outputs(session, id_lists, names: list[str], batch_size: int = 64) -> list[np.ndarray]:
+    """The named [batch, 2] graph outputs for every text, in input order, batched by similar length."""
     order = sorted(range(len(id_lists)), key=lambda i: len(id_lists[i]))
-    out = np.zeros((len(id_lists), 2), dtype=np.float32)
+    out = [np.zeros((len(id_lists), 2), dtype=np.float32) for _ in names]
     for start in range(0, len(order), batch_size):
         rows = order[start : start + batch_size]
         ids, mask, types = pad_batch([id_lists[i] for i in rows])
-        logits = session.run(
-            [OUTPUT_NAME], {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
-        )[0]
-        out[rows] = logits
+        values = session.run(names, {"input_ids": ids, "attention_mask": mask, "token_type_ids": types})
+        for array, value in zip(out, values):
+            array[rows] = value
     return out
 
 

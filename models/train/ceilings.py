@@ -21,7 +21,6 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import torch
 from scipy.optimize import minimize
 from transformers import BertForSequenceClassification
@@ -38,17 +37,11 @@ LENGTH_BANDS = [("0-19 characters", 0, 20), ("20-49 characters", 20, 50), ("50-1
 
 
 def shipped_parts(folder: Path, val_ids):
-    """The shipped fp32 graph's encoder logits and the n-gram head's score (before alpha)."""
+    """The shipped fp32 graph's encoder logits and the n-gram head's margin (at the shipped alpha)."""
     graph = onnx.load(str(folder / "model.onnx"))
     for name in ("encoder_logits", "ngram/delta"):
         graph.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
-    session = ort.InferenceSession(graph.SerializeToString(), providers=["CPUExecutionProvider"])
-    order = sorted(range(len(val_ids)), key=lambda i: len(val_ids[i]))
-    encoder, delta = np.zeros((len(val_ids), 2), np.float32), np.zeros((len(val_ids), 2), np.float32)
-    for start in range(0, len(order), 64):
-        rows = order[start : start + 64]
-        ids, mask, types = sx.pad_batch([val_ids[i] for i in rows])
-        encoder[rows], delta[rows] = session.run(["encoder_logits", "ngram/delta"], {"input_ids": ids, "attention_mask": mask, "token_type_ids": types})
+    encoder, delta = sx.ort_outputs(sx.ort_session(graph.SerializeToString()), val_ids, ["encoder_logits", "ngram/delta"])
     return encoder, 2 * delta[:, 1]
 
 

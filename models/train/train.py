@@ -221,8 +221,10 @@ def pretrained_encoder(config, tokenizer, args, init_state=None):
         texts += read_unlabeled(file)
     if args.train_limit:
         texts = [texts[i] for i in sorted(random.Random(args.seed).sample(range(len(texts)), args.train_limit))]
-    mlm_ids = sx.encode(tokenizer, texts, args.mlm_max_length)
-    words = word_ids(tokenizer, texts, args.mlm_max_length) if args.mlm_masking == "word" else None
+    if args.mlm_masking == "word":
+        mlm_ids, words = encode_with_words(tokenizer, texts, args.mlm_max_length)
+    else:
+        mlm_ids, words = sx.encode(tokenizer, texts, args.mlm_max_length), None
     log.info("mlm corpus %d texts, %d tokens; cache key %s", len(mlm_ids), sum(map(len, mlm_ids)), key)
 
     def checkpoint(epoch, state, loss):
@@ -299,10 +301,14 @@ def make_optimizer(model, lr: float):
     return torch.optim.AdamW([{"params": decay, "weight_decay": 0.01}, {"params": no_decay, "weight_decay": 0.0}], lr=lr)
 
 
-def mask_tokens(ids: torch.Tensor, attention: torch.Tensor, vocab_size: int, gen: torch.Generator):
-    """BERT masking: 15% of real non-special tokens; of those 80% [MASK], 10% random, 10% kept."""
-    special = (ids == 101) | (ids == 102) | (attention == 0)  # [CLS], [SEP], padding
-    chosen = (torch.rand(ids.shape, generator=gen) < 0.15) & ~special
+def special_positions(ids: torch.Tensor, attention: torch.Tensor) -> torch.Tensor:
+    """[CLS], [SEP] and padding: never chosen for masking."""
+    return (ids == 101) | (ids == 102) | (attention == 0)
+
+
+def corrupt(ids: torch.Tensor, chosen: torch.Tensor, vocab_size: int, gen: torch.Generator):
+    """BERT's replacement of the chosen tokens: 80% [MASK], 10% a random token, 10% kept.
+    Returns (inputs, chosen)."""
     inputs = ids.clone()
     roll = torch.rand(ids.shape, generator=gen)
     inputs[chosen & (roll < 0.8)] = 103  # [MASK]
@@ -311,15 +317,20 @@ def mask_tokens(ids: torch.Tensor, attention: torch.Tensor, vocab_size: int, gen
     return inputs, chosen
 
 
+def mask_tokens(ids: torch.Tensor, attention: torch.Tensor, vocab_size: int, gen: torch.Generator):
+    """BERT masking: 15% of real non-special tokens, then `corrupt`."""
+    chosen = (torch.rand(ids.shape, generator=gen) < 0.15) & ~special_positions(ids, attention)
+    return corrupt(ids, chosen, vocab_size, gen)
+
+
 NGRAM_PROBS = (0.4, 0.3, 0.2, 0.1)  # span lengths 1..4, as MacBERT's n-gram masking
 
 
 def mask_ngrams(ids: torch.Tensor, attention: torch.Tensor, vocab_size: int, gen: torch.Generator, rate: float = 0.15):
     """N-gram masking: spans of 1-4 tokens (characters, for Chinese: a stand-in for whole words
     that needs no segmenter, see `mask_words`) start at rate / E[length] of the positions, so
-    about `rate` of the real tokens are chosen; each chosen token is then [MASK] (80%), random
-    (10%) or kept (10%)."""
-    special = (ids == 101) | (ids == 102) | (attention == 0)
+    about `rate` of the real tokens are chosen, then `corrupt`."""
+    special = special_positions(ids, attention)
     mean_len = sum((k + 1) * p for k, p in enumerate(NGRAM_PROBS))
     starts = (torch.rand(ids.shape, generator=gen) < rate / mean_len) & ~special
     lengths = torch.multinomial(torch.tensor(NGRAM_PROBS), ids.numel(), replacement=True, generator=gen).view(ids.shape) + 1
@@ -329,60 +340,49 @@ def mask_ngrams(ids: torch.Tensor, attention: torch.Tensor, vocab_size: int, gen
         if k:
             span = torch.nn.functional.pad(span[:, :-k], (k, 0))
         chosen |= span
-    chosen &= ~special
-    inputs = ids.clone()
-    roll = torch.rand(ids.shape, generator=gen)
-    inputs[chosen & (roll < 0.8)] = 103
-    random_sel = chosen & (roll >= 0.8) & (roll < 0.9)
-    inputs[random_sel] = torch.randint(1000, vocab_size, (int(random_sel.sum()),), generator=gen)
-    return inputs, chosen
+    return corrupt(ids, chosen & ~special, vocab_size, gen)
 
 
-def word_ids(tokenizer, texts, max_length: int):
-    """For each text, the index of the word (jieba's segmentation of the text) that each of its
-    tokens belongs to, counted from 0 along the text; [CLS] and [SEP] are words of their own. A
-    Chinese word of k characters is k tokens; a Latin word's WordPiece pieces share its index."""
+def encode_with_words(tokenizer, texts, max_length: int):
+    """sx.encode's token ids, and for each text the index of the word (jieba's segmentation of the
+    text) that each of its tokens belongs to, counted from 0 along the text; [CLS] and [SEP] are
+    words of their own. A Chinese word of k characters is k tokens; a Latin word's WordPiece
+    pieces share its index."""
     import jieba
 
     jieba.setLogLevel(logging.WARNING)
     tokenizer.enable_truncation(max_length)
     tokenizer.no_padding()
+    encodings = tokenizer.encode_batch(list(texts))
     out = []
-    for text, encoding in zip(texts, tokenizer.encode_batch(list(texts))):
+    for text, encoding in zip(texts, encodings):
         of_char = np.zeros(len(text) + 1, dtype=np.int64)
         for n, (_, start, end) in enumerate(jieba.tokenize(text)):
             of_char[start:end] = n
-        ids, previous, word = [], None, -1
-        for special, (start, end) in zip(encoding.special_tokens_mask, encoding.offsets):
-            current = -1 - len(ids) if special else int(of_char[start])
+        words, previous, word = [], None, -1
+        for special, (start, _) in zip(encoding.special_tokens_mask, encoding.offsets):
+            current = -1 - len(words) if special else int(of_char[start])
             if current != previous:
                 word += 1
-            ids.append(word)
+            words.append(word)
             previous = current
-        out.append(ids)
-    return out
+        out.append(words)
+    return [e.ids for e in encodings], out
 
 
 def mask_words(ids: torch.Tensor, attention: torch.Tensor, words: torch.Tensor, vocab_size: int, gen: torch.Generator, rate: float = 0.15):
-    """Whole-word masking: each word (see `word_ids`) is chosen with probability `rate`, all of its
-    tokens together, so about `rate` of the real tokens are chosen; each chosen token is then
-    [MASK] (80%), random (10%) or kept (10%)."""
-    special = (ids == 101) | (ids == 102) | (attention == 0)
+    """Whole-word masking: each word (see `encode_with_words`) is chosen with probability `rate`,
+    all of its tokens together, so about `rate` of the real tokens are chosen, then `corrupt`."""
     picked = torch.rand((ids.shape[0], int(words.max()) + 1), generator=gen) < rate
-    chosen = torch.gather(picked, 1, words.clamp(min=0)) & ~special
-    inputs = ids.clone()
-    roll = torch.rand(ids.shape, generator=gen)
-    inputs[chosen & (roll < 0.8)] = 103
-    random_sel = chosen & (roll >= 0.8) & (roll < 0.9)
-    inputs[random_sel] = torch.randint(1000, vocab_size, (int(random_sel.sum()),), generator=gen)
-    return inputs, chosen
+    chosen = torch.gather(picked, 1, words.clamp(min=0)) & ~special_positions(ids, attention)
+    return corrupt(ids, chosen, vocab_size, gen)
 
 
 def pretrain_mlm(config, texts_ids, args, rng, checkpoint, epochs: float, lr: float, init_state=None, words=None):
     """Masked-language-model pre-training; returns the encoder's state dict. The MLM head is
     applied only at masked positions (a full 21,128-way softmax at every position would cost more
     than the encoder itself). init_state: start from its encoder (the MLM head starts fresh, its
-    decoder tied to the word embeddings). words: each text's token -> word index (`word_ids`),
+    decoder tied to the word embeddings). words: each text's token -> word index (`encode_with_words`),
     for whole-word masking."""
     model = BertForMaskedLM(config)
     if init_state is not None:
@@ -399,7 +399,7 @@ def pretrain_mlm(config, texts_ids, args, rng, checkpoint, epochs: float, lr: fl
     step = 0
     bar = tqdm(total=total, desc="mlm pre-training", unit="step", mininterval=5)
     running = None
-    assert (words is not None) == (args.mlm_masking == "word"), "whole-word masking needs each text's word_ids"
+    assert (words is not None) == (args.mlm_masking == "word"), "whole-word masking needs each text's word indices"
     masker = mask_ngrams if args.mlm_masking == "ngram" else mask_tokens
     history = []
     while step < total:
